@@ -1,0 +1,65 @@
+"""layerlab: study config -> trained cells -> per-layer metric stores -> study store -> figures.
+
+    snakemake -c2                                              # default quick study (config/config.yaml)
+    snakemake -c2 --configfile config/studies/<study>.yaml     # any other study
+"""
+
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, check_cell, expand_cells  # noqa: E402
+from layerlab.data import DATASETS  # noqa: E402
+
+min_version("9.0")
+
+# A study file replaces the default config instead of being merged into it (grids must not mix).
+if not workflow.overwrite_configfiles:
+
+    configfile: Path(workflow.basedir) / "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+try:
+    CELLS = expand_cells(config)
+except ConfigError as err:
+    raise WorkflowError(f"layerlab config error: {err}") from None
+for _cid, _cell in CELLS.items():
+    try:
+        validate(_cell, "workflow/schemas/cell.schema.yaml")
+        check_cell(_cell)
+    except (WorkflowError, ConfigError) as err:
+        raise WorkflowError(f"layerlab config error in cell '{_cid}':\n{err}") from None
+
+STUDY = config["study"]
+OUT = f"results/{STUDY}"
+AXES = list(config["grid"])
+
+
+def cell_json(wildcards) -> str:
+    """All of a cell's parameters as one canonical JSON string (the params rerun trigger)."""
+    return canonical_json(CELLS[wildcards.cell])
+
+
+def cell_dataset(wildcards) -> str:
+    return f"resources/datasets/{CELLS[wildcards.cell]['dataset']}.npz"
+
+
+wildcard_constraints:
+    cell=CELL_ID_PATTERN,
+    dataset="|".join(DATASETS),
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/collect.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.collect.output,
+        rules.plots.output,

@@ -1,0 +1,10 @@
+"""Rule `dataset`: prepare one dataset into resources/ (see layerlab.data)."""
+
+from pathlib import Path
+
+from layerlab.data import DatasetUnavailable, prepare
+from layerlab.runtime import run_script
+
+snakemake = globals()["snakemake"]
+run_script(lambda: prepare(snakemake.wildcards.dataset, Path(snakemake.output.npz), Path(snakemake.params.downloads)),
+           DatasetUnavailable)

@@ -1,0 +1,17 @@
+"""Rule `init`: the cell's network with its seeded initial weights -> init.pt."""
+
+import json
+
+import torch
+
+from layerlab.data import read_provenance
+from layerlab.models import build_model
+
+snakemake = globals()["snakemake"]
+cell = json.loads(snakemake.params.cell)
+meta = read_provenance(snakemake.input.data)
+input_shape, n_classes = tuple(meta["shapes"]["x_train"][1:]), meta["n_classes"]
+torch.set_num_threads(1)
+model = build_model(cell, input_shape, n_classes)
+torch.save({"state_dict": model.state_dict(), "cell": cell, "input_shape": input_shape, "n_classes": n_classes},
+           snakemake.output[0])

@@ -1,0 +1,204 @@
+"""Datasets: prepare once into an .npz with provenance, load as tensors on the training device.
+
+Every prepared dataset holds uint8 images `x_train`/`x_test` of shape (N, C, H, W), int64 labels, and a
+`scale` that maps the uint8 values to [0, 1]. Sources never substitute for each other: an unavailable
+source raises `DatasetUnavailable` with a message that says how to get it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10", "white_noise")
+WHITE_NOISE_SHAPE = (1, 28, 28)
+WHITE_NOISE_SIZES = (10_000, 2_000)
+
+
+class DatasetUnavailable(RuntimeError):
+    """The requested dataset source cannot be read here; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor  # float32 (N, C, H, W), standardized
+    y: torch.Tensor  # int64 (N,)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    n_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+
+def sha256_of(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) IDX file: magic byte 3 is the rank, then big-endian uint32 dims."""
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4)
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _digits() -> tuple[dict[str, np.ndarray], dict]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = d.images.astype(np.uint8)[:, None]  # values 0..16
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, d.target, test_size=0.2, random_state=0, stratify=d.target
+    )
+    arrays = {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
+    meta = {
+        "source": "sklearn.datasets.load_digits (UCI optdigits test set, bundled with scikit-learn)",
+        "license": "CC BY 4.0 (UCI Machine Learning Repository)",
+        "split": "stratified 80/20, sklearn train_test_split(random_state=0)",
+        "scale": 16.0,
+    }
+    return arrays, meta
+
+
+def _idx_dir(root: Path) -> dict[str, np.ndarray]:
+    return {key: read_idx(root / name) for key, name in IDX_FILES.items()}
+
+
+def _torchvision(name: str, downloads: Path) -> dict[str, np.ndarray]:
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
+           "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        train = cls(str(downloads), train=True, download=True)
+        test = cls(str(downloads), train=False, download=True)
+    except (RuntimeError, urllib.error.URLError, OSError) as err:
+        hint = (
+            " Offline alternative: `apt-get install dataset-fashion-mnist` (Debian) provides the real files."
+            if name == "fashion_mnist" else ""
+        )
+        raise DatasetUnavailable(
+            f"dataset '{name}' is not prepared and the torchvision download into {downloads} failed "
+            f"({type(err).__name__}: {err}). Run on a machine with internet access once, or place the "
+            f"torchvision files under {downloads}.{hint}"
+        ) from err
+
+    def arrays(split) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(split.data, dtype=np.uint8)
+        return (x.transpose(0, 3, 1, 2) if x.ndim == 4 else x), np.asarray(split.targets)  # NHWC -> NCHW
+
+    (x_tr, y_tr), (x_te, y_te) = arrays(train), arrays(test)
+    return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
+
+
+def _fashion_mnist(downloads: Path) -> tuple[dict[str, np.ndarray], dict]:
+    debian = Path(os.environ.get("LAYERLAB_FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST))
+    meta = {"license": "MIT (Zalando Research)", "scale": 255.0, "split": "official 60k/10k"}
+    if all((debian / f).exists() for f in IDX_FILES.values()):
+        return _idx_dir(debian), {**meta, "source": f"Debian dataset-fashion-mnist at {debian}"}
+    return _torchvision("fashion_mnist", downloads), {**meta, "source": "torchvision download"}
+
+
+def _white_noise() -> tuple[dict[str, np.ndarray], dict]:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in zip(("train", "test"), WHITE_NOISE_SIZES, strict=True):
+        arrays[f"x_{split}"] = rng.integers(0, 256, size=(n, *WHITE_NOISE_SHAPE), dtype=np.uint8)
+        arrays[f"y_{split}"] = rng.integers(0, 10, size=n, dtype=np.int64)
+    meta = {"source": "generated: uniform uint8 pixels and uniform labels, numpy default_rng(0)",
+            "license": "public domain (generated)", "scale": 255.0, "split": "10k/2k"}
+    return arrays, meta
+
+
+def build(name: str, downloads: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Return the raw arrays and provenance of dataset `name`."""
+    if name == "digits":
+        return _digits()
+    if name == "fashion_mnist":
+        return _fashion_mnist(downloads)
+    if name == "white_noise":
+        return _white_noise()
+    if name in ("mnist", "cifar10"):
+        return _torchvision(name, downloads), {
+            "source": "torchvision download", "scale": 255.0, "split": "official train/test",
+            "license": {"mnist": "CC BY-SA 3.0 (LeCun, Cortes, Burges)",
+                        "cifar10": "MIT-style (Krizhevsky, Nair, Hinton)"}[name],
+        }
+    raise DatasetUnavailable(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
+
+
+def prepare(name: str, out: Path, downloads: Path) -> dict:
+    """Write dataset `name` to `out` (.npz) and its provenance to `out` with suffix .json."""
+    arrays, meta = build(name, downloads)
+    arrays = {k: np.ascontiguousarray(v[:, None] if k.startswith("x") and v.ndim == 3 else v,  # -> NCHW
+                                      dtype=np.uint8 if k.startswith("x") else np.int64)
+              for k, v in arrays.items()}
+    meta = {
+        "dataset": name,
+        **meta,
+        "sha256": sha256_of(*(arrays[k] for k in sorted(arrays))),
+        "shapes": {k: list(v.shape) for k, v in arrays.items()},
+        "n_classes": int(max(arrays["y_train"].max(), arrays["y_test"].max()) + 1),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, **arrays, provenance=np.array(json.dumps(meta)))
+    tmp.replace(out)
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def read_provenance(npz_path: str | os.PathLike) -> dict:
+    """The provenance written beside a prepared dataset (shapes, classes, checksum, source)."""
+    return json.loads(Path(npz_path).with_suffix(".json").read_text())
+
+
+def load(path: Path, device: torch.device | str = "cpu", train_subset: int | None = None,
+         test_subset: int | None = None) -> Dataset:
+    """Load a prepared dataset, verify its checksum, standardize with the train mean/std."""
+    if not Path(path).exists():
+        raise DatasetUnavailable(f"prepared dataset {path} is missing; run the `dataset` rule first")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        meta = json.loads(str(f["provenance"]))
+    if sha256_of(*(arrays[k] for k in sorted(arrays))) != meta["sha256"]:
+        raise DatasetUnavailable(f"{path} is corrupted (sha256 mismatch); delete it and rerun")
+    if train_subset:
+        arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_subset], arrays["y_train"][:train_subset]
+    if test_subset:
+        arrays["x_test"], arrays["y_test"] = arrays["x_test"][:test_subset], arrays["y_test"][:test_subset]
+    x_train = torch.from_numpy(arrays["x_train"]).float() / meta["scale"]
+    mean, std = x_train.mean(), x_train.std()
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        xt = (torch.from_numpy(x).float() / meta["scale"] - mean) / std
+        return Split(xt.to(device), torch.from_numpy(y).to(device))
+
+    return Dataset(meta["dataset"], split(arrays["x_train"], arrays["y_train"]),
+                   split(arrays["x_test"], arrays["y_test"]), meta["n_classes"])

@@ -1,0 +1,1 @@
+"""Layer-wise measurements; one module per probe, each with a reference test."""

@@ -1,0 +1,178 @@
+"""Training loop of one ablation cell, with the in-training layer-wise probes.
+
+The loop runs `steps` updates on mini-batches drawn from tensors on the device (seeded permutation per
+epoch, last partial batch dropped). At every `log_every` steps (and the last) it records the loss terms and
+the batch entropy of every hidden layer; every `eval_every` steps (and the last) the test accuracy. A
+non-finite loss ends the run early and marks the cell `diverged`: a result, not a crash.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from torch.nn import functional as F
+
+from layerlab.data import Dataset, Split
+from layerlab.losses import LBELoss, regularized
+from layerlab.probes.batch_entropy import layer_entropies
+
+EVAL_BATCH = 1000
+
+
+def make_optimizer(cell: dict, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cell["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cell["lr"], momentum=cell["momentum"], weight_decay=cell["weight_decay"])
+    return torch.optim.Adam(params, lr=cell["lr"], weight_decay=cell["weight_decay"])
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless index batches: a fresh seeded permutation each epoch, partial last batch dropped."""
+    batch_size = min(batch_size, n)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i : i + batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy); a row with non-finite logits counts as wrong."""
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(split.y), EVAL_BATCH):
+        x, y = split.x[i : i + EVAL_BATCH], split.y[i : i + EVAL_BATCH]
+        logits, _ = model(x)
+        finite = torch.isfinite(logits).all(1)
+        correct += int(((logits.argmax(1) == y) & finite).sum())
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+    model.train()
+    return correct / len(split.y), loss / len(split.y)
+
+
+@dataclass
+class Log:
+    """Per-step records, filled as training goes."""
+
+    steps: list[int] = field(default_factory=list)
+    scalars: dict[str, list[float]] = field(default_factory=dict)
+    entropy: list[np.ndarray] = field(default_factory=list)
+    alpha: list[np.ndarray] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    evals: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, store: dict[str, list[float]], **values: float | torch.Tensor) -> None:
+        for k, v in values.items():
+            store.setdefault(k, []).append(v.item() if isinstance(v, torch.Tensor) else float(v))
+
+
+def logged_steps(steps: int, every: int) -> set[int]:
+    return set(range(0, steps, every)) | {steps}
+
+
+def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device) -> tuple[xr.Dataset, nn.Module]:
+    """Train `model` as `cell` says; return the per-cell metrics Dataset and the trained model."""
+    model = model.to(device).train()
+    depth = cell["depth"]
+    lbe = None
+    if cell["loss"] == "ce_lbe":
+        n_reg = len(regularized(list(range(depth)), cell["lbe_layers"]))
+        lbe = LBELoss(n_reg, cell["lbe_alpha"], cell["lbe_alpha_min"], cell["lbe_beta"], cell["entropy_constant"])
+        lbe = lbe.to(device)
+    params = list(model.parameters()) + (list(lbe.parameters()) if lbe else [])
+    optimizer = make_optimizer(cell, params)
+    generator = torch.Generator().manual_seed(cell["seed"])
+    reg_layers = regularized(list(range(depth)), cell["lbe_layers"])
+    to_log, to_eval = logged_steps(cell["steps"], cell["log_every"]), logged_steps(cell["steps"], cell["eval_every"])
+    log = Log()
+    diverged_step = -1
+    start = time.perf_counter()
+    stream = batches(len(data.train.y), cell["batch_size"], generator)
+    for step, idx in zip(range(cell["steps"] + 1), stream, strict=False):
+        idx = idx.to(device)
+        x, y = data.train.x[idx], data.train.y[idx]
+        logits, hidden = model(x)
+        ce = F.cross_entropy(logits, y)
+        loss, lbe_value = lbe(ce, regularized(hidden, cell["lbe_layers"])) if lbe else (ce, torch.tensor(np.nan))
+        finite = bool(torch.isfinite(loss))
+        if step in to_log or not finite:
+            log.steps.append(step)
+            log.add(log.scalars, loss=loss, ce=ce, lbe=lbe_value,
+                    batch_acc=(logits.argmax(1) == y).float().mean())
+            with torch.no_grad():
+                log.entropy.append(layer_entropies(hidden, cell["entropy_constant"]).cpu().numpy())
+                alpha = np.full(depth, np.nan, dtype=np.float32)
+                if lbe:
+                    alpha[reg_layers] = lbe.target().detach().cpu().numpy()
+                log.alpha.append(alpha)
+        if step in to_eval or not finite:
+            test_acc, test_loss = evaluate(model, data.test)
+            log.eval_steps.append(step)
+            log.add(log.evals, test_acc=test_acc, test_loss=test_loss)
+        if not finite:
+            diverged_step = step
+            break
+        if step == cell["steps"]:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    train_acc, train_loss = evaluate(model, data.train)
+    return to_dataset(cell, log, diverged_step, train_acc, train_loss, seconds), model
+
+
+def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train_loss: float,
+               seconds: float) -> xr.Dataset:
+    layer = np.arange(cell["depth"])
+    step_vars = {k: ("step", np.asarray(v, dtype=np.float32)) for k, v in log.scalars.items()}
+    eval_vars = {k: ("eval_step", np.asarray(v, dtype=np.float32)) for k, v in log.evals.items()}
+    ds = xr.Dataset(
+        {
+            **step_vars,
+            **{f"{k}_curve": v for k, v in eval_vars.items()},
+            "batch_entropy": (("step", "layer"), np.stack(log.entropy).astype(np.float32)),
+            "alpha": (("step", "layer"), np.stack(log.alpha).astype(np.float32)),
+            "test_acc": log.evals["test_acc"][-1],
+            "test_loss": log.evals["test_loss"][-1],
+            "test_acc_last3": float(np.mean(log.evals["test_acc"][-3:])),
+            "train_acc": train_acc,
+            "train_loss": train_loss,
+            "diverged": diverged_step >= 0,
+            "diverged_step": diverged_step,
+            "train_seconds": seconds,
+        },
+        coords={"step": np.asarray(log.steps), "eval_step": np.asarray(log.eval_steps), "layer": layer},
+    )
+    describe(ds)
+    return ds
+
+
+DESCRIPTIONS = {
+    "loss": ("training loss on the mini-batch (CE, or CE + CE*L_BE)", "nat"),
+    "ce": ("cross-entropy on the mini-batch", "nat"),
+    "lbe": ("batch-entropy loss L_BE (NaN without LBE)", "1"),
+    "batch_acc": ("accuracy on the training mini-batch", "1"),
+    "batch_entropy": ("batch entropy H^l of each hidden layer's activations", "nat"),
+    "alpha": ("LBE target max(alpha_min, |alpha^l|) (NaN where not regularized)", "nat"),
+    "test_acc_curve": ("test accuracy during training", "1"),
+    "test_loss_curve": ("test cross-entropy during training", "nat"),
+    "test_acc": ("final test accuracy", "1"),
+    "test_loss": ("final test cross-entropy", "nat"),
+    "test_acc_last3": ("mean test accuracy of the last 3 evaluations", "1"),
+    "train_acc": ("final accuracy on the whole training split", "1"),
+    "train_loss": ("final cross-entropy on the whole training split", "nat"),
+    "diverged": ("training hit a non-finite loss", "1"),
+    "diverged_step": ("step of the first non-finite loss (-1: none)", "1"),
+    "train_seconds": ("wall time of the training loop", "s"),
+}
+
+
+def describe(ds: xr.Dataset) -> None:
+    for name, (long_name, units) in DESCRIPTIONS.items():
+        if name in ds:
+            ds[name].attrs.update(long_name=long_name, units=units)

@@ -1,0 +1,46 @@
+"""Grid expansion, cell ids and overrides."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, expand_cells
+
+
+def test_product_grid_with_readable_ids():
+    cells = expand_cells({"grid": {"depth": [10, 30], "loss": ["ce", "ce_lbe"]}, "fixed": {"width": 8}})
+    assert list(cells) == ["depth~10/loss~ce", "depth~10/loss~ce_lbe", "depth~30/loss~ce", "depth~30/loss~ce_lbe"]
+    assert cells["depth~30/loss~ce"] == {"width": 8, "depth": 30, "loss": "ce"}
+
+
+def test_explicit_cells_override_or_add():
+    cells = expand_cells({"grid": {"depth": [10]}, "fixed": {"lr": 0.1},
+                          "cells": [{"depth": 10, "lr": 0.5}, {"depth": 99, "width": 4}]})
+    assert cells == {"depth~10": {"lr": 0.5, "depth": 10}, "depth~99": {"lr": 0.1, "depth": 99, "width": 4}}
+
+
+def test_float_values_in_ids_and_pattern():
+    import re
+
+    ids = list(expand_cells({"grid": {"sigma_w2": [0.5, 1e-3], "seed": [0]}}))
+    assert ids == ["sigma_w2~0.5/seed~0", "sigma_w2~0.001/seed~0"]
+    assert all(re.fullmatch(CELL_ID_PATTERN, i) for i in ids)
+    assert not re.fullmatch(CELL_ID_PATTERN, "figures")
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"grid": {"depth": [1]}, "cells": [{"loss": "ce"}]}, "missing \\['depth'\\]"),
+    ({"grid": {"depth": [1]}, "fixed": {"depth": 2}}, "both in 'grid' and in 'fixed'"),
+    ({"grid": {"dataset": ["a/b"]}}, "cannot be part of a cell id"),
+])
+def test_bad_configs_name_the_problem(config, message):
+    with pytest.raises(ConfigError, match=message):
+        expand_cells(config)
+
+
+def test_canonical_json_is_order_independent():
+    assert canonical_json({"b": 1, "a": [1.5, "x"]}) == canonical_json({"a": [1.5, "x"], "b": 1}) == \
+        '{"a":[1.5,"x"],"b":1}'
+    assert json.loads(canonical_json({"a": 1e-4}))["a"] == 1e-4

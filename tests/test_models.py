@@ -1,0 +1,56 @@
+"""Model shapes and initialisation schemes against their defining distributions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import make_cell
+
+from layerlab.models import build_model, init_weights
+
+
+@pytest.mark.parametrize(("model", "hidden_shape"), [("fnn", (7, 12)), ("cnn", (7, 12, 8, 8))])
+def test_every_hidden_layer_is_exposed(model, hidden_shape):
+    net = build_model(make_cell(model=model, depth=5, width=12), (1, 8, 8), 10)
+    logits, hidden = net(torch.randn(7, 1, 8, 8))
+    assert logits.shape == (7, 10) and len(hidden) == 5
+    assert all(tuple(h.shape) == hidden_shape for h in hidden)
+
+
+def test_vanilla_network_has_no_norm_or_skip():
+    net = build_model(make_cell(depth=3, width=8), (1, 8, 8), 10)
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert kinds == {"LayerwiseNet", "ModuleList", "Linear", "ReLU"}
+
+
+def test_gaussian_init_variances():
+    net = build_model(make_cell(depth=2, width=1000, init="gaussian", sigma_w2=1.7, sigma_b2=0.3), (1, 20, 20), 10)
+    w, b = net.layers[1].weight, net.layers[1].bias
+    assert w.var().item() == pytest.approx(1.7 / 1000, rel=0.02)
+    assert w.mean().item() == pytest.approx(0.0, abs=3e-4)
+    assert b.var().item() == pytest.approx(0.3, rel=0.15)
+
+
+def test_he_normal_and_torch_default():
+    he = build_model(make_cell(depth=2, width=1000, init="he_normal"), (1, 20, 20), 10)
+    assert he.layers[1].weight.var().item() == pytest.approx(2 / 1000, rel=0.02)
+    assert (he.layers[1].bias == 0).all()
+    default = build_model(make_cell(depth=2, width=1000, init="torch_default"), (1, 20, 20), 10)
+    w = default.layers[1].weight
+    assert w.abs().max().item() <= 1 / math.sqrt(1000)
+    assert w.var().item() == pytest.approx(1 / (3 * 1000), rel=0.02)  # U(+-1/sqrt(fan_in))
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    a = build_model(make_cell(seed=3), (1, 8, 8), 10).state_dict()
+    b = build_model(make_cell(seed=3), (1, 8, 8), 10).state_dict()
+    c = build_model(make_cell(seed=4), (1, 8, 8), 10).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["layers.0.weight"], c["layers.0.weight"])
+
+
+def test_unknown_init_is_rejected():
+    with pytest.raises(ValueError, match="unknown init 'xavier'"):
+        init_weights(torch.nn.Linear(2, 2), "xavier")

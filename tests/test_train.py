@@ -1,0 +1,76 @@
+"""Training loop: recorded shapes, collapse signature, divergence as a result, determinism, stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from conftest import make_cell
+
+from layerlab.data import load, prepare
+from layerlab.models import build_model
+from layerlab.store import combine_cells, read_store, write_store
+from layerlab.train import train_cell
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    prepare("digits", path, path.parent)
+    return load(path)
+
+
+def run(cell, data):
+    torch.set_num_threads(1)
+    return train_cell(cell, data, build_model(cell, data.input_shape, data.n_classes), torch.device("cpu"))[0]
+
+
+def test_records_per_layer_and_per_step(digits):
+    cell = make_cell(depth=4, width=16, steps=25, log_every=10, eval_every=20, loss="ce_lbe", lr=1e-3)
+    ds = run(cell, digits)
+    assert list(ds["step"].values) == [0, 10, 20, 25] and list(ds["eval_step"].values) == [0, 20, 25]
+    assert ds["batch_entropy"].shape == (4, 4) and ds["alpha"].shape == (4, 4)
+    assert np.isnan(ds["alpha"][:, [0, 3]]).all() and np.isfinite(ds["alpha"][:, [1, 2]]).all()
+    assert np.isfinite(ds["lbe"]).all() and (ds["loss"] >= ds["ce"]).all()
+    assert float(ds["test_acc"]) == pytest.approx(float(ds["test_acc_curve"][-1])) and not ds["diverged"]
+
+
+def test_deep_default_init_collapses_to_zero_entropy(digits):
+    """Paper 000: a 30-layer vanilla ReLU net with PyTorch's default init has H = 0 from mid-net on."""
+    ds = run(make_cell(depth=30, width=64, steps=1, log_every=1), digits)
+    h = ds["batch_entropy"].isel(step=0).values
+    assert h[0] > 0.1 and (h[15:] < 1e-4).all()
+    assert ds["test_acc"] < 0.2
+
+
+def test_divergence_is_a_result(digits):
+    ds = run(make_cell(depth=3, width=16, optimizer="sgd", lr=1e12, steps=50, log_every=10), digits)
+    assert bool(ds["diverged"]) and 1 <= int(ds["diverged_step"]) <= 50
+    assert int(ds["step"][-1]) == int(ds["diverged_step"]) and not np.isfinite(ds["loss"][-1])
+    assert 0 <= float(ds["test_acc"]) <= 0.2
+
+
+def test_same_seed_identical_metrics_other_seed_differs(digits):
+    cell = make_cell(depth=3, width=16, steps=20, log_every=5, loss="ce_lbe", lr=1e-3)
+    a, b = run(cell, digits), run(cell, digits)
+    xr.testing.assert_identical(a.drop_vars("train_seconds"), b.drop_vars("train_seconds"))
+    c = run({**cell, "seed": 1}, digits)
+    assert not np.array_equal(a["batch_entropy"].values, c["batch_entropy"].values)
+
+
+def test_store_roundtrip_is_atomic_and_combines(tmp_path, digits):
+    cells = {}
+    params = {"d~2": {"d": 2}, "d~3": {"d": 3}}
+    for cid, p in params.items():
+        ds = run(make_cell(depth=p["d"], width=8, steps=5, log_every=5), digits)
+        ds.attrs["config"] = cid
+        write_store(ds, tmp_path / f"{p['d']}.zarr")
+        write_store(ds, tmp_path / f"{p['d']}.zarr")  # overwrite in place
+        cells[cid] = read_store(tmp_path / f"{p['d']}.zarr")
+        xr.testing.assert_identical(cells[cid], ds)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["2.zarr", "3.zarr"]  # no temp dirs left
+    study = combine_cells(cells, params, ["d"])
+    assert study["batch_entropy"].dims == ("d", "step", "layer") and study.sizes["layer"] == 3
+    assert np.isnan(study["batch_entropy"].sel(d=2, layer=2)).all()
+    assert study["config"].dtype == object and list(study["config"].values) == ["d~2", "d~3"]

@@ -1,0 +1,27 @@
+rule init:
+    """Seeded initial weights, shared by training and by probes of the untrained network."""
+    input:
+        data=cell_dataset,
+    output:
+        f"{OUT}/cells/{{cell}}/init.pt",
+    params:
+        cell=cell_json,
+    script:
+        "../../scripts/init.py"
+
+
+rule train:
+    """Train one ablation cell (CUDA when available) with the in-training probes -> train.zarr."""
+    input:
+        init=rules.init.output[0],
+        data=cell_dataset,
+    output:
+        store=directory(f"{OUT}/cells/{{cell}}/train.zarr"),
+        model=f"{OUT}/cells/{{cell}}/final.pt",
+    params:
+        cell=cell_json,
+    threads: config["threads"]
+    log:
+        f"{OUT}/logs/train/{{cell}}.log",
+    script:
+        "../../scripts/train.py"
