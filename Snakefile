@@ -4,17 +4,23 @@
     snakemake -c2 --configfile config/studies/<study>.yaml     # any other study
 """
 
+import os
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# The library is importable here and in every job, installed or not (jobs inherit the environment).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, check_cell, expand_cells  # noqa: E402
 from layerlab.data import DATASETS  # noqa: E402
 
 min_version("9.0")
+
+report: "workflow/report/workflow.rst"
 
 # A study file replaces the default config instead of being merged into it (grids must not mix).
 if not workflow.overwrite_configfiles:

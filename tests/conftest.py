@@ -49,7 +49,7 @@ TINY_STUDY = {
         {"name": "accuracy_vs_depth", "kind": "metric_vs_axis", "metric": "test_acc", "x": "depth", "hue": "loss"},
         {"name": "entropy_heatmaps", "kind": "layer_step_heatmap", "var": "batch_entropy", "row": "loss",
          "col": "depth"},
-        {"name": "alpha", "kind": "layer_trajectories", "var": "alpha", "col": "depth"},
+        {"name": "alpha", "kind": "layer_trajectories", "var": "alpha", "col": "depth", "select": {"loss": "ce_lbe"}},
     ],
 }
 

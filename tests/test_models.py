@@ -11,12 +11,18 @@ from conftest import make_cell
 from layerlab.models import build_model, init_weights
 
 
-@pytest.mark.parametrize(("model", "hidden_shape"), [("fnn", (7, 12)), ("cnn", (7, 12, 8, 8))])
-def test_every_hidden_layer_is_exposed(model, hidden_shape):
+@pytest.mark.parametrize(("model", "shapes"), [("fnn", [(7, 12)] * 5), ("cnn", [(7, 12, 8, 8)] * 4 + [(7, 192)])])
+def test_every_hidden_layer_is_exposed(model, shapes):
     net = build_model(make_cell(model=model, depth=5, width=12), (1, 8, 8), 10)
     logits, hidden = net(torch.randn(7, 1, 8, 8))
-    assert logits.shape == (7, 10) and len(hidden) == 5
-    assert all(tuple(h.shape) == hidden_shape for h in hidden)
+    assert logits.shape == (7, 10) and [tuple(h.shape) for h in hidden] == shapes
+
+
+def test_paper_cnn_layer_sizes():
+    """Paper 000's 500-layer CNN: 499 convs 1->8->8 channels on 28x28, FC 6272 -> 1568, classifier 1568 -> 10."""
+    net = build_model(make_cell(model="cnn", depth=500, width=8), (1, 28, 28), 10)
+    assert len(net.layers) == 500 and sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 499
+    assert net.layers[-1][1].weight.shape == (1568, 6272) and net.head.weight.shape == (10, 1568)
 
 
 def test_vanilla_network_has_no_norm_or_skip():

@@ -74,3 +74,24 @@ def test_store_roundtrip_is_atomic_and_combines(tmp_path, digits):
     assert study["batch_entropy"].dims == ("d", "step", "layer") and study.sizes["layer"] == 3
     assert np.isnan(study["batch_entropy"].sel(d=2, layer=2)).all()
     assert study["config"].dtype == object and list(study["config"].values) == ["d~2", "d~3"]
+
+
+def test_plots_draw_the_cells_that_have_data():
+    from layerlab.plots import layer_step_heatmap, layer_trajectories, metric_vs_axis
+
+    steps, layers = [0, 10, 20], [0, 1, 2, 3]
+    alpha = np.full((2, 2, 3, 4), np.nan)
+    alpha[:, 1, :, 1:3] = 0.2  # only LBE cells, middle layers
+    ds = xr.Dataset(
+        {"alpha": (("depth", "loss", "step", "layer"), alpha),
+         "test_acc": (("depth", "loss", "seed"), np.array([[[0.9, 0.8], [0.9, 0.95]], [[0.1, 0.1], [0.7, 0.9]]]))},
+        coords={"depth": [3, 4], "loss": np.array(["ce", "ce_lbe"], dtype=object), "seed": [0, 1], "step": steps,
+                "layer": layers},
+    )
+    fig = layer_trajectories(ds.sel(loss="ce_lbe"), {"var": "alpha", "col": "depth"})
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+    fig = layer_step_heatmap(ds, {"var": "alpha", "row": "loss", "col": "depth"})
+    assert [len(ax.collections) for ax in fig.axes[:4]] == [0, 0, 1, 1]  # ce panels say "no data"
+    fig = metric_vs_axis(ds, {"metric": "test_acc", "x": "depth", "hue": "loss"})
+    line = fig.axes[0].lines[1]  # ce_lbe: mean over seeds
+    np.testing.assert_allclose(line.get_ydata(), [0.925, 0.8])

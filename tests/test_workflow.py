@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import xarray as xr
 import yaml
 from conftest import ROOT, TINY_STUDY, snakemake, write_study
 
+from layerlab.config import expand_cells
 from layerlab.store import read_store
 
 pytestmark = pytest.mark.e2e
@@ -215,3 +217,12 @@ def test_missing_dataset_fails_with_how_to_get_it(tmp_path, tiny_config):
     assert "layerlab: dataset 'fashion_mnist' is not prepared" in proc.stderr
     assert "apt-get install dataset-fashion-mnist" in proc.stderr
     assert not (tmp_path / "resources/datasets/fashion_mnist.npz").exists()
+
+
+@pytest.mark.parametrize("config", sorted(p.relative_to(ROOT) for p in (ROOT / "config").rglob("*.yaml")))
+def test_shipped_configs_validate_and_plan(tmp_path, config):
+    """Every study config in the repo passes validation and plans one train job per cell (dry run)."""
+    shutil.copy(ROOT / config, tmp_path / "study.yaml")
+    proc = snakemake(tmp_path, "-n")
+    planned = re.search(r"^train\s+(\d+)$", proc.stdout, re.MULTILINE)
+    assert planned and int(planned.group(1)) == len(expand_cells(yaml.safe_load((ROOT / config).read_text())))

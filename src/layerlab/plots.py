@@ -91,6 +91,7 @@ PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
 
 
 def save_plot(ds: xr.Dataset, spec: dict, out: Path) -> None:
-    fig = PLOTS[spec["kind"]](ds, spec)
+    """Draw `spec` (kind, variables, facets; `select` picks grid-axis values first) into `out`."""
+    fig = PLOTS[spec["kind"]](ds.sel(spec.get("select", {})), spec)
     fig.savefig(out, dpi=150)
     plt.close(fig)

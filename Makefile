@@ -1,0 +1,33 @@
+# layerlab front door. `make run` sets up a venv and runs the default study; `make test` runs the tests.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+CORES   ?= 2
+CONFIG  ?=
+SNAKE   := $(VENV)/bin/snakemake -c$(CORES) $(if $(CONFIG),--configfile $(CONFIG))
+STUDY    = $(shell sed -n 's/^study: *//p' $(or $(CONFIG),config/config.yaml))
+
+.PHONY: setup run report test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup            ## default study (or CONFIG=config/studies/<study>.yaml), then its HTML report
+	$(SNAKE)
+	$(SNAKE) --report results/$(STUDY)/report.html
+
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src scripts tests bench
+
+bench: setup
+	$(PY) bench/train_speed.py
+
+clean:
+	rm -rf results .snakemake
