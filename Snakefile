@@ -15,7 +15,7 @@ from snakemake.utils import min_version, validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, check_cell, expand_cells  # noqa: E402
+from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, check_cell, deepest_sibling, expand_cells  # noqa: E402
 from layerlab.data import DATASETS  # noqa: E402
 
 min_version("9.0")
@@ -36,13 +36,16 @@ except ConfigError as err:
 for _cid, _cell in CELLS.items():
     try:
         validate(_cell, "workflow/schemas/cell.schema.yaml")
-        check_cell(_cell)
+        check_cell(_cell, config["probes"])
     except (WorkflowError, ConfigError) as err:
         raise WorkflowError(f"layerlab config error in cell '{_cid}':\n{err}") from None
 
 STUDY = config["study"]
 OUT = f"results/{STUDY}"
 AXES = list(config["grid"])
+PROBES = config["probes"]
+# which cell's probe store each cell reads: the cascade runs on the deepest sibling, other probes on the cell
+PROBE_SOURCES = {p: deepest_sibling(CELLS) if p == "cascade" else {c: c for c in CELLS} for p in PROBES}
 
 
 def cell_json(wildcards) -> str:
@@ -61,6 +64,7 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/probes.smk"
 include: "workflow/rules/collect.smk"
 
 

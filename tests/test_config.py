@@ -44,3 +44,21 @@ def test_canonical_json_is_order_independent():
     assert canonical_json({"b": 1, "a": [1.5, "x"]}) == canonical_json({"a": [1.5, "x"], "b": 1}) == \
         '{"a":[1.5,"x"],"b":1}'
     assert json.loads(canonical_json({"a": 1e-4}))["a"] == 1e-4
+
+
+def test_explicit_cell_with_lists_is_a_subgrid():
+    cells = expand_cells({"grid": {"dataset": ["a"], "lr": [0.1, 1.0]}, "fixed": {"steps": 5},
+                          "cells": [{"dataset": "b", "lr": [0.5, 5.0], "steps": 9}, {"dataset": "a", "lr": [1.0]}]})
+    assert list(cells) == ["dataset~a/lr~0.1", "dataset~a/lr~1.0", "dataset~b/lr~0.5", "dataset~b/lr~5.0"]
+    assert cells["dataset~b/lr~5.0"] == {"steps": 9, "dataset": "b", "lr": 5.0}
+    assert cells["dataset~a/lr~1.0"] == {"steps": 5, "dataset": "a", "lr": 1.0}
+
+
+def test_deepest_sibling_groups_cells_that_differ_in_depth_only():
+    from layerlab.config import deepest_sibling
+
+    cells = expand_cells({"grid": {"sigma_w2": [1.0, 2.0], "depth": [10, 40, 20]}, "fixed": {"width": 8}})
+    sources = deepest_sibling(cells)
+    assert sources["sigma_w2~1.0/depth~10"] == sources["sigma_w2~1.0/depth~20"] == "sigma_w2~1.0/depth~40"
+    assert sources["sigma_w2~2.0/depth~10"] == "sigma_w2~2.0/depth~40"
+    assert len(set(sources.values())) == 2

@@ -2,9 +2,10 @@
 
 A study declares `grid` (axes whose product gives the cells), `fixed` (parameters shared by all cells) and
 optional explicit `cells`. An explicit cell names a value for every grid axis; if that cell is in the grid
-its other keys override the grid cell's, otherwise it is added. A cell's id is the readable path
-`axis~value/axis~value/...` over the grid axes; its parameters travel to every rule as one canonical JSON
-string, so that a changed cell reruns alone.
+its other keys override the grid cell's, otherwise it is added. A list of values for a grid axis in an explicit
+cell makes it a sub-grid: one explicit cell per combination (e.g. other learning rates for another dataset).
+A cell's id is the readable path `axis~value/axis~value/...` over the grid axes; its parameters travel to every
+rule as one canonical JSON string, so that a changed cell reruns alone.
 """
 
 from __future__ import annotations
@@ -43,19 +44,41 @@ def expand_cells(config: dict) -> dict[str, dict]:
     for point in itertools.product(*grid.values()):
         cell = {**fixed, **dict(zip(axes, point, strict=True))}
         cells[cell_id(cell, axes)] = cell
-    for i, extra in enumerate(config.get("cells", [])):
-        if missing := [a for a in axes if a not in extra]:
+    for i, entry in enumerate(config.get("cells", [])):
+        if missing := [a for a in axes if a not in entry]:
             raise ConfigError(f"cells[{i}] must give a value for every grid axis; missing {missing}")
-        cid = cell_id(extra, axes)
-        cells[cid] = {**cells.get(cid, fixed), **extra}
+        subgrid = {a: entry[a] if isinstance(entry[a], list) else [entry[a]] for a in axes}
+        for point in itertools.product(*subgrid.values()):
+            extra = {**entry, **dict(zip(axes, point, strict=True))}
+            cid = cell_id(extra, axes)
+            cells[cid] = {**cells.get(cid, fixed), **extra}
     return cells
 
 
-def check_cell(cell: dict) -> None:
+def check_cell(cell: dict, probes: list[str] | None = None) -> None:
     """Constraints between parameters that a JSON schema cannot express."""
     if cell["loss"] == "ce_lbe" and cell["lbe_layers"] == "middle" and cell["depth"] < 3:
         raise ConfigError(f"loss 'ce_lbe' with lbe_layers 'middle' needs depth >= 3 (got depth {cell['depth']})")
+    if probes and "cascade" in probes and (cell["model"] != "fnn" or cell["bn_variant"] != "none"):
+        raise ConfigError("the cascade probe reconstructs fully connected layers: it needs model 'fnn' without BN")
+    if cell["bn_last_layer"] and cell["bn_variant"] == "none":
+        raise ConfigError("bn_last_layer needs a BatchNorm variant (bn_variant is 'none')")
 
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def deepest_sibling(cells: dict[str, dict]) -> dict[str, str]:
+    """Cell id -> id of the deepest cell that differs from it in depth only.
+
+    Paper 003 reads the cascade cutoff l* off one deep network and predicts every shallower network with the
+    same parameters trainable iff its depth <= l*; the cascade therefore runs on the deepest sibling only.
+    """
+    deepest: dict[str, str] = {}
+    key = {cid: canonical_json({k: v for k, v in cell.items() if k != "depth"}) for cid, cell in cells.items()}
+    for cid, cell in cells.items():
+        best = deepest.get(key[cid])
+        if best is None or cell["depth"] > cells[best]["depth"]:
+            deepest[key[cid]] = cid
+    return {cid: deepest[key[cid]] for cid in cells}

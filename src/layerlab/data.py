@@ -25,7 +25,7 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte.gz",
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
-DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10", "white_noise")
+DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "white_noise")
 WHITE_NOISE_SHAPE = (1, 28, 28)
 WHITE_NOISE_SIZES = (10_000, 2_000)
 
@@ -94,7 +94,7 @@ def _torchvision(name: str, downloads: Path) -> dict[str, np.ndarray]:
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
-           "cifar10": torchvision.datasets.CIFAR10}[name]
+           "cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
     try:
         train = cls(str(downloads), train=True, download=True)
         test = cls(str(downloads), train=False, download=True)
@@ -144,11 +144,12 @@ def build(name: str, downloads: Path) -> tuple[dict[str, np.ndarray], dict]:
         return _fashion_mnist(downloads)
     if name == "white_noise":
         return _white_noise()
-    if name in ("mnist", "cifar10"):
+    if name in ("mnist", "cifar10", "cifar100"):
         return _torchvision(name, downloads), {
             "source": "torchvision download", "scale": 255.0, "split": "official train/test",
             "license": {"mnist": "CC BY-SA 3.0 (LeCun, Cortes, Burges)",
-                        "cifar10": "MIT-style (Krizhevsky, Nair, Hinton)"}[name],
+                        "cifar10": "MIT-style (Krizhevsky, Nair, Hinton)",
+                        "cifar100": "MIT-style (Krizhevsky, Nair, Hinton)"}[name],
         }
     raise DatasetUnavailable(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
 
@@ -180,8 +181,9 @@ def read_provenance(npz_path: str | os.PathLike) -> dict:
 
 
 def load(path: Path, device: torch.device | str = "cpu", train_subset: int | None = None,
-         test_subset: int | None = None) -> Dataset:
-    """Load a prepared dataset, verify its checksum, standardize with the train mean/std."""
+         test_subset: int | None = None, scaling: str = "standardize") -> Dataset:
+    """Load a prepared dataset and verify its checksum. Pixels are mapped to [0, 1] (`scaling="unit"`), then,
+    by default, standardized with the training split's scalar mean and std."""
     if not Path(path).exists():
         raise DatasetUnavailable(f"prepared dataset {path} is missing; run the `dataset` rule first")
     with np.load(path) as f:
@@ -194,7 +196,7 @@ def load(path: Path, device: torch.device | str = "cpu", train_subset: int | Non
     if test_subset:
         arrays["x_test"], arrays["y_test"] = arrays["x_test"][:test_subset], arrays["y_test"][:test_subset]
     x_train = torch.from_numpy(arrays["x_train"]).float() / meta["scale"]
-    mean, std = x_train.mean(), x_train.std()
+    mean, std = (x_train.mean(), x_train.std()) if scaling == "standardize" else (0.0, 1.0)
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         xt = (torch.from_numpy(x).float() / meta["scale"] - mean) / std

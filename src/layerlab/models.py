@@ -1,7 +1,9 @@
-"""Deep vanilla networks (no skip, no normalization, no dropout) that expose every hidden activation.
+"""Networks that expose every hidden activation: deep vanilla FNN/CNN (paper 000) and paper 002's CNNs.
 
 `forward(x)` returns `(logits, hidden)`: `hidden` holds the post-activation output of each hidden layer,
-in order, which is what the layer-wise probes and the LBE loss look at.
+in order, which is what the layer-wise probes and the LBE loss look at. With `bn_variant` other than `none`
+every hidden layer gets a BatchNorm between its linear/conv map and its activation (paper 002, Fig. 3.1), and
+with `bn_last_layer` the output layer too; with `none` (the default) the networks have no normalization.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from layerlab.norm import batch_norm
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "linear": nn.Identity}
-INITS = ("torch_default", "he_normal", "gaussian")
+INITS = ("torch_default", "he_normal", "gaussian", "xavier_normal")
 
 
 class LayerwiseNet(nn.Module):
@@ -36,25 +40,80 @@ class LayerwiseNet(nn.Module):
         return self.head(h), hidden
 
 
-def fnn(input_shape: tuple[int, ...], n_classes: int, depth: int, width: int, activation: str) -> LayerwiseNet:
+def block(*modules: nn.Module) -> nn.Module:
+    """One layer of the network: the module itself, or a Sequential of several."""
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
+def output_layer(linear: nn.Module, n_classes: int, cell: dict) -> nn.Module:
+    """The output layer's map; the thesis's special case (`bn_last_layer`) puts a BatchNorm after it."""
+    return block(linear, *batch_norm(n_classes, cell["bn_variant"])) if cell["bn_last_layer"] else linear
+
+
+def fnn(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:
     """`depth` hidden Linear layers of `width` units, then a linear classifier."""
-    sizes = [math.prod(input_shape)] + [width] * depth
-    layers = [nn.Linear(a, b) for a, b in itertools.pairwise(sizes)]
-    return LayerwiseNet(layers, activation, nn.Linear(width, n_classes), flatten_input=True)
+    width, norm = cell["width"], cell["bn_variant"]
+    sizes = [math.prod(input_shape)] + [width] * cell["depth"]
+    layers = [block(nn.Linear(a, b), *batch_norm(b, norm)) for a, b in itertools.pairwise(sizes)]
+    return LayerwiseNet(layers, cell["activation"], output_layer(nn.Linear(width, n_classes), n_classes, cell),
+                        flatten_input=True)
 
 
-def cnn(input_shape: tuple[int, ...], n_classes: int, depth: int, width: int, activation: str) -> LayerwiseNet:
+def cnn(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:
     """`depth - 1` 3x3 same-padding conv layers of `width` channels (no pooling), then one hidden Linear layer
     from the flattened maps to a quarter of their size, then a linear classifier (paper 000's deep vanilla CNN:
     499 convs of 8 channels, FC 6272 -> 1568, classifier)."""
-    channels, h, w = input_shape
-    convs = [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1) for i in range(depth - 1)]
+    (channels, h, w), width, norm = input_shape, cell["width"], cell["bn_variant"]
+    convs = [block(nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), *batch_norm(width, norm))
+             for i in range(cell["depth"] - 1)]
     features = (width if convs else channels) * h * w
-    fc = nn.Sequential(nn.Flatten(), nn.Linear(features, features // 4))
-    return LayerwiseNet([*convs, fc], activation, nn.Linear(features // 4, n_classes), flatten_input=False)
+    fc = block(nn.Flatten(), nn.Linear(features, features // 4), *batch_norm(features // 4, norm))
+    return LayerwiseNet([*convs, fc], cell["activation"],
+                        output_layer(nn.Linear(features // 4, n_classes), n_classes, cell), flatten_input=False)
 
 
-MODELS = {"fnn": fnn, "cnn": cnn}
+def _scaled(cell: dict, *sizes: int) -> list[int]:
+    return [max(1, round(n * cell["width_scale"])) for n in sizes]
+
+
+def cnn_3c3d(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:
+    """Paper 002's smaller CNN, DeepOBS 3C3D: conv 5x5 (64, valid), conv 3x3 (96, valid), conv 3x3 (128, same),
+    each ReLU + max-pool 3x3 stride 2; FC 512, FC 256 (ReLU); linear classifier. `width_scale` scales the 5
+    hidden widths. BatchNorm sits after each conv/FC map; the max-pool is placed before the ReLU, which is the
+    same function (max-pool commutes with ReLU) and keeps `hidden` = post-activation layer outputs. The pool
+    pads 1 on both sides (DeepOBS/TF 'same' pads bottom/right only): same output sizes."""
+    c1, c2, c3, f1, f2 = _scaled(cell, 64, 96, 128, 512, 256)
+    norm = cell["bn_variant"]
+    convs = [block(nn.Conv2d(c_in, c_out, k, padding=p), *batch_norm(c_out, norm), nn.MaxPool2d(3, 2, padding=1))
+             for c_in, c_out, k, p in ((input_shape[0], c1, 5, 0), (c1, c2, 3, 0), (c2, c3, 3, 1))]
+    with torch.no_grad():
+        features = nn.Sequential(*convs)(torch.zeros(1, *input_shape)).numel()
+    dense = [block(nn.Flatten(), nn.Linear(features, f1), *batch_norm(f1, norm)),
+             block(nn.Linear(f1, f2), *batch_norm(f2, norm))]
+    return LayerwiseNet([*convs, *dense], cell["activation"], output_layer(nn.Linear(f2, n_classes), n_classes, cell),
+                        flatten_input=False)
+
+
+def all_cnn_c(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:
+    """Paper 002's deeper CNN, ALL-CNN-C (Springenberg et al. 2015, DeepOBS): dropout 0.2 on the input;
+    conv 3x3 96, 96, 96 stride 2; dropout 0.5; 192, 192, 192 stride 2; dropout 0.5; conv 3x3 192 (valid),
+    1x1 192 (8 hidden layers, ReLU), then the output layer: 1x1 conv to the classes, ReLU, global average pool.
+    `width_scale` scales the 96/192 channels. Stride-2 convs pad 1 on both sides (TF 'same': same sizes)."""
+    a, b = _scaled(cell, 96, 192)
+    norm = cell["bn_variant"]
+    spec = [  # (dropout before, c_in, c_out, kernel, stride, padding)
+        (0.2, input_shape[0], a, 3, 1, 1), (0.0, a, a, 3, 1, 1), (0.0, a, a, 3, 2, 1),
+        (0.5, a, b, 3, 1, 1), (0.0, b, b, 3, 1, 1), (0.0, b, b, 3, 2, 1),
+        (0.5, b, b, 3, 1, 0), (0.0, b, b, 1, 1, 0),
+    ]
+    layers = [block(*([nn.Dropout(p)] if p else []), nn.Conv2d(c_in, c_out, k, s, pad), *batch_norm(c_out, norm))
+              for p, c_in, c_out, k, s, pad in spec]
+    classifier = nn.Sequential(output_layer(nn.Conv2d(b, n_classes, 1), n_classes, cell),
+                               ACTIVATIONS[cell["activation"]](), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return LayerwiseNet(layers, cell["activation"], classifier, flatten_input=False)
+
+
+MODELS = {"fnn": fnn, "cnn": cnn, "cnn_3c3d": cnn_3c3d, "all_cnn_c": all_cnn_c}
 
 
 def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2: float = 0.0) -> None:
@@ -63,6 +122,7 @@ def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2:
     torch_default: keep PyTorch's kaiming_uniform_(a=sqrt(5)), i.e. W ~ U(+-1/sqrt(fan_in)) (paper 000's runs).
     he_normal:     W ~ N(0, 2/fan_in), b = 0.
     gaussian:      W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2) (mean-field convention, paper 003).
+    xavier_normal: W ~ N(0, 2/(fan_in + fan_out)), b = 0 (paper 002, DeepOBS). BatchNorm keeps gamma = 1, beta = 0.
     """
     if scheme not in INITS:
         raise ValueError(f"unknown init '{scheme}'; known: {', '.join(INITS)}")
@@ -75,6 +135,9 @@ def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2:
         if scheme == "he_normal":
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             nn.init.zeros_(m.bias)
+        elif scheme == "xavier_normal":
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
         else:
             nn.init.normal_(m.weight, std=math.sqrt(sigma_w2 / fan_in))
             nn.init.normal_(m.bias, std=math.sqrt(sigma_b2))
@@ -83,6 +146,14 @@ def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2:
 def build_model(cell: dict, input_shape: tuple[int, ...], n_classes: int) -> LayerwiseNet:
     """The network a cell describes, with its seeded initial weights."""
     torch.manual_seed(cell["seed"])
-    model = MODELS[cell["model"]](input_shape, n_classes, cell["depth"], cell["width"], cell["activation"])
+    model = MODELS[cell["model"]](input_shape, n_classes, cell)
     init_weights(model, cell["init"], cell["sigma_w2"], cell["sigma_b2"])
+    return model
+
+
+def load_init(path: str, cell: dict) -> LayerwiseNet:
+    """The cell's network with the initial weights saved by the `init` rule."""
+    init = torch.load(path, map_location="cpu")
+    model = build_model(cell, init["input_shape"], init["n_classes"])
+    model.load_state_dict(init["state_dict"])
     return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,18 +27,20 @@ def _reduce(da: xr.DataArray, keep: set[str]) -> xr.DataArray:
     return da
 
 
-def _panels(da: xr.DataArray, row: str | None, col: str | None) -> Iterator[tuple[plt.Axes, xr.DataArray]]:
-    """A figure with one panel per (row, col) value pair; yields (panel, data) for panels that have data."""
+def _panels(da: xr.DataArray, row: str | None, col: str | None, along: str = "layer",
+            sharey: bool = True) -> Iterator[tuple[plt.Axes, xr.DataArray]]:
+    """A figure with one panel per (row, col) value pair; yields (panel, data) for panels that have data
+    (entries of `along` that are all NaN, e.g. padding, are dropped)."""
     rows = list(da[row].values) if row else [None]
     cols = list(da[col].values) if col else [None]
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.2 * len(cols), 2.6 * len(rows)), squeeze=False,
-                             sharex=True, sharey=True, layout="constrained")
+                             sharex=True, sharey=sharey, layout="constrained")
     for (i, r), (j, c) in itertools.product(enumerate(rows), enumerate(cols)):
         sel = {k: v for k, v in ((row, r), (col, c)) if k}
-        sub = da.sel(sel).dropna("layer", how="all")
+        sub = da.sel(sel).dropna(along, how="all")
         ax = axes[i, j]
         ax.set_title(", ".join(f"{k}={v}" for k, v in sel.items()), fontsize=8)
-        if sub.sizes["layer"] == 0:
+        if sub.sizes[along] == 0:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
             continue
         yield ax, sub
@@ -83,10 +86,97 @@ def layer_trajectories(ds: xr.Dataset, spec: dict) -> plt.Figure:
     return fig
 
 
+def channel_step_heatmap(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """A (step, layer, channel) variable, e.g. BatchNorm's gamma, as one (channel x step) heatmap per panel,
+    faceted by `row` and `col` (typically `col: layer`), like paper 002's Fig. 3.2: channels sorted by their final
+    value, a diverging colour scale centred at `center` (the neutral value) and shared by all panels. Channels of
+    different seeds do not correspond, so only the first seed is drawn."""
+    row, col = spec.get("row"), spec.get("col")
+    da = ds[spec["var"]]
+    da = _reduce(da.isel(seed=0) if "seed" in da.dims else da, {row, col, "step", "channel"})
+    center = spec.get("center", 0.0)
+    span = float(abs(da - center).max())
+    span = span if np.isfinite(span) and span > 0 else 1.0
+    norm = Normalize(center - span, center + span)
+    for ax, sub in _panels(da, row, col, along="channel", sharey=False):  # layers differ in width
+        final = sub.dropna("step", how="all").isel(step=-1)
+        ordered = sub.isel(channel=np.argsort(final.values, kind="stable")).transpose("channel", "step")
+        ax.pcolormesh(sub["step"], np.arange(sub.sizes["channel"]), ordered, norm=norm, cmap="RdBu_r",
+                      shading="nearest")
+    fig = plt.gcf()
+    fig.colorbar(ScalarMappable(norm, "RdBu_r"), ax=fig.axes, label=da.attrs.get("long_name", spec["var"]))
+    fig.supylabel("channel (sorted by final value)")
+    return fig
+
+
+def phase_diagram(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """Paper 003, Fig. 3: trained `metric` over (sigma_w2, depth), the cascade cutoff l* of the deepest network
+    per sigma_w2, and the mean-field depth scales xi_c and 6 xi_c."""
+    from layerlab.theory import critical_sigma_w2, xi_c
+
+    metric = _reduce(ds[spec["metric"]], {"sigma_w2", "depth"}).transpose("depth", "sigma_w2")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
+    mesh = ax.pcolormesh(metric["sigma_w2"], metric["depth"], metric, cmap="magma", shading="nearest",
+                         vmin=0, vmax=1)
+    fig.colorbar(mesh, ax=ax, label=ds[spec["metric"]].attrs.get("long_name", spec["metric"]))
+    if "cutoff_depth" in ds:
+        cutoff = _reduce(ds["cutoff_depth"], {"sigma_w2", "depth"}).isel(depth=-1)
+        ax.plot(cutoff["sigma_w2"], cutoff, "o-", color="tab:cyan", label="cascade l*")
+    sigma_b2 = json.loads(str(ds["config"].stack(c=ds["config"].dims).dropna("c")[0].item()))["sigma_b2"]
+    grid = np.linspace(float(ds["sigma_w2"].min()), float(ds["sigma_w2"].max()), 200)
+    xi = np.array([xi_c(s, sigma_b2) for s in grid])
+    ax.plot(grid, xi, "-", color="tab:green", lw=1.2, label=r"$\xi_c$ (mean field)")
+    ax.plot(grid, 6 * xi, "--", color="tab:green", lw=1.2, label=r"$6\xi_c$")
+    ax.axvline(critical_sigma_w2(sigma_b2), color="grey", lw=0.8, ls=":", label=r"$\chi_1 = 1$")
+    ax.set(xlabel=r"$\sigma_w^2$", ylabel="depth", ylim=(0, float(ds["depth"].max()) * 1.05))
+    ax.legend(fontsize=6, loc="upper right")
+    if "agreement" in ds.attrs:
+        ax.set_title(f"agreement {ds.attrs['agreement']:.2f}, cascade/training time "
+                     f"{ds.attrs['median_cost_ratio']:.2f}", fontsize=8)
+    return fig
+
+
+def layer_curves(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """A per-layer variable against the layer index, one line per value of `hue` (e.g. sigma_w2)."""
+    da = _reduce(ds[spec["var"]], {spec["hue"], "layer"}).dropna("layer", how="all")
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
+    palette = sns.color_palette("coolwarm", da.sizes[spec["hue"]])
+    for color, value in zip(palette, da[spec["hue"]].values, strict=True):
+        ax.plot(da["layer"] + 1, da.sel({spec["hue"]: value}), color=color, label=f"{value:g}")
+    ax.set(xlabel="layer", ylabel=da.attrs.get("long_name", spec["var"]))
+    ax.legend(title=spec["hue"], fontsize=6, title_fontsize=7, ncols=2)
+    return fig
+
+
+def reconstructions(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """Reconstructed test image (`image`, default 0) from chosen `layers` (columns), one row per `row` value."""
+    da = _reduce(ds["reconstruction"].isel(image=spec.get("image", 0)), {spec["row"], "layer", "y", "x"})
+    layers = spec.get("layers") or list(da["layer"].values[:: max(1, da.sizes["layer"] // 6)])
+    original = _reduce(ds["original"].isel(image=spec.get("image", 0)), {"y", "x"})
+    rows = da[spec["row"]].values
+    fig, axes = plt.subplots(len(rows), len(layers) + 1, figsize=(1.2 * (len(layers) + 1), 1.25 * len(rows)),
+                             squeeze=False, layout="constrained")
+    for i, value in enumerate(rows):
+        axes[i, 0].imshow(original, cmap="gray")
+        axes[i, 0].set_ylabel(f"{spec['row']}={value:g}", fontsize=6)
+        for j, layer in enumerate(layers, start=1):
+            axes[i, j].imshow(da.sel({spec["row"]: value, "layer": layer}), cmap="gray")
+            axes[0, j].set_title(f"layer {layer + 1}", fontsize=7)
+    axes[0, 0].set_title("input", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
 PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
     "metric_vs_axis": metric_vs_axis,
     "layer_step_heatmap": layer_step_heatmap,
     "layer_trajectories": layer_trajectories,
+    "channel_step_heatmap": channel_step_heatmap,
+    "phase_diagram": phase_diagram,
+    "layer_curves": layer_curves,
+    "reconstructions": reconstructions,
 }
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+from layerlab.data import Dataset, load
+from layerlab.models import LayerwiseNet, load_init
 
 
 def device() -> torch.device:
@@ -28,3 +33,11 @@ def run_script(main: Callable[[], None], *expected: type[Exception]) -> None:
         main()
     except expected as err:
         sys.exit(f"layerlab: {err}")
+
+
+def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, LayerwiseNet]:
+    """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights)."""
+    cell = json.loads(snakemake.params.cell)
+    device = setup(snakemake.threads)
+    data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"], cell["input_scaling"])
+    return cell, device, data, load_init(snakemake.input.init, cell)

@@ -39,7 +39,8 @@ def read_store(path: str | os.PathLike) -> xr.Dataset:
 
 
 def combine_cells(cells: dict[str, xr.Dataset], params: dict[str, dict], axes: list[str]) -> xr.Dataset:
-    """Stack per-cell Datasets along the grid axes (dims named after them; missing combinations are NaN).
+    """Stack per-cell Datasets along the grid axes (dims named after them; missing combinations are NaN, and so
+    are variables a cell does not have, e.g. BatchNorm's gamma in a network without BatchNorm).
 
     Each cell's canonical config goes along as the string variable `config`.
     """
@@ -52,8 +53,9 @@ def combine_cells(cells: dict[str, xr.Dataset], params: dict[str, dict], axes: l
         combined = stacked.swap_dims(cell=axes[0]).drop_vars("cell")
     else:
         combined = stacked.set_index(cell=axes).unstack("cell")
-    for name in cells[next(iter(cells))].data_vars:  # unstack drops attrs of new NaN-filled vars
-        combined[name].attrs = cells[next(iter(cells))][name].attrs
+    for ds in reversed(cells.values()):  # unstack drops attrs of new NaN-filled vars; some cells lack some vars
+        for name in ds.data_vars:
+            combined[name].attrs = ds[name].attrs
     for axis in axes:  # keep the grid's order of values
         order = list(dict.fromkeys(params[c][axis] for c in cells))
         combined = combined.reindex({axis: order})

@@ -1,9 +1,10 @@
 """Training loop of one ablation cell, with the in-training layer-wise probes.
 
 The loop runs `steps` updates on mini-batches drawn from tensors on the device (seeded permutation per
-epoch, last partial batch dropped). At every `log_every` steps (and the last) it records the loss terms and
-the batch entropy of every hidden layer; every `eval_every` steps (and the last) the test accuracy. A
-non-finite loss ends the run early and marks the cell `diverged`: a result, not a crash.
+epoch, last partial batch dropped). At every `log_every` steps (and the last) it records the loss terms,
+the batch entropy of every hidden layer and BatchNorm's learnable gamma/beta vectors (if any); every
+`eval_every` steps (and the last) the test accuracy. A non-finite loss ends the run early and marks the cell
+`diverged`: a result, not a crash.
 """
 
 from __future__ import annotations
@@ -20,14 +21,20 @@ from torch.nn import functional as F
 from layerlab.data import Dataset, Split
 from layerlab.losses import LBELoss, regularized
 from layerlab.probes.batch_entropy import layer_entropies
+from layerlab.probes.bn_params import learnable_parameters, trajectories
 
 EVAL_BATCH = 1000
 
 
 def make_optimizer(cell: dict, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD or Adam; `weight_decay_params: weights` exempts biases, gamma, beta (every 0/1-d tensor) from L2."""
+    groups: list[nn.Parameter] | list[dict] = params
+    if cell["weight_decay_params"] == "weights":
+        groups = [{"params": [p for p in params if p.ndim > 1]},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     if cell["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=cell["lr"], momentum=cell["momentum"], weight_decay=cell["weight_decay"])
-    return torch.optim.Adam(params, lr=cell["lr"], weight_decay=cell["weight_decay"])
+        return torch.optim.SGD(groups, lr=cell["lr"], momentum=cell["momentum"], weight_decay=cell["weight_decay"])
+    return torch.optim.Adam(groups, lr=cell["lr"], weight_decay=cell["weight_decay"])
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator):
@@ -62,6 +69,7 @@ class Log:
     scalars: dict[str, list[float]] = field(default_factory=dict)
     entropy: list[np.ndarray] = field(default_factory=list)
     alpha: list[np.ndarray] = field(default_factory=list)
+    bn: list[dict[str, dict[int, np.ndarray]]] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
     evals: dict[str, list[float]] = field(default_factory=dict)
 
@@ -77,7 +85,7 @@ def logged_steps(steps: int, every: int) -> set[int]:
 def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device) -> tuple[xr.Dataset, nn.Module]:
     """Train `model` as `cell` says; return the per-cell metrics Dataset and the trained model."""
     model = model.to(device).train()
-    depth = cell["depth"]
+    depth = len(model.layers)  # hidden layers (the paper-002 CNNs have a fixed depth)
     lbe = None
     if cell["loss"] == "ce_lbe":
         n_reg = len(regularized(list(range(depth)), cell["lbe_layers"]))
@@ -109,6 +117,7 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
                 if lbe:
                     alpha[reg_layers] = lbe.target().detach().cpu().numpy()
                 log.alpha.append(alpha)
+            log.bn.append(learnable_parameters(model))
         if step in to_eval or not finite:
             test_acc, test_loss = evaluate(model, data.test)
             log.eval_steps.append(step)
@@ -128,7 +137,7 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
 
 def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train_loss: float,
                seconds: float) -> xr.Dataset:
-    layer = np.arange(cell["depth"])
+    layer = np.arange(len(log.entropy[0]))
     step_vars = {k: ("step", np.asarray(v, dtype=np.float32)) for k, v in log.scalars.items()}
     eval_vars = {k: ("eval_step", np.asarray(v, dtype=np.float32)) for k, v in log.evals.items()}
     ds = xr.Dataset(
@@ -148,6 +157,8 @@ def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train
         },
         coords={"step": np.asarray(log.steps), "eval_step": np.asarray(log.eval_steps), "layer": layer},
     )
+    ds = xr.merge([ds, trajectories(log.steps, log.bn)], join="outer", compat="no_conflicts",
+                  combine_attrs="override")
     describe(ds)
     return ds
 
@@ -159,6 +170,10 @@ DESCRIPTIONS = {
     "batch_acc": ("accuracy on the training mini-batch", "1"),
     "batch_entropy": ("batch entropy H^l of each hidden layer's activations", "nat"),
     "alpha": ("LBE target max(alpha_min, |alpha^l|) (NaN where not regularized)", "nat"),
+    "gamma": ("BatchNorm scale gamma per channel (learnable only; NaN: padding)", "1"),
+    "beta": ("BatchNorm shift beta per channel (learnable only; NaN: padding)", "1"),
+    "gamma_activity": ("activity of gamma: mean over channels of |gamma - 1|", "1"),
+    "beta_activity": ("activity of beta: mean over channels of |beta|", "1"),
     "test_acc_curve": ("test accuracy during training", "1"),
     "test_loss_curve": ("test cross-entropy during training", "nat"),
     "test_acc": ("final test accuracy", "1"),

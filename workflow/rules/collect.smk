@@ -1,13 +1,19 @@
 rule collect:
-    """All cells -> one study store with the grid axes as dimensions, and a tidy per-cell table."""
+    """All cells (training and probe stores) -> one study store with the grid axes as dimensions, a tidy
+    per-cell table and the study-level figures of merit."""
     input:
-        expand(f"{OUT}/cells/{{cell}}/train.zarr", cell=CELLS),
+        train=expand(f"{OUT}/cells/{{cell}}/train.zarr", cell=CELLS),
+        probes=[f"{OUT}/cells/{c}/{p}.zarr" for p, sources in PROBE_SOURCES.items() for c in sorted(set(sources.values()))],
     output:
         store=directory(f"{OUT}/metrics.zarr"),
         table=report(f"{OUT}/summary.csv", caption="../report/summary.rst", category="Summary"),
+        study=report(f"{OUT}/study_summary.csv", caption="../report/study_summary.rst", category="Summary"),
     params:
         cells=canonical_json(CELLS),
         axes=AXES,
+        probe_sources=canonical_json(PROBE_SOURCES),
+        trainability=canonical_json(config["trainability"]),
+        out=OUT,
     script:
         "../../scripts/collect.py"
 

@@ -1,0 +1,133 @@
+"""Reconstruction-entropy cascade (paper 003): how much input information survives to each layer of an
+untrained network, read off single-layer reconstruction nets.
+
+For each hidden layer l a net c^l = tanh(Linear(N_l -> N_{l-1})) learns, with MSE and Adam, to map the frozen
+network's activation z^l back to z^{l-1} (the true previous activation, the image for l = 1); all layers train
+in the same pass over the data. The cascade C^l = c^1 o ... o c^l reconstructs the input from layer l.
+Per layer: the relative entropy between original and reconstruction (official code's normalisation: per-image
+min-shift + 1e-12, sum to one; per-sample curves divided by their last value, median over samples) and the
+reconstruction differential entropy (per-pixel Gaussian entropy across reconstructions). The cutoff l* is
+where the relative entropy saturates within the relative tolerance eta.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from torch.nn import functional as F
+
+from layerlab.data import Dataset
+from layerlab.models import LayerwiseNet
+from layerlab.train import batches
+
+STD_FLOOR = 1e-30  # a pixel constant over all reconstructions would give S = -inf
+
+
+def relative_entropy(original: torch.Tensor, reconstruction: torch.Tensor, offset: float = 1e-12) -> torch.Tensor:
+    """KL(p || q) per sample, p and q the min-shifted, sum-normalised flattened images (float64)."""
+
+    def pmf(x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1).double()
+        x = x - x.min(dim=1, keepdim=True).values + offset
+        return x / x.sum(dim=1, keepdim=True)
+
+    p, q = pmf(original), pmf(reconstruction)
+    return (p * (p / q).log()).sum(dim=1)
+
+
+def differential_entropy(reconstructions: torch.Tensor) -> float:
+    """S = mean over pixels of 1/2 ln(2 pi e sigma_ij^2), sigma_ij the unbiased std of pixel ij over the batch
+    of reconstructions, each image first divided by its pixel sum (official code; float64)."""
+    x = reconstructions.flatten(1).double()
+    x = x / x.sum(dim=1, keepdim=True)
+    std = x.std(dim=0).clamp(min=STD_FLOOR)
+    return float((0.5 * math.log(2 * math.pi * math.e) + std.log()).mean())
+
+
+def cutoff_depth(curve: np.ndarray, eta: float) -> int:
+    """l* = 1 + max{l < L : |RE(l) - RE(L)| > eta |RE(L)|} with 1-based layers; l* = 1 if no layer differs.
+
+    l* = L means the curve is still changing at the last layer: no saturation inside the network.
+    """
+    far = np.flatnonzero(np.abs(curve[:-1] - curve[-1]) > eta * abs(curve[-1]))
+    return int(far[-1]) + 2 if far.size else 1
+
+
+def make_cascade(sizes: list[int]) -> nn.ModuleList:
+    """c^l = tanh(Linear(sizes[l] -> sizes[l-1])) for the layer widths `sizes` (input first)."""
+    return nn.ModuleList(nn.Sequential(nn.Linear(b, a), nn.Tanh()) for a, b in itertools.pairwise(sizes))
+
+
+def reconstruct(cascade: nn.ModuleList, hidden: list[torch.Tensor]) -> torch.Tensor:
+    """Reconstructions of the input from every layer, shape (layer, batch, input_dim)."""
+    out = []
+    for depth, h in enumerate(hidden, start=1):
+        for c in reversed(cascade[:depth]):
+            h = c(h)
+        out.append(h)
+    return torch.stack(out)
+
+
+def run_cascade(cell: dict, data: Dataset, model: LayerwiseNet, device: torch.device) -> xr.Dataset:
+    """Train the cascade on the frozen `model` and measure the per-layer reconstruction entropies."""
+    start = time.perf_counter()
+    model = model.to(device).eval().requires_grad_(False)
+    x_train = data.train.x.flatten(1)
+    torch.manual_seed(cell["seed"])
+    with torch.no_grad():
+        sizes = [x_train.shape[1]] + [h.shape[1] for h in model(x_train[:2])[1]]
+    cascade = make_cascade(sizes).to(device)
+    optimizer = torch.optim.Adam(cascade.parameters(), lr=cell["cascade_lr"])  # separable losses: = one Adam/layer
+    batch_size = min(cell["cascade_batch_size"], len(x_train))
+    steps = max(1, math.ceil(cell["cascade_epochs"] * len(x_train) / batch_size))
+    generator = torch.Generator().manual_seed(cell["seed"])
+    for _, idx in zip(range(steps), batches(len(x_train), batch_size, generator), strict=False):
+        x = x_train[idx.to(device)]
+        with torch.no_grad():
+            targets = [x, *model(x)[1]]
+        loss = sum(F.mse_loss(c(targets[i + 1]), targets[i]) for i, c in enumerate(cascade))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        x = data.test.x[: cell["cascade_eval_samples"]]
+        recon = reconstruct(cascade, model(x)[1])  # (layer, sample, pixel)
+        kl = torch.stack([relative_entropy(x, r) for r in recon]).cpu().numpy()  # (layer, sample)
+    kl_curve = np.median(kl / kl[-1], axis=1)
+    entropy = np.array([differential_entropy(r) for r in recon])
+    seconds = time.perf_counter() - start
+    depth = len(recon)
+    n_shown = min(cell["cascade_images"], len(x))
+    shown = recon[:, :n_shown].reshape(depth, n_shown, *x.shape[1:]).mean(2).cpu().numpy()  # channel mean
+    ds = xr.Dataset(
+        {
+            "re_kl": ("layer", kl_curve),
+            "re_kl_mean": ("layer", kl.mean(axis=1)),
+            "re_diff_entropy": ("layer", entropy),
+            "cutoff_depth": cutoff_depth(kl_curve, cell["cutoff_eta"]),
+            "cascade_seconds": seconds,
+            "reconstruction": (("layer", "image", "y", "x"), shown.astype(np.float32)),
+            "original": (("image", "y", "x"), x[:n_shown].mean(1).cpu().numpy()),
+        },
+        coords={"layer": np.arange(depth)},
+    )
+    for name, (long_name, units) in DESCRIPTIONS.items():
+        ds[name].attrs.update(long_name=long_name, units=units)
+    return ds
+
+
+DESCRIPTIONS = {
+    "re_kl": ("relative entropy of reconstruction vs original, / last layer, median over samples", "1"),
+    "re_kl_mean": ("relative entropy of reconstruction vs original, mean over samples", "nat"),
+    "re_diff_entropy": ("reconstruction differential entropy S", "nat"),
+    "cutoff_depth": ("cascade cutoff l* (layers until the relative entropy saturates)", "layers"),
+    "cascade_seconds": ("wall time of cascade training and evaluation", "s"),
+    "reconstruction": ("reconstruction of test images from each layer", "input units"),
+    "original": ("test images that were reconstructed", "input units"),
+}
