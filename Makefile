@@ -11,7 +11,7 @@ STUDY    = $(shell sed -n 's/^study: *//p' $(or $(CONFIG),config/config.yaml))
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,slurm]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -17,6 +17,7 @@ sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, check_cell, deepest_sibling, expand_cells  # noqa: E402
 from layerlab.data import DATASETS  # noqa: E402
+from layerlab.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
 
 min_version("9.0")
 
@@ -46,6 +47,10 @@ AXES = list(config["grid"])
 PROBES = config["probes"]
 # which cell's probe store each cell reads: the cascade runs on the deepest sibling, other probes on the cell
 PROBE_SOURCES = {p: deepest_sibling(CELLS) if p == "cascade" else {c: c for c in CELLS} for p in PROBES}
+# Local GPUs (layerlab.gpus): each training job claims one (device, slot) of this pool and sees only that device.
+# On a cluster SLURM binds the devices instead (profiles/slurm asks for gpu=1 per training job).
+GPUS, GPU_SLOTS = gpu_pool(config.get("gpus"))
+os.environ.update(gpu_env(GPUS, GPU_SLOTS, Path(".snakemake/layerlab-gpu-locks").resolve()))
 
 
 def cell_json(wildcards) -> str:

@@ -63,6 +63,10 @@ def check_cell(cell: dict, probes: list[str] | None = None) -> None:
         raise ConfigError("the cascade probe reconstructs fully connected layers: it needs model 'fnn' without BN")
     if cell["bn_last_layer"] and cell["bn_variant"] == "none":
         raise ConfigError("bn_last_layer needs a BatchNorm variant (bn_variant is 'none')")
+    pattern = cell.get("freeze_weights", "")
+    if pattern and cell["model"] in ("fnn", "cnn") and len(pattern) != cell["depth"] + 1:
+        raise ConfigError(f"freeze_weights needs one digit per layer including the output layer, "
+                          f"{cell['depth'] + 1} (got '{pattern}')")
 
 
 def canonical_json(value: Any) -> str:

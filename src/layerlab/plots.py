@@ -38,6 +38,8 @@ def _panels(da: xr.DataArray, row: str | None, col: str | None, along: str = "la
     for (i, r), (j, c) in itertools.product(enumerate(rows), enumerate(cols)):
         sel = {k: v for k, v in ((row, r), (col, c)) if k}
         sub = da.sel(sel).dropna(along, how="all")
+        if "step" in sub.dims and along != "step":  # steps some variables skip (e.g. curvature_every > log_every)
+            sub = sub.dropna("step", how="all")
         ax = axes[i, j]
         ax.set_title(", ".join(f"{k}={v}" for k, v in sel.items()), fontsize=8)
         if sub.sizes[along] == 0:
@@ -169,6 +171,28 @@ def reconstructions(ds: xr.Dataset, spec: dict) -> plt.Figure:
     return fig
 
 
+def spectra(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """A (step, layer, eigen) spectrum (e.g. paper 004's eig_x): eigenvalues over the largest against the relative
+    index i/d, one line per layer (dark: first), at the last measured step unless `select` picks one, faceted by
+    `row` and `col`. Numerically zero eigenvalues are drawn at 1e-16."""
+    row, col = spec.get("row"), spec.get("col")
+    da = _reduce(ds[spec["var"]], {row, col, "layer", "eigen", "step"})
+    if "step" in da.dims:
+        da = da.dropna("step", how="all").isel(step=-1)
+    cmap = plt.get_cmap("viridis")
+    for ax, sub in _panels(da, row, col):
+        for k, layer in enumerate(sub["layer"].values):
+            eig = sub.sel(layer=layer).dropna("eigen").values
+            if len(eig) and eig[0] > 0:
+                ax.plot(np.arange(1, len(eig) + 1) / len(eig), np.maximum(eig / eig[0], 1e-16),
+                        color=cmap(k / max(1, sub.sizes["layer"] - 1)), lw=0.8)
+        ax.set_yscale("log")
+    fig = plt.gcf()
+    fig.supxlabel("relative eigen-index i/d")
+    fig.supylabel(f"{spec['var']}: lambda_i / lambda_max", fontsize=8)
+    return fig
+
+
 PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
     "metric_vs_axis": metric_vs_axis,
     "layer_step_heatmap": layer_step_heatmap,
@@ -177,6 +201,7 @@ PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
     "phase_diagram": phase_diagram,
     "layer_curves": layer_curves,
     "reconstructions": reconstructions,
+    "spectra": spectra,
 }
 
 

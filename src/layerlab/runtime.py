@@ -10,12 +10,16 @@ from pathlib import Path
 
 import torch
 
+from layerlab import gpus
 from layerlab.data import Dataset, load
 from layerlab.models import LayerwiseNet, load_init
 
 
 def device() -> torch.device:
-    """CUDA when available (overridable with LAYERLAB_DEVICE=cpu|cuda), else CPU."""
+    """CUDA when available (overridable with LAYERLAB_DEVICE=cpu|cuda), else CPU. A local GPU pool (layerlab.gpus)
+    pins the job to one device first, before torch initialises CUDA."""
+    if os.environ.get("LAYERLAB_DEVICE") != "cpu":
+        gpus.claim()
     name = os.environ.get("LAYERLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 

@@ -19,6 +19,14 @@ def _object_strings(ds: xr.Dataset) -> xr.Dataset:
     )
 
 
+def describe(ds: xr.Dataset, descriptions: dict[str, tuple[str, str]]) -> xr.Dataset:
+    """Set `long_name` and `units` attrs of the variables named in `descriptions` (name -> (long_name, units))."""
+    for name, (long_name, units) in descriptions.items():
+        if name in ds:
+            ds[name].attrs.update(long_name=long_name, units=units)
+    return ds
+
+
 def write_store(ds: xr.Dataset, path: str | os.PathLike) -> None:
     """Write `ds` to a zarr v3 store at `path` atomically: a reader sees the old store or the new, whole."""
     path = Path(path)
@@ -48,7 +56,9 @@ def combine_cells(cells: dict[str, xr.Dataset], params: dict[str, dict], axes: l
     for cid, ds in cells.items():
         part = ds.drop_attrs().assign(config=xr.DataArray(ds.attrs["config"], attrs={"long_name": "cell config"}))
         parts.append(part.expand_dims(cell=[cid]).assign_coords({a: ("cell", [params[cid][a]]) for a in axes}))
-    stacked = xr.concat(parts, dim="cell", join="outer", combine_attrs="drop_conflicts")
+    # coords="minimal": with the default ("different") the concat fails when the first cell has a dimension
+    # coordinate (e.g. BatchNorm's `channel`) that a later cell lacks
+    stacked = xr.concat(parts, dim="cell", join="outer", coords="minimal", combine_attrs="drop_conflicts")
     if len(axes) == 1:  # a single axis is a plain index, nothing to unstack
         combined = stacked.swap_dims(cell=axes[0]).drop_vars("cell")
     else:

@@ -22,6 +22,8 @@ from layerlab.data import Dataset, Split
 from layerlab.losses import LBELoss, regularized
 from layerlab.probes.batch_entropy import layer_entropies
 from layerlab.probes.bn_params import learnable_parameters, trajectories
+from layerlab.probes.curvature import curvature_dataset, measure, unfrozen_parameters
+from layerlab.store import describe
 
 EVAL_BATCH = 1000
 
@@ -72,6 +74,9 @@ class Log:
     bn: list[dict[str, dict[int, np.ndarray]]] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
     evals: dict[str, list[float]] = field(default_factory=dict)
+    curvature_steps: list[int] = field(default_factory=list)
+    curvature: list[list[dict[str, np.ndarray]]] = field(default_factory=list)
+    curvature_seconds: float = 0.0
 
     def add(self, store: dict[str, list[float]], **values: float | torch.Tensor) -> None:
         for k, v in values.items():
@@ -91,12 +96,15 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
         n_reg = len(regularized(list(range(depth)), cell["lbe_layers"]))
         lbe = LBELoss(n_reg, cell["lbe_alpha"], cell["lbe_alpha_min"], cell["lbe_beta"], cell["entropy_constant"])
         lbe = lbe.to(device)
-    params = list(model.parameters()) + (list(lbe.parameters()) if lbe else [])
+    params = unfrozen_parameters(model, cell.get("freeze_weights", "")) + (list(lbe.parameters()) if lbe else [])
     optimizer = make_optimizer(cell, params)
     generator = torch.Generator().manual_seed(cell["seed"])
     reg_layers = regularized(list(range(depth)), cell["lbe_layers"])
     to_log, to_eval = logged_steps(cell["steps"], cell["log_every"]), logged_steps(cell["steps"], cell["eval_every"])
     log = Log()
+    to_curvature = logged_steps(cell["steps"], cell["curvature_every"]) if cell["curvature_every"] else set()
+    probe_rows = torch.arange(min(cell["curvature_samples"], len(data.train.y)), device=device)
+    curvature_generator = torch.Generator().manual_seed(cell["seed"])
     diverged_step = -1
     start = time.perf_counter()
     stream = batches(len(data.train.y), cell["batch_size"], generator)
@@ -118,6 +126,12 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
                     alpha[reg_layers] = lbe.target().detach().cpu().numpy()
                 log.alpha.append(alpha)
             log.bn.append(learnable_parameters(model))
+        if step in to_curvature and finite:  # paper 004: K-FAC factors of every layer's Fisher block
+            tic = time.perf_counter()
+            log.curvature.append(measure(model, data.train.x[probe_rows], data.train.y[probe_rows],
+                                         cell["curvature_labels"], curvature_generator))
+            log.curvature_steps.append(step)
+            log.curvature_seconds += time.perf_counter() - tic
         if step in to_eval or not finite:
             test_acc, test_loss = evaluate(model, data.test)
             log.eval_steps.append(step)
@@ -159,8 +173,10 @@ def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train
     )
     ds = xr.merge([ds, trajectories(log.steps, log.bn)], join="outer", compat="no_conflicts",
                   combine_attrs="override")
-    describe(ds)
-    return ds
+    if log.curvature:
+        ds = xr.merge([ds, curvature_dataset(log.curvature_steps, log.curvature, log.curvature_seconds)],
+                      join="outer", compat="no_conflicts", combine_attrs="override")
+    return describe(ds, DESCRIPTIONS)
 
 
 DESCRIPTIONS = {
@@ -186,8 +202,3 @@ DESCRIPTIONS = {
     "train_seconds": ("wall time of the training loop", "s"),
 }
 
-
-def describe(ds: xr.Dataset) -> None:
-    for name, (long_name, units) in DESCRIPTIONS.items():
-        if name in ds:
-            ds[name].attrs.update(long_name=long_name, units=units)

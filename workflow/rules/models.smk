@@ -21,6 +21,8 @@ rule train:
     params:
         cell=cell_json,
     threads: config["threads"]
+    resources:
+        gpu=1 if GPUS else 0,
     log:
         f"{OUT}/logs/train/{{cell}}.log",
     script:

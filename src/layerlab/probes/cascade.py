@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from layerlab.data import Dataset
 from layerlab.models import LayerwiseNet
+from layerlab.store import describe
 from layerlab.train import batches
 
 STD_FLOOR = 1e-30  # a pixel constant over all reconstructions would give S = -inf
@@ -117,9 +118,7 @@ def run_cascade(cell: dict, data: Dataset, model: LayerwiseNet, device: torch.de
         },
         coords={"layer": np.arange(depth)},
     )
-    for name, (long_name, units) in DESCRIPTIONS.items():
-        ds[name].attrs.update(long_name=long_name, units=units)
-    return ds
+    return describe(ds, DESCRIPTIONS)
 
 
 DESCRIPTIONS = {

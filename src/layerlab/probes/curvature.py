@@ -1,0 +1,250 @@
+"""Layer-wise conditioning analysis (paper 004, Huang et al. 2020): the K-FAC factors of every layer's Fisher block.
+
+For each Linear/Conv2d layer k with input a (the layer *input*, paper Eq. 4 with its index typo fixed) and
+pre-activation output h (before any BatchNorm), the layer's Fisher block is approximated by
+
+    F_k ~ Sigma_x (x) Sigma_grad,   Sigma_x = E[a a^T] (uncentred),   Sigma_grad = E[d d^T],  d = dl_i/dh_i,
+
+and by Proposition 1 lambda_max(F_k) = lambda_max(Sigma_x) lambda_max(Sigma_grad), kappa(F_k) = kappa(Sigma_x)
+kappa(Sigma_grad). Estimators follow the official code (Linear_AllMode.lua): d_i = m * dL_batch/dh_i, where L_batch
+is the mean cross-entropy over the m measured rows (in BatchNorm nets d_i includes BN's cross-sample terms; BN stays
+in training mode). Labels are the true ones (`empirical`, the code's and the seed notes' choice for training-time
+diagnostics) or drawn from the model (`sampled`, the FIM's q(y|x)). Conv layers use channel-wise statistics over
+all spatial positions (App. C.1), each averaged per location: Sigma_x is C_in x C_in, Sigma_grad C_out x C_out.
+
+Eigenvalues are computed in float64 and clamped at >= 0. Condition numbers (seed-004 notes, section 6.5):
+kappa_p = lambda_1 / lambda_ceil(p d) over the descending spectrum (p = 1: the ordinary kappa; inf when the
+denominator is below 1e-12 lambda_1, float64's resolution of the spectrum; log10 copies for plots show inf as
+12), and kappa_nz = lambda_max / the smallest eigenvalue > 1e-12 lambda_max (the paper's "minimum non-zero
+eigenvalue"). The Kronecker product's kappa_p for p < 1 does not factorise: it is read off the
+sorted product spectrum {lambda_i(Sigma_x) lambda_j(Sigma_grad)}.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from torch.nn import functional as F
+
+from layerlab.store import describe
+
+P_LEVELS = (0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9, 1.0)
+NONZERO_RTOL = 1e-12
+
+
+def measured_layers(model: nn.Module) -> list[nn.Module]:
+    """The Linear/Conv2d map of every hidden layer and of the output layer (`head`), in order: layer index l is
+    the l-th hidden layer, the output layer is `len(model.layers)` (the batch-entropy/BN-parameter convention)."""
+    found = []
+    for layer, block in enumerate([*model.layers, model.head]):
+        maps = [m for m in block.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+        if len(maps) != 1:
+            raise ValueError(f"layer {layer} has {len(maps)} Linear/Conv2d maps; the curvature probe expects one")
+        found.append(maps[0])
+    return found
+
+
+def unfrozen_parameters(model: nn.Module, pattern: str = "") -> list[nn.Parameter]:
+    """The parameters the optimizer updates: all but the weights of layers whose digit in `pattern` is 0 (the
+    official code's `flag_updateWeight = false`, paper 004's simulated weight domination, Fig. 4)."""
+    if not pattern:
+        return list(model.parameters())
+    layers = measured_layers(model)
+    if len(pattern) != len(layers):
+        raise ValueError(f"freeze_weights '{pattern}' needs one digit per layer ({len(layers)})")
+    frozen = {id(m.weight) for m, bit in zip(layers, pattern, strict=True) if bit == "0"}
+    return [p for p in model.parameters() if id(p) not in frozen]
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(N, C) as is; (N, C, H, W) -> (N*H*W, C): every spatial location is one example (App. C.1)."""
+    return t.movedim(1, -1).reshape(-1, t.shape[1]) if t.ndim > 2 else t
+
+
+def second_moment(rows: torch.Tensor) -> torch.Tensor:
+    """E[r r^T] over the rows, float64 (uncentred)."""
+    r = rows.double()
+    return r.T @ r / r.shape[0]
+
+
+def layer_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str = "empirical",
+                  generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(Sigma_x, Sigma_grad)] per measured layer, float64, from one forward and one backward pass on (x, y)."""
+    return _factors_and_weight_grads(model, x, y, labels, generator)[0]
+
+
+def _factors_and_weight_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
+                              generator: torch.Generator | None):
+    """`layer_factors` and dL_batch/dW of every measured layer.
+
+    BatchNorm running statistics are left as they were and no parameter's `.grad` is touched, so the
+    measurement leaves training exactly as it was.
+    """
+    layers = measured_layers(model)
+    # the measurement runs on clones of the buffers (BN running statistics): the originals, possibly saved in the
+    # autograd graph of the training step, are never modified
+    saved = [(m, name, buf) for m in model.modules() for name, buf in m._buffers.items() if buf is not None]
+    for m, name, buf in saved:
+        setattr(m, name, buf.clone())
+    inputs, outputs = [], []
+
+    def hook(_module, args, output):
+        inputs.append(args[0].detach())
+        outputs.append(output)
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.enable_grad():
+            logits, _ = model(x)
+            if labels == "sampled":
+                probs = torch.softmax(logits.detach().double(), 1)
+                y = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+            elif labels != "empirical":
+                raise ValueError(f"unknown curvature labels '{labels}'")
+            loss = F.cross_entropy(logits, y)
+            grads = torch.autograd.grad(loss, outputs + [m.weight for m in layers])
+    finally:
+        for h in handles:
+            h.remove()
+        for m, name, buf in saved:
+            setattr(m, name, buf)
+    m = x.shape[0]
+    grads, weight_grads = grads[: len(layers)], grads[len(layers) :]
+    factors = [(second_moment(_rows(a)), second_moment(_rows(g) * m)) for a, g in zip(inputs, grads, strict=True)]
+    return factors, weight_grads
+
+
+def spectrum(matrix: torch.Tensor) -> np.ndarray:
+    """Eigenvalues of a symmetric PSD matrix, float64, descending, clamped at >= 0 (NaN if not finite)."""
+    if not torch.isfinite(matrix).all():
+        return np.full(matrix.shape[0], np.nan)
+    eig = torch.linalg.eigvalsh(matrix.double()).cpu().numpy()[::-1]
+    return np.clip(eig, 0.0, None)
+
+
+def kappa_p(eig: np.ndarray, p: float) -> float:
+    """General condition number lambda_1 / lambda_ceil(p d) of a descending spectrum; inf when the denominator is
+    numerically zero (<= NONZERO_RTOL lambda_1: below float64's resolution of the spectrum)."""
+    d = len(eig)
+    top, low = eig[0], eig[max(1, math.ceil(p * d - 1e-9)) - 1]
+    if not np.isfinite(top) or top <= 0:
+        return np.nan
+    return np.inf if low <= NONZERO_RTOL * top else float(top / low)
+
+
+def kappa_nonzero(eig: np.ndarray) -> float:
+    """lambda_max / smallest eigenvalue above NONZERO_RTOL * lambda_max."""
+    top = eig[0]
+    if not np.isfinite(top) or top <= 0:
+        return np.nan
+    return float(top / eig[eig > NONZERO_RTOL * top].min())
+
+
+def kron_spectrum(eig_x: np.ndarray, eig_g: np.ndarray) -> np.ndarray:
+    """Eigenvalues of Sigma_x (x) Sigma_grad: all pairwise products, descending (Horn & Johnson 4.2.12)."""
+    return np.sort(np.outer(eig_x, eig_g).ravel())[::-1]
+
+
+def sigma_max(t: torch.Tensor) -> float:
+    """Largest singular value of a weight (or its gradient), as (out, in * kernel)."""
+    return float(torch.linalg.matrix_norm(t.detach().double().flatten(1), ord=2))
+
+
+def layer_record(weight: torch.Tensor, sigma_x: torch.Tensor, sigma_g: torch.Tensor,
+                 weight_grad: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """All per-layer quantities of one measurement."""
+    ex, eg = spectrum(sigma_x), spectrum(sigma_g)
+    ek = kron_spectrum(ex, eg)
+    rec = {"eig_x": ex, "eig_g": eg, "weight_norm": float(weight.detach().double().norm())}
+    if weight_grad is not None:  # Definition 1: weight domination when sigma_max(dL/dW) << sigma_max(W)
+        rec["domination"] = sigma_max(weight_grad) / sigma_max(weight)
+    for name, eig in (("x", ex), ("g", eg), ("kron", ek)):
+        rec[f"lmax_{name}"] = float(eig[0])
+        rec[f"kappa_{name}"] = np.array([kappa_p(eig, p) for p in P_LEVELS])
+        rec[f"kappa_nz_{name}"] = kappa_nonzero(eig)
+    return rec
+
+
+def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str = "empirical",
+            generator: torch.Generator | None = None) -> list[dict[str, np.ndarray]]:
+    """One measurement: `layer_record` of every measured layer."""
+    factors, weight_grads = _factors_and_weight_grads(model, x, y, labels, generator)
+    return [layer_record(m.weight, sx, sg, gw)
+            for m, (sx, sg), gw in zip(measured_layers(model), factors, weight_grads, strict=True)]
+
+
+DESCRIPTIONS = {
+    "eig_x": ("eigenvalues of the layer-input second moment Sigma_x, descending (NaN: padding)", "1"),
+    "eig_g": ("eigenvalues of the output-gradient second moment Sigma_grad, descending (NaN: padding)", "1"),
+    "lmax_x": ("lambda_max(Sigma_x)", "1"),
+    "lmax_g": ("lambda_max(Sigma_grad)", "1"),
+    "lmax_kron": ("lambda_max(Sigma_x kron Sigma_grad) (Prop. 1: product)", "1"),
+    "kappa_x": ("general condition number kappa_p(Sigma_x)", "1"),
+    "kappa_g": ("general condition number kappa_p(Sigma_grad)", "1"),
+    "kappa_kron": ("general condition number kappa_p(Sigma_x kron Sigma_grad)", "1"),
+    "kappa_nz_x": ("lambda_max / smallest non-zero eigenvalue of Sigma_x", "1"),
+    "kappa_nz_g": ("lambda_max / smallest non-zero eigenvalue of Sigma_grad", "1"),
+    "kappa_nz_kron": ("lambda_max / smallest non-zero eigenvalue of Sigma_x kron Sigma_grad", "1"),
+    "log10_kappa_x": ("log10 kappa_p(Sigma_x) (inf, numerically singular, shown as 12)", "1"),
+    "log10_kappa_g": ("log10 kappa_p(Sigma_grad) (inf, numerically singular, shown as 12)", "1"),
+    "log10_kappa_kron": ("log10 kappa_p(Sigma_x kron Sigma_grad) (inf, numerically singular, shown as 12)", "1"),
+    "log10_lmax_x": ("log10 lambda_max(Sigma_x)", "1"),
+    "log10_lmax_g": ("log10 lambda_max(Sigma_grad)", "1"),
+    "log10_lmax_kron": ("log10 lambda_max(Sigma_x kron Sigma_grad)", "1"),
+    "domination": ("sigma_max(dL/dW) / sigma_max(W) (Definition 1: weight domination when << 1)", "1"),
+    "log10_domination": ("log10 sigma_max(dL/dW) / sigma_max(W)", "1"),
+    "weight_norm": ("Frobenius norm of the layer's weight", "1"),
+    "log10_kappa90_x_init": ("mean over layers of log10 kappa_90%(Sigma_x) (inf as 1e12), step 0", "1"),
+    "log10_kappa90_x_final": ("mean over layers of log10 kappa_90%(Sigma_x) at the last measurement", "1"),
+    "log10_kappa90_g_init": ("mean over layers of log10 kappa_90%(Sigma_grad) (inf as 1e12), step 0", "1"),
+    "log10_kappa90_g_final": ("mean over layers of log10 kappa_90%(Sigma_grad) at the last measurement", "1"),
+    "singular90_x_init": ("fraction of layers whose Sigma_x is numerically singular at 90 % (kappa_90% inf), step 0",
+                          "1"),
+    "singular90_x_final": ("fraction of layers whose Sigma_x has kappa_90% = inf, last measurement", "1"),
+    "singular90_g_init": ("fraction of layers whose Sigma_grad has kappa_90% = inf, step 0", "1"),
+    "singular90_g_final": ("fraction of layers whose Sigma_grad has kappa_90% = inf, last measurement", "1"),
+    "curvature_seconds": ("wall time of all curvature measurements (part of train_seconds)", "s"),
+}
+
+
+def curvature_dataset(steps: list[int], records: list[list[dict[str, np.ndarray]]],
+                      seconds: float = float("nan")) -> xr.Dataset:
+    """Stack per-step measurements into (step, layer) scalars, (step, layer, p) condition numbers and
+    (step, layer, eigen) spectra NaN-padded to the widest factor, plus per-cell summaries."""
+    n_layers = len(records[0])
+    width = max(max(len(r["eig_x"]), len(r["eig_g"])) for r in records[0])
+    coords = {"step": np.asarray(steps), "layer": np.arange(n_layers), "p": np.asarray(P_LEVELS),
+              "eigen": np.arange(width)}
+    data = {}
+    for key in records[0][0]:
+        first = records[0][0][key]
+        if key.startswith("eig_"):
+            arr = np.full((len(steps), n_layers, width), np.nan)
+            for i, rec in enumerate(records):
+                for j, r in enumerate(rec):
+                    arr[i, j, : len(r[key])] = r[key]
+            data[key] = (("step", "layer", "eigen"), arr)
+        elif np.ndim(first):
+            data[key] = (("step", "layer", "p"), np.array([[r[key] for r in rec] for rec in records]))
+        else:
+            data[key] = (("step", "layer"), np.array([[r[key] for r in rec] for rec in records]))
+    ds = xr.Dataset(data, coords=coords)
+    for name in ("x", "g", "kron"):
+        kappa = ds[f"kappa_{name}"]
+        ds[f"log10_kappa_{name}"] = np.log10(kappa.where(np.isfinite(kappa), 1 / NONZERO_RTOL))
+        ds[f"log10_lmax_{name}"] = np.log10(ds[f"lmax_{name}"].where(ds[f"lmax_{name}"] > 0))
+    if "domination" in ds:
+        ds["log10_domination"] = np.log10(ds["domination"].where(ds["domination"] > 0))
+    for name in ("x", "g"):
+        k90 = ds[f"log10_kappa_{name}"].sel(p=0.9).mean("layer").values
+        ds[f"log10_kappa90_{name}_init"] = float(k90[0]) if steps[0] == 0 else np.nan
+        ds[f"log10_kappa90_{name}_final"] = float(k90[-1])
+        singular = np.isinf(ds[f"kappa_{name}"].sel(p=0.9)).mean("layer").values
+        ds[f"singular90_{name}_init"] = float(singular[0]) if steps[0] == 0 else np.nan
+        ds[f"singular90_{name}_final"] = float(singular[-1])
+    ds["curvature_seconds"] = seconds
+    return describe(ds, DESCRIPTIONS)
