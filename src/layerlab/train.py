@@ -91,15 +91,14 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
     """Train `model` as `cell` says; return the per-cell metrics Dataset and the trained model."""
     model = model.to(device).train()
     depth = len(model.layers)  # hidden layers (the paper-002 CNNs have a fixed depth)
+    reg_layers = regularized(list(range(depth)), cell["lbe_layers"])
     lbe = None
     if cell["loss"] == "ce_lbe":
-        n_reg = len(regularized(list(range(depth)), cell["lbe_layers"]))
-        lbe = LBELoss(n_reg, cell["lbe_alpha"], cell["lbe_alpha_min"], cell["lbe_beta"], cell["entropy_constant"])
-        lbe = lbe.to(device)
-    params = unfrozen_parameters(model, cell.get("freeze_weights", "")) + (list(lbe.parameters()) if lbe else [])
+        lbe = LBELoss(len(reg_layers), cell["lbe_alpha"], cell["lbe_alpha_min"], cell["lbe_beta"],
+                      cell["entropy_constant"]).to(device)
+    params = unfrozen_parameters(model, cell["freeze_weights"]) + (list(lbe.parameters()) if lbe else [])
     optimizer = make_optimizer(cell, params)
     generator = torch.Generator().manual_seed(cell["seed"])
-    reg_layers = regularized(list(range(depth)), cell["lbe_layers"])
     to_log, to_eval = logged_steps(cell["steps"], cell["log_every"]), logged_steps(cell["steps"], cell["eval_every"])
     log = Log()
     to_curvature = logged_steps(cell["steps"], cell["curvature_every"]) if cell["curvature_every"] else set()
