@@ -4,14 +4,14 @@ import json
 
 import torch
 
-from layerlab.data import read_provenance
+from layerlab.data import input_shape, read_provenance
 from layerlab.models import build_model
 
 snakemake = globals()["snakemake"]
 cell = json.loads(snakemake.params.cell)
 meta = read_provenance(snakemake.input.data)
-input_shape, n_classes = tuple(meta["shapes"]["x_train"][1:]), meta["n_classes"]
+shape, n_classes = input_shape(meta, cell["input_pool"]), meta["n_classes"]
 torch.set_num_threads(1)
-model = build_model(cell, input_shape, n_classes)
-torch.save({"state_dict": model.state_dict(), "cell": cell, "input_shape": input_shape, "n_classes": n_classes},
+model = build_model(cell, shape, n_classes)
+torch.save({"state_dict": model.state_dict(), "cell": cell, "input_shape": shape, "n_classes": n_classes},
            snakemake.output[0])

@@ -54,6 +54,30 @@ TINY_STUDY = {
 }
 
 
+@pytest.fixture(scope="session")
+def digits_path(tmp_path_factory) -> Path:
+    """sklearn's digits, prepared once per test session."""
+    from layerlab.data import prepare
+
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    prepare("digits", path, path.parent)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits(digits_path):
+    from layerlab.data import load
+
+    return load(digits_path)
+
+
+@pytest.fixture(scope="session")
+def digits_unit(digits_path):
+    from layerlab.data import load
+
+    return load(digits_path, scaling="unit")
+
+
 @pytest.fixture
 def tiny_config() -> dict:
     return yaml.safe_load(yaml.safe_dump(TINY_STUDY))  # deep copy

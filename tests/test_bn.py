@@ -9,7 +9,6 @@ import xarray as xr
 from conftest import make_cell
 
 from layerlab.config import ConfigError, check_cell
-from layerlab.data import load, prepare
 from layerlab.models import build_model
 from layerlab.norm import BN_VARIANTS, NEUTRAL, AblatedBatchNorm, batch_norm
 from layerlab.plots import channel_step_heatmap
@@ -31,12 +30,6 @@ def reference_bn(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.nd
     shape = [1, -1] + [1] * (x.ndim - 2)
     return gamma.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + EPS) + beta.reshape(shape)
 
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    prepare("digits", path, path.parent)
-    return load(path)
 
 
 def train(cell: dict, data) -> tuple[xr.Dataset, torch.nn.Module]:

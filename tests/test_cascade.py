@@ -11,7 +11,6 @@ import xarray as xr
 from conftest import make_cell
 
 from layerlab.analysis import add_cascade_prediction, add_trainability, study_summary
-from layerlab.data import load, prepare
 from layerlab.models import build_model
 from layerlab.probes.cascade import (
     cutoff_depth,
@@ -68,12 +67,6 @@ def test_cascade_maps_each_layer_back_to_the_input():
     torch.testing.assert_close(recon[0], cascade[0](hidden[0]))
     torch.testing.assert_close(recon[2], cascade[0](cascade[1](cascade[2](hidden[2]))))
 
-
-@pytest.fixture(scope="module")
-def digits_unit(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    prepare("digits", path, path.parent)
-    return load(path, scaling="unit")
 
 
 def test_ordered_network_loses_information_critical_keeps_it(digits_unit):

@@ -12,7 +12,6 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from layerlab.config import ConfigError, check_cell
-from layerlab.data import load, prepare
 from layerlab.models import LayerwiseNet, build_model
 from layerlab.plots import save_plot
 from layerlab.probes.curvature import (
@@ -25,13 +24,6 @@ from layerlab.probes.curvature import (
 )
 from layerlab.store import combine_cells
 from layerlab.train import train_cell
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    prepare("digits", path, path.parent)
-    return load(path)
 
 
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -213,3 +205,37 @@ def test_weight_domination_ratio_and_frozen_weights(digits):
     assert ds["domination"].dims == ("step", "layer") and np.isfinite(ds["log10_domination"]).all()
     with pytest.raises(ConfigError, match="one digit per layer"):
         check_cell(make_cell(depth=2, freeze_weights="01"))
+
+
+def test_factors_and_exact_block_against_curvlinops():
+    """An independent implementation (curvlinops-for-pytorch): its empirical-Fisher K-FAC factors of every layer
+    equal Sigma_x and Sigma_grad, its exact empirical-Fisher block of the output layer has our per-example
+    lambda_max, and that block's spectrum is close to, not equal to, the Kronecker approximation's (paper 004,
+    Fig. 2)."""
+    from curvlinops import EFLinearOperator, KFACLinearOperator
+
+    class Logits(nn.Module):
+        def __init__(self, net: nn.Module):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)[0]
+
+    torch.manual_seed(0)
+    model = tiny_net(depth=2)
+    x, y = torch.randn(50, 4, dtype=torch.float64), torch.randint(0, 3, (50,))
+    weights = [m.weight for m in measured_layers(model)]
+    kfac = KFACLinearOperator(Logits(model), nn.CrossEntropyLoss(), weights, [(x, y)], fisher_type="empirical",
+                              check_deterministic=False)
+    kfac.compute_kronecker_factors()
+    ours = layer_factors(model, x, y)
+    for name, (sigma_x, sigma_g) in zip(kfac._input_covariances, ours, strict=True):
+        torch.testing.assert_close(kfac._input_covariances[name], sigma_x, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(kfac._gradient_covariances[name], sigma_g, rtol=1e-12, atol=1e-15)
+    head = model.head.weight
+    exact = EFLinearOperator(Logits(model), nn.CrossEntropyLoss(), [head], [(x, y)], check_deterministic=False)
+    exact_eigs = np.linalg.eigvalsh((exact @ torch.eye(head.numel(), dtype=torch.float64)).numpy())
+    record = measure(model, x, y)[-1]
+    assert record["lmax_wgrad"] == pytest.approx(exact_eigs[-1], rel=1e-10)
+    assert 0.25 < record["lmax_kron"] / exact_eigs[-1] < 4 and record["lmax_kron"] != pytest.approx(exact_eigs[-1])

@@ -8,17 +8,9 @@ import torch
 import xarray as xr
 from conftest import make_cell
 
-from layerlab.data import load, prepare
 from layerlab.models import build_model
 from layerlab.store import combine_cells, read_store, write_store
 from layerlab.train import train_cell
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    prepare("digits", path, path.parent)
-    return load(path)
 
 
 def run(cell, data):

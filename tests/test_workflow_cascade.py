@@ -50,7 +50,8 @@ def test_cascade_runs_on_the_deepest_cell_and_predicts_all(tmp_path):
         assert (out / f"figures/{name}.png").stat().st_size > 10_000
 
 
-def test_cascade_needs_a_fully_connected_network(tmp_path):
+def test_cascade_needs_a_network_it_can_reconstruct(tmp_path):
     write_study(tmp_path, {**STUDY, "fixed": {**STUDY["fixed"], "model": "cnn"}})
     proc = snakemake(tmp_path, check=False)
-    assert proc.returncode != 0 and "cascade probe reconstructs fully connected layers" in proc.stderr
+    assert proc.returncode != 0 and "cascade probe reconstructs fully connected or plain conv layers" in proc.stderr
+    assert "needs model fnn or cascade_cnn or cascade_resnet without BN (got 'cnn'" in proc.stderr

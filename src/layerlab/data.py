@@ -180,10 +180,19 @@ def read_provenance(npz_path: str | os.PathLike) -> dict:
     return json.loads(Path(npz_path).with_suffix(".json").read_text())
 
 
+def input_shape(meta: dict, pool: int = 1) -> tuple[int, ...]:
+    """(channels, height, width) of the images a network sees: the provenance's shape, average-pooled by `pool`."""
+    channels, *size = meta["shapes"]["x_train"][1:]
+    if pool > min(size):
+        raise DatasetUnavailable(f"input_pool {pool} is larger than the {meta['dataset']} images {size}")
+    return channels, *(n // pool for n in size)
+
+
 def load(path: Path, device: torch.device | str = "cpu", train_subset: int | None = None,
-         test_subset: int | None = None, scaling: str = "standardize") -> Dataset:
-    """Load a prepared dataset and verify its checksum. Pixels are mapped to [0, 1] (`scaling="unit"`), then,
-    by default, standardized with the training split's scalar mean and std."""
+         test_subset: int | None = None, scaling: str = "standardize", pool: int = 1) -> Dataset:
+    """Load a prepared dataset and verify its checksum. Pixels are mapped to [0, 1] and average-pooled by `pool`
+    (`scaling="unit"`), then, by default, standardized with the training split's mean and std over all pixels
+    (`standardize`) or per channel (`standardize_channels`)."""
     if not Path(path).exists():
         raise DatasetUnavailable(f"prepared dataset {path} is missing; run the `dataset` rule first")
     with np.load(path) as f:
@@ -195,12 +204,18 @@ def load(path: Path, device: torch.device | str = "cpu", train_subset: int | Non
         arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_subset], arrays["y_train"][:train_subset]
     if test_subset:
         arrays["x_test"], arrays["y_test"] = arrays["x_test"][:test_subset], arrays["y_test"][:test_subset]
-    x_train = torch.from_numpy(arrays["x_train"]).float() / meta["scale"]
-    mean, std = (x_train.mean(), x_train.std()) if scaling == "standardize" else (0.0, 1.0)
+    input_shape(meta, pool)  # checks the pooling factor
+
+    def pixels(x: np.ndarray) -> torch.Tensor:
+        xt = torch.from_numpy(x).float() / meta["scale"]
+        return torch.nn.functional.avg_pool2d(xt, pool) if pool > 1 else xt
+
+    x_train = pixels(arrays["x_train"])
+    over = {"standardize": None, "standardize_channels": (0, 2, 3), "unit": ()}[scaling]
+    mean, std = (x_train.mean(over, keepdim=True), x_train.std(over, keepdim=True)) if over != () else (0.0, 1.0)
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
-        xt = (torch.from_numpy(x).float() / meta["scale"] - mean) / std
-        return Split(xt.to(device), torch.from_numpy(y).to(device))
+        return Split(((pixels(x) - mean) / std).to(device), torch.from_numpy(y).to(device))
 
     return Dataset(meta["dataset"], split(arrays["x_train"], arrays["y_train"]),
                    split(arrays["x_test"], arrays["y_test"]), meta["n_classes"])

@@ -1,10 +1,15 @@
-"""Training losses: cross-entropy, and the layer-wise batch-entropy (LBE) loss of paper 000."""
+"""Training losses: cross-entropy, the layer-wise batch-entropy (LBE) loss of paper 000, and the output heads
+(gradient amplification) of paper 001, chapter 4."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from layerlab.heads import head_targets
 from layerlab.probes.batch_entropy import batch_entropy
 
 
@@ -35,3 +40,57 @@ class LBELoss(nn.Module):
 def regularized(hidden: list[torch.Tensor], which: str) -> list[torch.Tensor]:
     """The hidden layers LBE acts on: 'middle' drops the first and last (official FNN code), or 'all'."""
     return hidden[1:-1] if which == "middle" else hidden
+
+
+# Output heads of Oland's thesis, chapter 4 (gradient amplification). Each head is the loss
+#     L = mean_m sum_k [ Phi(x_mk) - t_mk x_mk ] + c(t)
+# with Phi' = act, so dL/dx_mk = (act(x_mk) - t_mk) / batch: the canonical delta y - t of every head (Bishop's
+# canonical pairs; section 4.3), computed by autograd from the true loss (no stop-gradient surrogate needed).
+# x are the raw logits (the prediction is their argmax); t is the one-hot target scaled to {off, on}.
+
+
+def head_activation(cell: dict, x: torch.Tensor) -> torch.Tensor:
+    """y = act(x) of the head: the value its canonical delta y - t compares with the target."""
+    match cell["loss"]:
+        case "mse":
+            return x
+        case "sigmoid":
+            return torch.sigmoid(x)
+        case "tanh":
+            return torch.tanh(x)
+        case "exp_ga":
+            return cell["exp_alpha"] * torch.exp(x)
+        case "pow3_ga":
+            return cell["pow3_alpha"] * x**3 + cell["pow3_beta"]
+    raise ValueError(f"no output head for loss {cell['loss']!r}")
+
+
+def head_loss(cell: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The head's loss on logits `x` (batch, classes) and labels `y`: mean over the batch, sum over classes.
+
+    mse: 1/2 (x - t)^2; sigmoid: softplus(x) - t x (binary CE with logits); tanh: ln cosh x - t x;
+    exp_ga: the sparse CE alpha e^x - t ln(alpha e^x) (section 4.6); pow3_ga: the negative-correlation loss
+    alpha x^4 / 4 + beta x - t x (section 4.8, "+beta y" read as +beta x_mk).
+    """
+    off, on = head_targets(cell)
+    t = torch.full_like(x, off).scatter_(1, y[:, None], on)
+    match cell["loss"]:
+        case "mse":
+            per = 0.5 * (x - t) ** 2
+        case "sigmoid":
+            per = F.softplus(x) - t * x
+        case "tanh":  # ln cosh x = |x| + ln(1 + e^{-2|x|}) - ln 2, stable for large |x|
+            per = x.abs() + F.softplus(-2 * x.abs()) - math.log(2.0) - t * x
+        case "exp_ga":
+            alpha = cell["exp_alpha"]
+            per = alpha * torch.exp(x) - t * (math.log(alpha) + x)
+        case "pow3_ga":
+            per = 0.25 * cell["pow3_alpha"] * x**4 + cell["pow3_beta"] * x - t * x
+        case _:
+            raise ValueError(f"no output head for loss {cell['loss']!r}")
+    return per.sum(1).mean()
+
+
+def output_loss(cell: dict, logits: torch.Tensor, y: torch.Tensor, ce: torch.Tensor) -> torch.Tensor:
+    """The training loss without LBE: the cross-entropy `ce` (loss 'ce') or the cell's chapter-4 head."""
+    return ce if cell["loss"] == "ce" else head_loss(cell, logits, y)

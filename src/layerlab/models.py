@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from layerlab.norm import batch_norm
+from layerlab.resnets import resnet
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "linear": nn.Identity}
-INITS = ("torch_default", "he_normal", "gaussian", "xavier_normal")
+INITS = ("torch_default", "he_normal", "he_fan_out", "gaussian", "xavier_normal")
 
 
 class LayerwiseNet(nn.Module):
@@ -51,11 +52,12 @@ def output_layer(linear: nn.Module, n_classes: int, cell: dict) -> nn.Module:
 
 
 def fnn(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:
-    """`depth` hidden Linear layers of `width` units, then a linear classifier."""
-    width, norm = cell["width"], cell["bn_variant"]
-    sizes = [math.prod(input_shape)] + [width] * cell["depth"]
+    """`depth` hidden Linear layers of `width` units (or of the per-layer `widths`, e.g. the thesis's
+    784-392-196-50-10 MLP), then a linear classifier."""
+    norm = cell["bn_variant"]
+    sizes = [math.prod(input_shape)] + (list(cell.get("widths") or []) or [cell["width"]] * cell["depth"])
     layers = [block(nn.Linear(a, b), *batch_norm(b, norm)) for a, b in itertools.pairwise(sizes)]
-    return LayerwiseNet(layers, cell["activation"], output_layer(nn.Linear(width, n_classes), n_classes, cell),
+    return LayerwiseNet(layers, cell["activation"], output_layer(nn.Linear(sizes[-1], n_classes), n_classes, cell),
                         flatten_input=True)
 
 
@@ -113,7 +115,57 @@ def all_cnn_c(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> Layer
     return LayerwiseNet(layers, cell["activation"], classifier, flatten_input=False)
 
 
-MODELS = {"fnn": fnn, "cnn": cnn, "cnn_3c3d": cnn_3c3d, "all_cnn_c": all_cnn_c}
+class Residual(nn.Module):
+    """x -> branch(x) + x; with the net's activation after it, paper 003's block x -> tanh(branch(x) + x)."""
+
+    def __init__(self, branch: nn.Module):
+        super().__init__()
+        self.branch = branch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branch(x) + x
+
+
+def _cascade_conv_net(input_shape: tuple[int, ...], n_classes: int, cell: dict,
+                      body: Callable[[int], nn.Module]) -> LayerwiseNet:
+    """Paper 003's conv nets (official code): a stem of one 3x3 same conv (C_in -> `width`) and `stem_downsample`
+    3x3 stride-2 pad-1 convs (28 -> 14 -> 7), then `depth - 1 - stem_downsample` body layers `body(width)` that
+    keep the map size; head: valid 3x3 conv, activation, global average pool (the code's AvgPool2d(5) on 5x5),
+    Linear(width -> classes, no bias). `depth` counts every hidden layer, stem included."""
+    c, down = cell["width"], cell["stem_downsample"]
+    size = min(input_shape[1:])
+    for _ in range(down):
+        size = (size - 1) // 2 + 1
+    if size < 3:
+        raise ValueError(f"model {cell['model']}: {down} stride-2 stem convs shrink {input_shape[1]}x"
+                         f"{input_shape[2]} inputs to {size}x{size}, below the 3x3 its valid convs need "
+                         f"(lower stem_downsample)")
+    stem = [nn.Conv2d(input_shape[0], c, 3, padding=1)] + [nn.Conv2d(c, c, 3, stride=2, padding=1)
+                                                          for _ in range(down)]
+    head = nn.Sequential(nn.Conv2d(c, c, 3), ACTIVATIONS[cell["activation"]](), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(c, n_classes, bias=False))
+    return LayerwiseNet([*stem, *(body(c) for _ in range(cell["depth"] - len(stem)))], cell["activation"], head,
+                        flatten_input=False)
+
+
+def cascade_cnn(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:
+    """Paper 003's CNN (Fig. 9; `get_conv_net`): body layer = valid 3x3 conv, activation, circular pad 1. The pad
+    is applied before the activation here, the same function (it copies values), so `hidden` is the padded map."""
+    return _cascade_conv_net(input_shape, n_classes, cell, lambda c: block(nn.Conv2d(c, c, 3), nn.CircularPad2d(1)))
+
+
+def cascade_resnet(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:
+    """Paper 003's ResNet (Fig. 5; `get_resnet_normal`): body layer = residual block x -> act(b(x) + x) with
+    b = valid 3x3 conv, circular pad 1, activation, valid 3x3 conv, circular pad 1 (two convs per block)."""
+    act = ACTIVATIONS[cell["activation"]]
+    return _cascade_conv_net(input_shape, n_classes, cell, lambda c: Residual(nn.Sequential(
+        nn.Conv2d(c, c, 3), nn.CircularPad2d(1), act(), nn.Conv2d(c, c, 3), nn.CircularPad2d(1))))
+
+
+MODELS = {"fnn": fnn, "cnn": cnn, "cnn_3c3d": cnn_3c3d, "all_cnn_c": all_cnn_c,
+          **{name: lambda shape, n, cell: resnet(shape, n, cell, ACTIVATIONS[cell["activation"]])
+             for name in ("resnet", "preresnet")},
+          "cascade_cnn": cascade_cnn, "cascade_resnet": cascade_resnet}
 
 
 def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2: float = 0.0) -> None:
@@ -121,6 +173,7 @@ def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2:
 
     torch_default: keep PyTorch's kaiming_uniform_(a=sqrt(5)), i.e. W ~ U(+-1/sqrt(fan_in)) (paper 000's runs).
     he_normal:     W ~ N(0, 2/fan_in), b = 0.
+    he_fan_out:    conv W ~ N(0, 2/fan_out), fan_out = C_out k^2; Linear keeps PyTorch's W, b = 0 (paper 004's ResNet).
     gaussian:      W ~ N(0, sigma_w2/fan_in), b ~ N(0, sigma_b2) (mean-field convention, paper 003).
     xavier_normal: W ~ N(0, 2/(fan_in + fan_out)), b = 0 (paper 002, DeepOBS). BatchNorm keeps gamma = 1, beta = 0.
     """
@@ -134,13 +187,14 @@ def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2:
         fan_in = m.weight[0].numel()
         if scheme == "he_normal":
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+        elif scheme == "he_fan_out" and isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif scheme == "xavier_normal":
             nn.init.xavier_normal_(m.weight)
-            nn.init.zeros_(m.bias)
-        else:
+        elif scheme == "gaussian":
             nn.init.normal_(m.weight, std=math.sqrt(sigma_w2 / fan_in))
-            nn.init.normal_(m.bias, std=math.sqrt(sigma_b2))
+        if m.bias is not None:  # convs of the ResNets have none
+            nn.init.normal_(m.bias, std=math.sqrt(sigma_b2)) if scheme == "gaussian" else nn.init.zeros_(m.bias)
 
 
 def build_model(cell: dict, input_shape: tuple[int, ...], n_classes: int) -> LayerwiseNet:

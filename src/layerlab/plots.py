@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def layer_trajectories(ds: xr.Dataset, spec: dict) -> plt.Figure:
     for ax, sub in _panels(da, row, col):
         for k, layer in enumerate(sub["layer"].values):
             ax.plot(sub["step"], sub.sel(layer=layer), color=cmap(k / max(1, sub.sizes["layer"] - 1)), lw=0.8)
+        if spec.get("logy"):
+            ax.set_yscale("log")
     fig = plt.gcf()
     fig.supylabel(da.attrs.get("long_name", spec["var"]), fontsize=8)
     return fig
@@ -193,7 +196,125 @@ def spectra(ds: xr.Dataset, spec: dict) -> plt.Figure:
     return fig
 
 
+def representation_layers(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """A (checkpoint, rep_layer) measure of the representation probe (paper 001 ch. 5, e.g. k_redundancy) against
+    the representation index (X, hidden layers, logits), one line per `hue` value (default: checkpoint, i.e. init
+    vs final), faceted by `row` and `col`; seeds averaged; `logy` for a log scale."""
+    row, col, hue = spec.get("row"), spec.get("col"), spec.get("hue", "checkpoint")
+    da = _reduce(ds[spec["var"]], {row, col, hue, "rep_layer"})
+    palette = dict(zip(da[hue].values, sns.color_palette("deep", da.sizes[hue]), strict=True))
+    for ax, sub in _panels(da, row, col, along="rep_layer"):
+        for value in sub[hue].values:
+            ax.plot(sub["rep_layer"], sub.sel({hue: value}), "o-", ms=3, color=palette[value], label=str(value))
+        if spec.get("logy"):
+            ax.set_yscale("log")
+        ax.legend(title=hue, fontsize=6, title_fontsize=7)
+    fig = plt.gcf()
+    fig.supxlabel("representation: 0 = input X, 1..L = hidden layers, L + 1 = logits", fontsize=8)
+    fig.supylabel(f"{spec['var']} ({da.attrs.get('units', '1')})", fontsize=8)
+    return fig
+
+
+def layer_profile(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """A (step, layer) variable (e.g. paper 001's grad_rms, weight_entropy) against the layer index, one line per
+    `hue` value, one panel per chosen step (`steps`; default the first and last step with data), rows by `row`;
+    seeds averaged; `logy` for a log scale."""
+    row, hue = spec.get("row"), spec.get("hue")
+    da = _reduce(ds[spec["var"]], {row, hue, "layer", "step"}).dropna("step", how="all")
+    steps = spec.get("steps") or sorted({int(da["step"][0]), int(da["step"][-1])})
+    da = da.sel(step=steps)
+    values = list(da[hue].values) if hue else [None]
+    palette = sns.color_palette("deep", len(values))
+    for k, (ax, sub) in enumerate(_panels(da, row, "step")):
+        for color, value in zip(palette, values, strict=True):
+            line = sub.sel({hue: value}) if hue else sub
+            ax.plot(sub["layer"], line, "o-", ms=3, color=color, label=str(value))
+        ax.set_xticks(sub["layer"].values)
+        if spec.get("logy"):
+            ax.set_yscale("log")
+        if hue and k == 0:
+            ax.legend(title=hue, fontsize=6, title_fontsize=7)
+    fig = plt.gcf()
+    fig.supxlabel("layer (last: output layer)")
+    fig.supylabel(da.attrs.get("long_name", spec["var"]), fontsize=8)
+    return fig
+
+
+def layer_accuracy(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """Paper 001 Ch. 6: the test accuracy of each layer's decision head (`var`, default layer_test_acc) against the
+    layer, one line per `hue` value (default: training), mean and sd over seeds. A hue value without per-layer
+    values (backprop) is drawn as a horizontal reference at its final `metric` (default test_acc), band = sd."""
+    var, metric, hue = spec.get("var", "layer_test_acc"), spec.get("metric", "test_acc"), spec.get("hue", "training")
+    curves = _reduce(ds[var], {hue, "layer", "seed"})
+    finals = _reduce(ds[metric], {hue, "seed"})
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
+    palette = dict(zip(curves[hue].values, sns.color_palette("deep", curves.sizes[hue]), strict=True))
+    for value, color in palette.items():
+        curve = curves.sel({hue: value})
+        if curve.notnull().any():
+            frame = curve.to_dataframe().reset_index().dropna(subset=[var])
+            frame["layer"] += 1
+            sns.lineplot(frame, x="layer", y=var, color=color, marker="o", errorbar="sd", label=str(value), ax=ax)
+        else:
+            final = finals.sel({hue: value}).values.ravel()
+            final = final[np.isfinite(final)]
+            if final.size:
+                ax.axhline(final.mean(), color=color, ls="--", lw=1.2, label=f"{value} (final)")
+                ax.axhspan(final.mean() - final.std(), final.mean() + final.std(), color=color, alpha=0.15, lw=0)
+    ax.set(xlabel="layer (decision head on its output)",
+           ylabel="head test accuracy" if var == "layer_test_acc" else ds[var].attrs.get("long_name", var))
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(title=hue, fontsize=6, title_fontsize=7)
+    return fig
+
+
+def regime_memory(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """Paper 001 Ch. 6: peak training memory per value of `x` (default: training) as stacked parts (activations,
+    parameters, gradients, optimizer state, batch; MB, mean over seeds), labelled with the ratio to the first
+    value's total (backprop), beside the final `metric` (default test_acc, mean and sd over seeds)."""
+    x, metric = spec.get("x", "training"), spec.get("metric", "test_acc")
+    parts = _reduce(ds["peak_memory_parts"], {x, "memory_part"}).transpose(x, "memory_part") / 1e6
+    values = [str(v) for v in parts[x].values]
+    totals = parts.sum("memory_part").values
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.5, 3.2), layout="constrained")
+    bottom = np.zeros(len(values))
+    for part, color in zip(parts["memory_part"].values, sns.color_palette("deep", parts.sizes["memory_part"]),
+                           strict=True):
+        height = np.nan_to_num(parts.sel(memory_part=part).values)
+        left.bar(values, height, bottom=bottom, color=color, label=str(part).replace("_", " "))
+        bottom += height
+    for i, total in enumerate(totals):
+        left.text(i, total, f"{total:.2f} MB\n({total / totals[0]:.0%})", ha="center", va="bottom", fontsize=6)
+    left.set(ylabel="peak memory of one step (MB)", ylim=(0, 1.25 * np.nanmax(totals)))
+    left.legend(fontsize=6)
+    frame = _reduce(ds[metric], {x, "seed"}).to_dataframe().reset_index().dropna(subset=[metric])
+    frame[x] = frame[x].astype(str)
+    sns.pointplot(frame, x=x, y=metric, order=values, errorbar="sd", capsize=0.2, linestyle="none", ax=right)
+    right.set_ylabel(ds[metric].attrs.get("long_name", metric))
+    return fig
+
+
+def step_curves(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """A per-step variable (e.g. paper 004's last-layer lambda_max(Sigma_x), or the loss) over training, one line per
+    `hue` value, faceted by `col`; `logy` for a log scale (non-positive values dropped)."""
+    hue, col = spec["hue"], spec.get("col")
+    da = _reduce(ds[spec["var"]], {hue, col, "step"})
+    palette = dict(zip(da[hue].values, sns.color_palette("colorblind", da.sizes[hue]), strict=True))
+    for ax, sub in _panels(da, None, col, along="step"):
+        for value in sub[hue].values:
+            line = sub.sel({hue: value}).dropna("step")
+            line = line.where(line > 0).dropna("step") if spec.get("logy") else line
+            ax.plot(line["step"], line, color=palette[value], lw=1, label=f"{value}")
+        if spec.get("logy"):
+            ax.set_yscale("log")
+    fig = plt.gcf()
+    fig.axes[0].legend(title=hue, fontsize=6, title_fontsize=7)
+    fig.supylabel(textwrap.fill(da.attrs.get("long_name", spec["var"]), 40), fontsize=8)
+    return fig
+
+
 PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
+    "step_curves": step_curves,
     "metric_vs_axis": metric_vs_axis,
     "layer_step_heatmap": layer_step_heatmap,
     "layer_trajectories": layer_trajectories,
@@ -202,6 +323,10 @@ PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
     "layer_curves": layer_curves,
     "reconstructions": reconstructions,
     "spectra": spectra,
+    "representation_layers": representation_layers,
+    "layer_profile": layer_profile,
+    "layer_accuracy": layer_accuracy,
+    "regime_memory": regime_memory,
 }
 
 

@@ -43,5 +43,6 @@ def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, LayerwiseNet]:
     """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights)."""
     cell = json.loads(snakemake.params.cell)
     device = setup(snakemake.threads)
-    data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"], cell["input_scaling"])
+    data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"], cell["input_scaling"],
+                cell["input_pool"])
     return cell, device, data, load_init(snakemake.input.init, cell)

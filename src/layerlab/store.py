@@ -66,8 +66,10 @@ def combine_cells(cells: dict[str, xr.Dataset], params: dict[str, dict], axes: l
     for ds in reversed(cells.values()):  # unstack drops attrs of new NaN-filled vars; some cells lack some vars
         for name in ds.data_vars:
             combined[name].attrs = ds[name].attrs
-    for axis in axes:  # keep the grid's order of values
+    for axis in axes:  # numbers ascending, other values in the order of the cells
         order = list(dict.fromkeys(params[c][axis] for c in cells))
+        if all(isinstance(v, int | float) for v in order):
+            order = sorted(order)
         combined = combined.reindex({axis: order})
     return _object_strings(combined.transpose(*axes, ...))
 

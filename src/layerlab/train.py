@@ -18,11 +18,13 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.augment import crop_flip
 from layerlab.data import Dataset, Split
-from layerlab.losses import LBELoss, regularized
+from layerlab.losses import LBELoss, output_loss, regularized
 from layerlab.probes.batch_entropy import layer_entropies
 from layerlab.probes.bn_params import learnable_parameters, trajectories
 from layerlab.probes.curvature import curvature_dataset, measure, unfrozen_parameters
+from layerlab.probes.grad_rms import WeightProbes
 from layerlab.store import describe
 
 EVAL_BATCH = 1000
@@ -35,7 +37,8 @@ def make_optimizer(cell: dict, params: list[nn.Parameter]) -> torch.optim.Optimi
         groups = [{"params": [p for p in params if p.ndim > 1]},
                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     if cell["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=cell["lr"], momentum=cell["momentum"], weight_decay=cell["weight_decay"])
+        return torch.optim.SGD(groups, lr=cell["lr"], momentum=cell["momentum"], weight_decay=cell["weight_decay"],
+                               nesterov=cell["nesterov"])
     return torch.optim.Adam(groups, lr=cell["lr"], weight_decay=cell["weight_decay"])
 
 
@@ -77,6 +80,7 @@ class Log:
     curvature_steps: list[int] = field(default_factory=list)
     curvature: list[list[dict[str, np.ndarray]]] = field(default_factory=list)
     curvature_seconds: float = 0.0
+    weights: WeightProbes | None = None  # gradient RMS, weight entropy (paper 001)
 
     def add(self, store: dict[str, list[float]], **values: float | torch.Tensor) -> None:
         for k, v in values.items():
@@ -89,7 +93,11 @@ def logged_steps(steps: int, every: int) -> set[int]:
 
 def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device) -> tuple[xr.Dataset, nn.Module]:
     """Train `model` as `cell` says; return the per-cell metrics Dataset and the trained model."""
+    from layerlab.layerwise import backprop_memory, train_layerwise  # paper 001 ch. 6 (imports this module)
+    if cell["training"] != "backprop":
+        return train_layerwise(cell, data, model, device)
     model = model.to(device).train()
+    memory = backprop_memory(cell, model, data)  # peak memory of one step, on a copy (layerlab.probes.memory)
     depth = len(model.layers)  # hidden layers (the paper-002 CNNs have a fixed depth)
     reg_layers = regularized(list(range(depth)), cell["lbe_layers"])
     lbe = None
@@ -98,21 +106,26 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
                       cell["entropy_constant"]).to(device)
     params = unfrozen_parameters(model, cell["freeze_weights"]) + (list(lbe.parameters()) if lbe else [])
     optimizer = make_optimizer(cell, params)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cell["lr_milestones"], gamma=0.1)
     generator = torch.Generator().manual_seed(cell["seed"])
     to_log, to_eval = logged_steps(cell["steps"], cell["log_every"]), logged_steps(cell["steps"], cell["eval_every"])
-    log = Log()
+    log = Log(weights=WeightProbes(cell, model))
     to_curvature = logged_steps(cell["steps"], cell["curvature_every"]) if cell["curvature_every"] else set()
     probe_rows = torch.arange(min(cell["curvature_samples"], len(data.train.y)), device=device)
     curvature_generator = torch.Generator().manual_seed(cell["seed"])
+    augment_generator = torch.Generator().manual_seed(cell["seed"])
     diverged_step = -1
     start = time.perf_counter()
     stream = batches(len(data.train.y), cell["batch_size"], generator)
     for step, idx in zip(range(cell["steps"] + 1), stream, strict=False):
         idx = idx.to(device)
         x, y = data.train.x[idx], data.train.y[idx]
+        if cell["augment"] == "crop_flip":
+            x = crop_flip(x, augment_generator)
         logits, hidden = model(x)
         ce = F.cross_entropy(logits, y)
-        loss, lbe_value = lbe(ce, regularized(hidden, cell["lbe_layers"])) if lbe else (ce, torch.tensor(np.nan))
+        loss, lbe_value = (lbe(ce, regularized(hidden, cell["lbe_layers"])) if lbe
+                           else (output_loss(cell, logits, y, ce), torch.tensor(np.nan)))
         finite = bool(torch.isfinite(loss))
         if step in to_log or not finite:
             log.steps.append(step)
@@ -125,6 +138,7 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
                     alpha[reg_layers] = lbe.target().detach().cpu().numpy()
                 log.alpha.append(alpha)
             log.bn.append(learnable_parameters(model))
+            log.weights.logged(step)
         if step in to_curvature and finite:  # paper 004: K-FAC factors of every layer's Fisher block
             tic = time.perf_counter()
             log.curvature.append(measure(model, data.train.x[probe_rows], data.train.y[probe_rows],
@@ -142,10 +156,14 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        log.weights.backward(step, step in to_log)
         optimizer.step()
+        log.weights.updated(step)
+        schedule.step()
     seconds = time.perf_counter() - start
     train_acc, train_loss = evaluate(model, data.train)
-    return to_dataset(cell, log, diverged_step, train_acc, train_loss, seconds), model
+    ds = to_dataset(cell, log, diverged_step, train_acc, train_loss, seconds)
+    return ds.assign(memory), model
 
 
 def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train_loss: float,
@@ -160,6 +178,7 @@ def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train
             "batch_entropy": (("step", "layer"), np.stack(log.entropy).astype(np.float32)),
             "alpha": (("step", "layer"), np.stack(log.alpha).astype(np.float32)),
             "test_acc": log.evals["test_acc"][-1],
+            "test_error": 1 - log.evals["test_acc"][-1],
             "test_loss": log.evals["test_loss"][-1],
             "test_acc_last3": float(np.mean(log.evals["test_acc"][-3:])),
             "train_acc": train_acc,
@@ -172,6 +191,8 @@ def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train
     )
     ds = xr.merge([ds, trajectories(log.steps, log.bn)], join="outer", compat="no_conflicts",
                   combine_attrs="override")
+    if log.weights is not None and (weights := log.weights.dataset(log.steps)) is not None:
+        ds = xr.merge([ds, weights], join="outer", compat="no_conflicts", combine_attrs="override")
     if log.curvature:
         ds = xr.merge([ds, curvature_dataset(log.curvature_steps, log.curvature, log.curvature_seconds)],
                       join="outer", compat="no_conflicts", combine_attrs="override")
@@ -179,7 +200,7 @@ def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train
 
 
 DESCRIPTIONS = {
-    "loss": ("training loss on the mini-batch (CE, or CE + CE*L_BE)", "nat"),
+    "loss": ("training loss on the mini-batch (CE, CE + CE*L_BE, or the output head's loss)", "nat"),
     "ce": ("cross-entropy on the mini-batch", "nat"),
     "lbe": ("batch-entropy loss L_BE (NaN without LBE)", "1"),
     "batch_acc": ("accuracy on the training mini-batch", "1"),
@@ -192,6 +213,7 @@ DESCRIPTIONS = {
     "test_acc_curve": ("test accuracy during training", "1"),
     "test_loss_curve": ("test cross-entropy during training", "nat"),
     "test_acc": ("final test accuracy", "1"),
+    "test_error": ("final test error, 1 - test accuracy", "1"),
     "test_loss": ("final test cross-entropy", "nat"),
     "test_acc_last3": ("mean test accuracy of the last 3 evaluations", "1"),
     "train_acc": ("final accuracy on the whole training split", "1"),

@@ -3,7 +3,10 @@ untrained network, read off single-layer reconstruction nets.
 
 For each hidden layer l a net c^l = tanh(Linear(N_l -> N_{l-1})) learns, with MSE and Adam, to map the frozen
 network's activation z^l back to z^{l-1} (the true previous activation, the image for l = 1); all layers train
-in the same pass over the data. The cascade C^l = c^1 o ... o c^l reconstructs the input from layer l.
+in the same pass over the data. For the paper's conv nets (models cascade_cnn, cascade_resnet) c^l mirrors each
+conv of layer l, last first: ConvTranspose2d (same kernel and stride, channels swapped) + tanh + a crop back to
+that conv's input map (two for a residual block); everything else is shared.
+The cascade C^l = c^1 o ... o c^l reconstructs the input from layer l.
 Per layer: the relative entropy between original and reconstruction (official code's normalisation: per-image
 min-shift + 1e-12, sum to one; per-sample curves divided by their last value, median over samples) and the
 reconstruction differential entropy (per-pixel Gaussian entropy across reconstructions). The cutoff l* is
@@ -65,8 +68,51 @@ def make_cascade(sizes: list[int]) -> nn.ModuleList:
     return nn.ModuleList(nn.Sequential(nn.Linear(b, a), nn.Tanh()) for a, b in itertools.pairwise(sizes))
 
 
+class Crop(nn.Module):
+    """Keep `size` rows and columns of a map starting at `offset` (both spatial dims)."""
+
+    def __init__(self, offset: int, size: tuple[int, int]):
+        super().__init__()
+        self.offset, self.size = offset, tuple(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o, (h, w) = self.offset, self.size
+        return x[..., o : o + h, o : o + w]
+
+    def extra_repr(self) -> str:
+        return f"offset={self.offset}, size={self.size}"
+
+
+def conv_reconstruction(conv: nn.Conv2d, size: tuple[int, int]) -> nn.Sequential:
+    """Mirror of one conv whose input map had spatial `size`: tanh(ConvTranspose2d(C_out -> C_in, same kernel and
+    stride)) cropped to `size`. The convs here are centred (same padding, or valid + circular pad k // 2), so
+    output pixel i sees input pixel s i; the transposed conv puts its kernel centre for i at s i + k // 2: the crop
+    starts there (the official code crops 1 at both ends, and 1 at the end only after a stride-2 conv, which
+    shifts those reconstructions by one pixel)."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    return nn.Sequential(nn.ConvTranspose2d(conv.out_channels, conv.in_channels, k, stride=s), nn.Tanh(),
+                         Crop(k // 2, size))
+
+
+def make_conv_cascade(model: LayerwiseNet, x: torch.Tensor) -> nn.ModuleList:
+    """c^l for a conv net: one `conv_reconstruction` per Conv2d of hidden layer l, last conv first."""
+    sizes: dict[nn.Module, tuple[int, int]] = {}
+
+    def record(conv: nn.Module, inputs: tuple[torch.Tensor], _: torch.Tensor) -> None:
+        sizes[conv] = tuple(inputs[0].shape[-2:])
+
+    convs = [[m for m in layer.modules() if isinstance(m, nn.Conv2d)] for layer in model.layers]
+    hooks = [m.register_forward_hook(record) for m in itertools.chain(*convs)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return nn.ModuleList(nn.Sequential(*(conv_reconstruction(m, sizes[m]) for m in reversed(layer_convs)))
+                         for layer_convs in convs)
+
+
 def reconstruct(cascade: nn.ModuleList, hidden: list[torch.Tensor]) -> torch.Tensor:
-    """Reconstructions of the input from every layer, shape (layer, batch, input_dim)."""
+    """Reconstructions of the input from every layer, shape (layer, batch, *input shape)."""
     out = []
     for depth, h in enumerate(hidden, start=1):
         for c in reversed(cascade[:depth]):
@@ -79,11 +125,13 @@ def run_cascade(cell: dict, data: Dataset, model: LayerwiseNet, device: torch.de
     """Train the cascade on the frozen `model` and measure the per-layer reconstruction entropies."""
     start = time.perf_counter()
     model = model.to(device).eval().requires_grad_(False)
-    x_train = data.train.x.flatten(1)
-    torch.manual_seed(cell["seed"])
     with torch.no_grad():
-        sizes = [x_train.shape[1]] + [h.shape[1] for h in model(x_train[:2])[1]]
-    cascade = make_cascade(sizes).to(device)
+        hidden = model(data.train.x[:2])[1]
+    conv = hidden[0].ndim == 4  # the conv nets' layers are all conv layers (config.check_cell)
+    x_train = data.train.x if conv else data.train.x.flatten(1)
+    torch.manual_seed(cell["seed"])
+    cascade = (make_conv_cascade(model, x_train[:2]) if conv
+               else make_cascade([x_train.shape[1]] + [h.shape[1] for h in hidden])).to(device)
     optimizer = torch.optim.Adam(cascade.parameters(), lr=cell["cascade_lr"])  # separable losses: = one Adam/layer
     batch_size = min(cell["cascade_batch_size"], len(x_train))
     steps = max(1, math.ceil(cell["cascade_epochs"] * len(x_train) / batch_size))

@@ -79,7 +79,7 @@ def layer_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: st
 
 def _factors_and_weight_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
                               generator: torch.Generator | None):
-    """`layer_factors` and dL_batch/dW of every measured layer.
+    """`layer_factors`, dL_batch/dW of every measured layer and the output layer's `per_example_lmax`.
 
     BatchNorm running statistics are left as they were and no parameter's `.grad` is touched, so the
     measurement leaves training exactly as it was.
@@ -115,7 +115,17 @@ def _factors_and_weight_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     m = x.shape[0]
     grads, weight_grads = grads[: len(layers)], grads[len(layers) :]
     factors = [(second_moment(_rows(a)), second_moment(_rows(g) * m)) for a, g in zip(inputs, grads, strict=True)]
-    return factors, weight_grads
+    return factors, weight_grads, per_example_lmax(inputs[-1], grads[-1] * m)
+
+
+def per_example_lmax(a: torch.Tensor, d: torch.Tensor) -> float:
+    """lambda_max of the per-example weight-gradient second moment E[vec(d_i a_i^T) vec(d_i a_i^T)^T] of a Linear
+    layer (paper 004, Fig. 6c), via its m x m Gram matrix (d_i . d_j)(a_i . a_j) / m, which has the same non-zero
+    eigenvalues; NaN for conv layers, whose per-example gradients sum over positions."""
+    if a.ndim != 2:
+        return float("nan")
+    a, d = a.double(), d.double()
+    return float(torch.linalg.eigvalsh((d @ d.T) * (a @ a.T) / a.shape[0])[-1])
 
 
 def spectrum(matrix: torch.Tensor) -> np.ndarray:
@@ -172,9 +182,13 @@ def layer_record(weight: torch.Tensor, sigma_x: torch.Tensor, sigma_g: torch.Ten
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str = "empirical",
             generator: torch.Generator | None = None) -> list[dict[str, np.ndarray]]:
     """One measurement: `layer_record` of every measured layer."""
-    factors, weight_grads = _factors_and_weight_grads(model, x, y, labels, generator)
-    return [layer_record(m.weight, sx, sg, gw)
-            for m, (sx, sg), gw in zip(measured_layers(model), factors, weight_grads, strict=True)]
+    factors, weight_grads, lmax_wgrad_out = _factors_and_weight_grads(model, x, y, labels, generator)
+    records = [layer_record(m.weight, sx, sg, gw)
+               for m, (sx, sg), gw in zip(measured_layers(model), factors, weight_grads, strict=True)]
+    for rec in records:
+        rec["lmax_wgrad"] = np.nan
+    records[-1]["lmax_wgrad"] = lmax_wgrad_out
+    return records
 
 
 DESCRIPTIONS = {
@@ -198,6 +212,12 @@ DESCRIPTIONS = {
     "domination": ("sigma_max(dL/dW) / sigma_max(W) (Definition 1: weight domination when << 1)", "1"),
     "log10_domination": ("log10 sigma_max(dL/dW) / sigma_max(W)", "1"),
     "weight_norm": ("Frobenius norm of the layer's weight", "1"),
+    "lmax_wgrad": ("lambda_max of the exact per-example weight-gradient second moment (output layer only)", "1"),
+    "last_lmax_x": ("output layer: lambda_max(Sigma_x) of its input", "1"),
+    "last_lmax_g": ("output layer: lambda_max(Sigma_grad)", "1"),
+    "last_lmax_kron": ("output layer: lambda_max(Sigma_x) lambda_max(Sigma_grad) (Prop. 1)", "1"),
+    "last_lmax_wgrad": ("output layer: lambda_max of the per-example weight-gradient second moment", "1"),
+    "last_weight_norm": ("output layer: Frobenius norm of the weight", "1"),
     "log10_kappa90_x_init": ("mean over layers of log10 kappa_90%(Sigma_x) (inf as 1e12), step 0", "1"),
     "log10_kappa90_x_final": ("mean over layers of log10 kappa_90%(Sigma_x) at the last measurement", "1"),
     "log10_kappa90_g_init": ("mean over layers of log10 kappa_90%(Sigma_grad) (inf as 1e12), step 0", "1"),
@@ -246,5 +266,7 @@ def curvature_dataset(steps: list[int], records: list[list[dict[str, np.ndarray]
         singular = np.isinf(ds[f"kappa_{name}"].sel(p=0.9)).mean("layer").values
         ds[f"singular90_{name}_init"] = float(singular[0]) if steps[0] == 0 else np.nan
         ds[f"singular90_{name}_final"] = float(singular[-1])
+    for key in ("lmax_x", "lmax_g", "lmax_kron", "lmax_wgrad", "weight_norm"):  # paper 004's last-layer diagnostics
+        ds[f"last_{key}"] = ds[key].isel(layer=-1, drop=True)
     ds["curvature_seconds"] = seconds
     return describe(ds, DESCRIPTIONS)

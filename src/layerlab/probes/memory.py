@@ -1,0 +1,125 @@
+"""Peak training memory of one optimizer step (paper 001, Ch. 6: "relative memory" of layer-wise training).
+
+Two measurements of the same step (forward, cross-entropy, backward, optimizer step), on a copy of the network so
+the run it describes is untouched (global RNG state restored, batch = the first `batch_size` training rows):
+
+- `tracked` (every device, deterministic): the bytes a step must hold at its peak, i.e. right after the backward
+  pass and the optimizer's first update: the tensors autograd saves for backward
+  (`torch.autograd.graph.saved_tensors_hooks`, deduplicated by storage, minus storages already counted as
+  parameters or batch), the resident parameters and buffers (the frozen feednet included, layers that the regime
+  does not need excluded), the gradients and optimizer state of the trainable parameters, and the input batch.
+  Transient tensors that are freed before backward (e.g. feednet activations under `no_grad`) and allocator
+  overhead are not counted (seed-001 notes, E6b: "the CPU proxy ignores workspace and allocator overhead").
+- `cuda` (CUDA only, else NaN): `torch.cuda.max_memory_allocated()` during the step minus `memory_allocated()`
+  before it, with the copy of the network created inside the window, so the dataset and the original model
+  that stay resident are excluded.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+PARTS = ("activations", "parameters", "gradients", "optimizer_state", "batch")
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """Bytes per part of one training step (tracked), and the CUDA allocator's peak (NaN off CUDA)."""
+
+    activations: int
+    parameters: int
+    gradients: int
+    optimizer_state: int
+    batch: int
+    cuda: float = float("nan")
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts())
+
+    def parts(self) -> list[int]:
+        return [getattr(self, p) for p in PARTS]
+
+
+def _key(t: torch.Tensor) -> tuple[str, int]:
+    return str(t.device), t.untyped_storage().data_ptr()
+
+
+def storage_bytes(tensors: Iterable[torch.Tensor], exclude: set[tuple[str, int]] | None = None) -> int:
+    """Bytes of the distinct storages behind `tensors` (views share one), skipping those in `exclude`."""
+    seen = dict.fromkeys(exclude or ())
+    total = 0
+    for t in tensors:
+        if (key := _key(t)) not in seen:
+            seen[key] = None
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+class SavedTensors:
+    """Context manager that records every tensor autograd saves for backward (without changing it)."""
+
+    def __init__(self) -> None:
+        self.tensors: list[torch.Tensor] = []
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        self.tensors.append(t)
+        return t
+
+    def __enter__(self) -> SavedTensors:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+def step_memory(net: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+                make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+                x: torch.Tensor, y: torch.Tensor) -> StepMemory:
+    """Memory of one step of training `net` (a module holding exactly the resident layers; parameters with
+    `requires_grad` are the trained ones) on the batch (x, y); `loss_fn(net, x, y)` runs the forward pass."""
+    cuda = x.device.type == "cuda"
+    devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()] if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        if cuda:
+            torch.cuda.synchronize(x.device)
+            torch.cuda.reset_peak_memory_stats(x.device)
+            before = torch.cuda.memory_allocated(x.device)
+        net = copy.deepcopy(net)
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        optimizer = make_optimizer(trainable)
+        with SavedTensors() as saved:
+            loss = loss_fn(net, x, y)
+        loss.backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize(x.device)
+            peak = float(torch.cuda.max_memory_allocated(x.device) - before)
+        resident = [*net.parameters(), *net.buffers()]
+        counted = {_key(t) for t in [*resident, x, y]}
+        state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+        memory = StepMemory(
+            activations=storage_bytes(saved.tensors, exclude=counted),
+            parameters=storage_bytes(resident),
+            gradients=storage_bytes(p.grad for p in trainable if p.grad is not None),
+            optimizer_state=storage_bytes(state),
+            batch=storage_bytes([x, y]),
+            cuda=peak if cuda else float("nan"),
+        )
+        del net, optimizer, loss, saved
+    return memory
+
+
+def as_arrays(memories: list[StepMemory]) -> dict[str, np.ndarray]:
+    """Totals, CUDA peaks and parts (row per step measured) as float64 arrays."""
+    return {"tracked": np.array([m.total for m in memories], dtype=np.float64),
+            "cuda": np.array([m.cuda for m in memories], dtype=np.float64),
+            "parts": np.array([m.parts() for m in memories], dtype=np.float64).reshape(len(memories), len(PARTS))}

@@ -1,0 +1,100 @@
+"""Weight entropy and bits per weight (paper 001, Oland's thesis, chapter 3).
+
+Each layer's weight tensor is quantized to N bits by min-max binning: [w_min, w_max] split into 2^N equal bins,
+
+    i = clamp(floor(2^N (w - w_min) / (w_max - w_min)), 0, 2^N - 1),   w' = w_min + (w_max - w_min)(i + 1/2) / 2^N,
+
+which is Algorithm 1/2 with the seed notes' fix (section 3.6.1): the thesis's Quantize counts bins from w_max while
+its decoder counts from w_min (weights come back mirrored) and maps w_min to the out-of-range index 2^N. From the
+normalized 2^N-bin histogram p the probe records the entropy H_N = -sum_i p_i log2 p_i (bits) and the average
+length of a Huffman code for the bin indices, sum_i p_i l_i (bits per weight; H_N <= L < H_N + 1). A layer whose
+weights are all equal has one used bin: H = 0 and L = 0 (nothing to send beyond the range).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float, float]:
+    """Bin indices in [0, 2^bits) of min-max binning, and (w_min, w_max)."""
+    w_min, w_max = float(w.min()), float(w.max())
+    levels = 2**bits
+    span = w_max - w_min
+    if not span > 0:
+        return torch.zeros_like(w, dtype=torch.long), w_min, w_max
+    i = torch.floor(levels * (w.double() - w_min) / span).long()
+    return i.clamp_(0, levels - 1), w_min, w_max
+
+
+def dequantize(i: torch.Tensor, w_min: float, w_max: float, bits: int, dtype: torch.dtype) -> torch.Tensor:
+    """Bin centres (Algorithm 2): w_min + (w_max - w_min)(i + 0.5) / 2^bits; a zero range decodes to w_min."""
+    span = w_max - w_min
+    if not span > 0:
+        return torch.full(i.shape, w_min, dtype=dtype, device=i.device)
+    return (w_min + span * (i.double() + 0.5) / 2**bits).to(dtype)
+
+
+@torch.no_grad()
+def compress(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """w <- Decompress(Compress(w)): every weight replaced by its bin centre (the thesis's communicated weights)."""
+    i, w_min, w_max = quantize(w, bits)
+    return dequantize(i, w_min, w_max, bits, w.dtype)
+
+
+def histogram(w: torch.Tensor, bits: int) -> np.ndarray:
+    """Counts of the 2^bits bins."""
+    i, _, _ = quantize(w.detach(), bits)
+    return torch.bincount(i.flatten(), minlength=2**bits).cpu().numpy()
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """Shannon entropy of the normalized histogram, in bits."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def huffman_lengths(counts: np.ndarray) -> np.ndarray:
+    """Code length in bits of every symbol of a Huffman code for `counts` (0 for unused symbols, and for the
+    only symbol of a one-symbol alphabet). Ties are broken by node index (leaves by symbol, then merged nodes in
+    creation order), so the lengths are deterministic; O(n log n) by parent pointers."""
+    used = np.flatnonzero(counts)
+    lengths = np.zeros(len(counts), dtype=np.int64)
+    if len(used) < 2:
+        return lengths
+    heap = [(int(counts[s]), k) for k, s in enumerate(used)]  # nodes 0..len(used)-1 are the leaves
+    heapq.heapify(heap)
+    parent = [0] * (2 * len(used) - 1)
+    node = len(used)
+    while len(heap) > 1:
+        (c1, a), (c2, b) = heapq.heappop(heap), heapq.heappop(heap)
+        parent[a] = parent[b] = node
+        heapq.heappush(heap, (c1 + c2, node))
+        node += 1
+    depth = [0] * node  # the root (last node) has depth 0; a parent is always created after its children
+    for k in range(node - 2, -1, -1):
+        depth[k] = depth[parent[k]] + 1
+    lengths[used] = depth[: len(used)]
+    return lengths
+
+
+def huffman_bits(counts: np.ndarray) -> float:
+    """Average Huffman code length in bits per symbol."""
+    return float((counts * huffman_lengths(counts)).sum() / counts.sum())
+
+
+def layer_weight_stats(layers: list[nn.Module], bits: int) -> dict[str, np.ndarray]:
+    """Per-layer weight entropy H_N and Huffman bits per weight of the `weight` of each module in `layers`."""
+    counts = [histogram(m.weight, bits) if torch.isfinite(m.weight).all() else None for m in layers]
+    return {"weight_entropy": np.array([np.nan if c is None else entropy_bits(c) for c in counts]),
+            "huffman_bits": np.array([np.nan if c is None else huffman_bits(c) for c in counts])}
+
+
+DESCRIPTIONS = {
+    "weight_entropy": ("weight entropy H_N (2^N min-max bins)", "bit"),
+    "huffman_bits": ("Huffman bits per weight (2^N min-max bins)", "bit/weight"),
+}
