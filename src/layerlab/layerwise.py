@@ -39,7 +39,7 @@ from layerlab.models import LayerwiseNet, init_weights
 from layerlab.probes.memory import PARTS, StepMemory, as_arrays, step_memory
 from layerlab.store import describe
 from layerlab.train import DESCRIPTIONS as TRAIN_DESCRIPTIONS
-from layerlab.train import Log, batches, evaluate, logged_steps, make_optimizer
+from layerlab.train import Log, batches, evaluate, logged_steps, make_optimizer, run_variables
 
 STAGE_SEED = 7919  # head of stage i is initialised from seed * STAGE_SEED + i (independent of the global RNG)
 class GradDropout(torch.autograd.Function):
@@ -303,24 +303,13 @@ def to_dataset(log: Log, stage_of_step: list[int], per_layer: dict[str, np.ndarr
                train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
     acc = per_layer["layer_test_acc"]
     peak = int(np.nanargmax(acc)) if np.isfinite(acc).any() else -1
-    test_acc = log.evals["test_acc"][-1]
     return xr.Dataset(
         {
-            **{k: ("step", np.asarray(v, dtype=np.float32)) for k, v in log.scalars.items()},
+            **run_variables(log, diverged_step, train_acc, train_loss, seconds),
             "stage": ("step", np.asarray(stage_of_step, dtype=np.int64)),
-            **{f"{k}_curve": ("eval_step", np.asarray(v, dtype=np.float32)) for k, v in log.evals.items()},
             **{k: ("layer", v.astype(np.float32 if "test" in k else np.float64)) for k, v in per_layer.items()},
             "peak_layer": float(peak) if peak >= 0 else np.nan,  # float: NaN-able in the study store
             "peak_test_acc": float(acc[peak]) if peak >= 0 else np.nan,
-            "test_acc": test_acc,
-            "test_error": 1 - test_acc,
-            "test_loss": log.evals["test_loss"][-1],
-            "test_acc_last3": float(np.mean(log.evals["test_acc"][-3:])),
-            "train_acc": train_acc,
-            "train_loss": train_loss,
-            "diverged": diverged_step >= 0,
-            "diverged_step": diverged_step,
-            "train_seconds": seconds,
         },
         coords={"step": np.asarray(log.steps), "eval_step": np.asarray(log.eval_steps),
                 "layer": np.arange(len(acc))},

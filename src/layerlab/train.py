@@ -166,26 +166,32 @@ def train_cell(cell: dict, data: Dataset, model: nn.Module, device: torch.device
     return ds.assign(memory), model
 
 
+def run_variables(log: Log, diverged_step: int, train_acc: float, train_loss: float, seconds: float) -> dict:
+    """What every training loop stores: per-step scalars, evaluation curves and the final metrics."""
+    test_acc = log.evals["test_acc"][-1]
+    return {
+        **{k: ("step", np.asarray(v, dtype=np.float32)) for k, v in log.scalars.items()},
+        **{f"{k}_curve": ("eval_step", np.asarray(v, dtype=np.float32)) for k, v in log.evals.items()},
+        "test_acc": test_acc,
+        "test_error": 1 - test_acc,
+        "test_loss": log.evals["test_loss"][-1],
+        "test_acc_last3": float(np.mean(log.evals["test_acc"][-3:])),
+        "train_acc": train_acc,
+        "train_loss": train_loss,
+        "diverged": diverged_step >= 0,
+        "diverged_step": diverged_step,
+        "train_seconds": seconds,
+    }
+
+
 def to_dataset(cell: dict, log: Log, diverged_step: int, train_acc: float, train_loss: float,
                seconds: float) -> xr.Dataset:
     layer = np.arange(len(log.entropy[0]))
-    step_vars = {k: ("step", np.asarray(v, dtype=np.float32)) for k, v in log.scalars.items()}
-    eval_vars = {k: ("eval_step", np.asarray(v, dtype=np.float32)) for k, v in log.evals.items()}
     ds = xr.Dataset(
         {
-            **step_vars,
-            **{f"{k}_curve": v for k, v in eval_vars.items()},
+            **run_variables(log, diverged_step, train_acc, train_loss, seconds),
             "batch_entropy": (("step", "layer"), np.stack(log.entropy).astype(np.float32)),
             "alpha": (("step", "layer"), np.stack(log.alpha).astype(np.float32)),
-            "test_acc": log.evals["test_acc"][-1],
-            "test_error": 1 - log.evals["test_acc"][-1],
-            "test_loss": log.evals["test_loss"][-1],
-            "test_acc_last3": float(np.mean(log.evals["test_acc"][-3:])),
-            "train_acc": train_acc,
-            "train_loss": train_loss,
-            "diverged": diverged_step >= 0,
-            "diverged_step": diverged_step,
-            "train_seconds": seconds,
         },
         coords={"step": np.asarray(log.steps), "eval_step": np.asarray(log.eval_steps), "layer": layer},
     )
