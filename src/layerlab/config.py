@@ -94,7 +94,7 @@ def check_cell(cell: dict, probes: list[str] | None = None) -> None:
     if pattern and n_maps and len(pattern) != n_maps:
         raise ConfigError(f"freeze_weights needs one digit per layer including the output layer, "
                           f"{n_maps} (got '{pattern}')")
-    if widths := cell.get("widths"):
+    if widths := cell["widths"]:
         if cell["model"] != "fnn" or len(widths) != cell["depth"]:
             raise ConfigError(f"widths {widths} needs model 'fnn' and depth = its length {len(widths)} "
                               f"(got model '{cell['model']}', depth {cell['depth']})")

@@ -210,12 +210,12 @@ def load(path: Path, device: torch.device | str = "cpu", train_subset: int | Non
         xt = torch.from_numpy(x).float() / meta["scale"]
         return torch.nn.functional.avg_pool2d(xt, pool) if pool > 1 else xt
 
-    x_train = pixels(arrays["x_train"])
+    x_train, x_test = pixels(arrays["x_train"]), pixels(arrays["x_test"])
     over = {"standardize": None, "standardize_channels": (0, 2, 3), "unit": ()}[scaling]
     mean, std = (x_train.mean(over, keepdim=True), x_train.std(over, keepdim=True)) if over != () else (0.0, 1.0)
 
-    def split(x: np.ndarray, y: np.ndarray) -> Split:
-        return Split(((pixels(x) - mean) / std).to(device), torch.from_numpy(y).to(device))
+    def split(x: torch.Tensor, y: np.ndarray) -> Split:
+        return Split(((x - mean) / std).to(device), torch.from_numpy(y).to(device))
 
-    return Dataset(meta["dataset"], split(arrays["x_train"], arrays["y_train"]),
-                   split(arrays["x_test"], arrays["y_test"]), meta["n_classes"])
+    return Dataset(meta["dataset"], split(x_train, arrays["y_train"]), split(x_test, arrays["y_test"]),
+                   meta["n_classes"])

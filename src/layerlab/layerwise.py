@@ -42,6 +42,8 @@ from layerlab.train import DESCRIPTIONS as TRAIN_DESCRIPTIONS
 from layerlab.train import Log, batches, evaluate, logged_steps, make_optimizer, run_variables
 
 STAGE_SEED = 7919  # head of stage i is initialised from seed * STAGE_SEED + i (independent of the global RNG)
+
+
 class GradDropout(torch.autograd.Function):
     """Identity forward; backward multiplies dL/dh by an inverted-dropout mask (keep with 1 - p, scale 1/(1 - p))."""
 
@@ -247,7 +249,7 @@ def train_layerwise(cell: dict, data: Dataset, model: LayerwiseNet,
         per_layer["layer_lr"][top], per_layer["layer_weight_decay"][top] = stage_cell["lr"], stage_cell["weight_decay"]
         memories.append(stage_memory(cell, stage, i, x0, y0))
         optimizer = make_optimizer(stage_cell, trainable)
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cell.get("lr_milestones") or [], gamma=0.1)
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cell["lr_milestones"], gamma=0.1)
         stage.train()
         tic = time.perf_counter()
         for t in range(steps + 1):

@@ -55,7 +55,7 @@ def fnn(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNe
     """`depth` hidden Linear layers of `width` units (or of the per-layer `widths`, e.g. the thesis's
     784-392-196-50-10 MLP), then a linear classifier."""
     norm = cell["bn_variant"]
-    sizes = [math.prod(input_shape)] + (list(cell.get("widths") or []) or [cell["width"]] * cell["depth"])
+    sizes = [math.prod(input_shape), *(cell["widths"] or [cell["width"]] * cell["depth"])]
     layers = [block(nn.Linear(a, b), *batch_norm(b, norm)) for a, b in itertools.pairwise(sizes)]
     return LayerwiseNet(layers, cell["activation"], output_layer(nn.Linear(sizes[-1], n_classes), n_classes, cell),
                         flatten_input=True)
@@ -162,10 +162,13 @@ def cascade_resnet(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> 
         nn.Conv2d(c, c, 3), nn.CircularPad2d(1), act(), nn.Conv2d(c, c, 3), nn.CircularPad2d(1))))
 
 
-MODELS = {"fnn": fnn, "cnn": cnn, "cnn_3c3d": cnn_3c3d, "all_cnn_c": all_cnn_c,
-          **{name: lambda shape, n, cell: resnet(shape, n, cell, ACTIVATIONS[cell["activation"]])
-             for name in ("resnet", "preresnet")},
-          "cascade_cnn": cascade_cnn, "cascade_resnet": cascade_resnet}
+def residual_net(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> nn.Module:
+    """Paper 004's ResNet or PreResNet (`layerlab.resnets`) with the cell's activation."""
+    return resnet(input_shape, n_classes, cell, ACTIVATIONS[cell["activation"]])
+
+
+MODELS = {"fnn": fnn, "cnn": cnn, "cnn_3c3d": cnn_3c3d, "all_cnn_c": all_cnn_c, "resnet": residual_net,
+          "preresnet": residual_net, "cascade_cnn": cascade_cnn, "cascade_resnet": cascade_resnet}
 
 
 def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2: float = 0.0) -> None:

@@ -314,7 +314,6 @@ def step_curves(ds: xr.Dataset, spec: dict) -> plt.Figure:
 
 
 PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
-    "step_curves": step_curves,
     "metric_vs_axis": metric_vs_axis,
     "layer_step_heatmap": layer_step_heatmap,
     "layer_trajectories": layer_trajectories,
@@ -327,6 +326,7 @@ PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
     "layer_profile": layer_profile,
     "layer_accuracy": layer_accuracy,
     "regime_memory": regime_memory,
+    "step_curves": step_curves,
 }
 
 
