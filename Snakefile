@@ -4,6 +4,7 @@
     snakemake -c2 --configfile config/studies/<study>.yaml     # any other study
 """
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from snakemake.utils import min_version, validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, check_cell, deepest_sibling, expand_cells  # noqa: E402
+from layerlab.catalog import check_cell  # noqa: E402
+from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, expand_cells  # noqa: E402
+from layerlab.registry import MEASUREMENTS, load_plugins, resolve  # noqa: E402
 from layerlab.data import DATASETS  # noqa: E402
 from layerlab.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
 
@@ -29,6 +32,10 @@ if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config/config.yaml"
 
 
+try:
+    load_plugins(config.get("plugins", []))  # the study's own probes, measurements, models, plot kinds
+except ConfigError as err:
+    raise WorkflowError(f"layerlab config error: {err}") from None
 validate(config, "workflow/schemas/config.schema.yaml")
 try:
     CELLS = expand_cells(config)
@@ -44,22 +51,14 @@ for _cid, _cell in CELLS.items():
 STUDY = config["study"]
 OUT = f"results/{STUDY}"
 AXES = list(config["grid"])
-PROBES = config["probes"]
-# which cell's probe store each cell reads: the cascade runs on the deepest sibling, other probes on the cell
-PROBE_SOURCES = {p: deepest_sibling(CELLS) if p == "cascade" else {c: c for c in CELLS} for p in PROBES}
+PROBES = config["probes"]  # the study's measurements (layerlab.registry.MEASUREMENTS)
+# which cell's store of each measurement a cell reads (the cascade's: its deepest sibling's)
+PROBE_SOURCES = {p: resolve(MEASUREMENTS[p].source)(CELLS) if MEASUREMENTS[p].source else {c: c for c in CELLS}
+                 for p in PROBES}
 # Local GPUs (layerlab.gpus): each training job claims one (device, slot) of this pool and sees only that device.
 # On a cluster SLURM binds the devices instead (profiles/slurm asks for gpu=1 per training job).
 GPUS, GPU_SLOTS = gpu_pool(config.get("gpus"))
 os.environ.update(gpu_env(GPUS, GPU_SLOTS, Path(".snakemake/layerlab-gpu-locks").resolve()))
-
-
-def cell_json(wildcards) -> str:
-    """All of a cell's parameters as one canonical JSON string (the params rerun trigger)."""
-    return canonical_json(CELLS[wildcards.cell])
-
-
-def cell_dataset(wildcards) -> str:
-    return f"resources/datasets/{CELLS[wildcards.cell]['dataset']}.npz"
 
 
 wildcard_constraints:
@@ -67,6 +66,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
 
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/probes.smk"

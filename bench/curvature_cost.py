@@ -68,7 +68,7 @@ def main() -> None:
             opt.step()
 
         step()
-        measure(model, xs, ys)  # warm-up
+        measure(model, xs, ys, "empirical")  # warm-up
         t_step, t_measure = [], []
         for _ in range(args.repeats):
             tic = time.perf_counter()
@@ -76,7 +76,7 @@ def main() -> None:
                 step()
             t_step.append((time.perf_counter() - tic) / 5)
             tic = time.perf_counter()
-            measure(model, xs, ys)
+            measure(model, xs, ys, "empirical")
             t_measure.append(time.perf_counter() - tic)
         s, m = statistics.median(t_step), statistics.median(t_measure)
         variant = cell["bn_variant"] if cell["model"] == "fnn" else "lastbn" if cell["last_bn"] else "original"

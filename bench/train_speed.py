@@ -27,7 +27,8 @@ from torch.nn import functional as F
 
 from layerlab.data import Dataset, load, prepare
 from layerlab.models import build_model
-from layerlab.train import make_optimizer, train_cell
+from layerlab.optim import make_optimizer
+from layerlab.train import train_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/cell.schema.yaml").read_text())

@@ -1,39 +1,48 @@
 """Rule `collect`: per-cell stores -> study store (grid axes as dims), per-cell and study-level tables."""
 
 import json
+import logging
+from pathlib import Path
 
 import pandas as pd
 import xarray as xr
 
 from layerlab import __version__
-from layerlab.analysis import add_cascade_prediction, add_trainability, study_summary
-from layerlab.store import combine_cells, read_store, to_table, write_store
+from layerlab.analysis import add_trainability, study_summary
+from layerlab.registry import MEASUREMENTS, load_plugins, resolve
+from layerlab.store import combine_cells, describe, read_store, to_table, write_store
 
 snakemake = globals()["snakemake"]
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+load_plugins(snakemake.config["plugins"])
 params = json.loads(snakemake.params.cells)
 axes = list(snakemake.params.axes)
+measurements = {name: MEASUREMENTS[name] for name in snakemake.params.measurements}
 trainability = json.loads(snakemake.params.trainability)
 
 
-probe_sources = json.loads(snakemake.params.probe_sources)
-
-
-def cell_store(cid: str) -> xr.Dataset:
-    """Training metrics of a cell merged with its probe measurements (training attrs kept)."""
-    parts = [read_store(f"{snakemake.params.out}/cells/{cid}/train.zarr")]
-    parts += [read_store(f"{snakemake.params.out}/cells/{src[cid]}/{p}.zarr") for p, src in probe_sources.items()]
-    ds = xr.merge(parts, combine_attrs="override", join="outer")
-    if "cascade" in probe_sources:
-        ds = add_cascade_prediction(ds, params[cid]["depth"], probe_sources["cascade"][cid] == cid)
+def cell_store(i: int, cid: str) -> xr.Dataset:
+    """Training metrics of the i-th cell merged with the measurements it reads (training attrs kept), and what
+    each measurement derives per cell."""
+    train = snakemake.input.train[i]
+    sources = {name: snakemake.input[name][i] for name in measurements}
+    ds = xr.merge([read_store(train), *(read_store(path) for path in sources.values())], combine_attrs="override",
+                  join="outer")
+    for name, spec in measurements.items():
+        if spec.collect:
+            is_source = Path(sources[name]) == Path(train).with_name(f"{name}.zarr")
+            ds = resolve(spec.collect)(ds, params[cid], is_source)
     return ds
 
 
-study = combine_cells({cid: cell_store(cid) for cid in params}, params, axes)
+study = combine_cells({cid: cell_store(i, cid) for i, cid in enumerate(params)}, params, axes)
 study = add_trainability(study, trainability["metric"], trainability["threshold"])
 summary = study_summary(study)
-study.attrs.update(study=snakemake.config["study"], axes=json.dumps(axes), layerlab_version=__version__,
-                   **{k: v for k, v in summary.items()})
+for spec in measurements.values():
+    summary |= resolve(spec.summarize)(study) if spec.summarize else {}
+    describe(study, spec.variables)
+study.attrs.update(study=snakemake.config["study"], axes=json.dumps(axes), layerlab_version=__version__, **summary)
 write_store(study, snakemake.output.store)
 to_table(study, axes).to_csv(snakemake.output.table, index=False, float_format="%.6g")
 pd.DataFrame([summary]).to_csv(snakemake.output.study, index=False, float_format="%.6g")
-print(", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+logging.info(", ".join(f"{k} {v:.4g}" for k, v in summary.items()))

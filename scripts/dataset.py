@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from layerlab.data import DatasetUnavailable, prepare
-from layerlab.runtime import run_script
+from layerlab.runtime import run_script, start_log
 
 snakemake = globals()["snakemake"]
+start_log(snakemake)
 run_script(lambda: prepare(snakemake.wildcards.dataset, Path(snakemake.output.npz), Path(snakemake.params.downloads)),
            DatasetUnavailable)

@@ -10,7 +10,6 @@ from layerlab.store import write_store
 from layerlab.train import train_cell
 
 snakemake = globals()["snakemake"]
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
 cell, device, data, model = cell_job(snakemake)
 logging.info("training %s on %s", snakemake.wildcards.cell, device)
 ds, model = train_cell(cell, data, model, device)

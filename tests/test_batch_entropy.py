@@ -29,12 +29,12 @@ def test_gaussian_closed_form():
     sigma = np.array([0.05, 0.3, 1.0, 4.0])
     a = torch.randn(400_000, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * torch.tensor(sigma)
     closed = np.mean(0.5 * np.log(math.pi * math.e * sigma**2 + 1))
-    assert batch_entropy(a).item() == pytest.approx(closed, abs=2e-3)
+    assert batch_entropy(a, "pi_e").item() == pytest.approx(closed, abs=2e-3)
 
 
 def test_constant_layer_has_zero_entropy_and_finite_zero_gradient():
     a = torch.full((16, 8), 0.7, requires_grad=True)
-    h = batch_entropy(a)
+    h = batch_entropy(a, "pi_e")
     h.backward()
     assert h.item() == 0.0
     assert torch.isfinite(a.grad).all() and (a.grad == 0).all()
@@ -42,19 +42,19 @@ def test_constant_layer_has_zero_entropy_and_finite_zero_gradient():
 
 def test_batch_of_one_is_rejected():
     with pytest.raises(ValueError, match="at least 2 samples"):
-        batch_entropy(torch.randn(1, 5))
+        batch_entropy(torch.randn(1, 5), "pi_e")
 
 
 def test_layer_entropies_shape():
     hidden = [torch.randn(10, 6), torch.randn(10, 2, 3, 3), torch.zeros(10, 4)]
-    h = layer_entropies(hidden)
+    h = layer_entropies(hidden, "pi_e")
     assert h.shape == (3,) and h[2] == 0 and (h[:2] > 0).all()
 
 
 def test_lbe_loss_value_matches_formula():
     torch.manual_seed(0)
     hidden = [torch.randn(20, 5) * s for s in (0.1, 1.0, 3.0)]
-    loss_fn = LBELoss(3, alpha=0.1, alpha_min=0.2, beta=0.5)
+    loss_fn = LBELoss(3, alpha=0.1, alpha_min=0.2, beta=0.5, constant="pi_e")
     with torch.no_grad():
         loss_fn.alpha.copy_(torch.tensor([0.1, -0.8, 1.5]))
     ce = torch.tensor(2.0)
@@ -71,7 +71,7 @@ def test_lbe_gradient_pushes_entropy_toward_target(scale, alpha, sign):
     """H below the target: growing the activations lowers the loss (dL/ds < 0); above: dL/ds > 0."""
     x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
     s = torch.tensor(scale, requires_grad=True)
-    loss_fn = LBELoss(1, alpha=alpha, alpha_min=0.2, beta=1.0)
+    loss_fn = LBELoss(1, alpha=alpha, alpha_min=0.2, beta=1.0, constant="pi_e")
     total, _ = loss_fn(torch.tensor(2.3), [s * x])
     total.backward()
     assert torch.sign(s.grad).item() == sign
@@ -79,10 +79,10 @@ def test_lbe_gradient_pushes_entropy_toward_target(scale, alpha, sign):
 
 def test_alpha_below_alpha_min_gets_no_gradient_and_above_does():
     hidden = [torch.randn(32, 4)]
-    loss_fn = LBELoss(1, alpha=0.1, alpha_min=0.2, beta=1.0)
+    loss_fn = LBELoss(1, alpha=0.1, alpha_min=0.2, beta=1.0, constant="pi_e")
     loss_fn(torch.tensor(1.0), hidden)[0].backward()
     assert loss_fn.alpha.grad.item() == 0.0
-    loss_fn = LBELoss(1, alpha=3.0, alpha_min=0.2, beta=1.0)
+    loss_fn = LBELoss(1, alpha=3.0, alpha_min=0.2, beta=1.0, constant="pi_e")
     loss_fn(torch.tensor(1.0), hidden)[0].backward()
     assert loss_fn.alpha.grad.item() > 0  # target above H: alpha is pulled down toward H
 

@@ -8,13 +8,15 @@ import torch
 import xarray as xr
 from conftest import make_cell
 
-from layerlab.config import ConfigError, check_cell
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
 from layerlab.models import build_model
 from layerlab.norm import BN_VARIANTS, NEUTRAL, AblatedBatchNorm, batch_norm
+from layerlab.optim import make_optimizer
 from layerlab.plots import channel_step_heatmap
 from layerlab.probes.bn_params import norm_layers, trajectories
 from layerlab.store import combine_cells
-from layerlab.train import make_optimizer, train_cell
+from layerlab.train import train_cell
 
 VARIANTS = [v for v in BN_VARIANTS if v != "none"]
 EPS = 1e-5

@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 from conftest import make_cell
 
-from layerlab.analysis import add_cascade_prediction, add_trainability, study_summary
+from layerlab.analysis import add_cascade_prediction, add_trainability, cascade_summary, study_summary
 from layerlab.models import build_model
 from layerlab.probes.cascade import (
     cutoff_depth,
@@ -77,7 +77,7 @@ def test_ordered_network_loses_information_critical_keeps_it(digits_unit):
         cell = make_cell(depth=20, width=64, activation="tanh", init="gaussian", sigma_w2=sw2, sigma_b2=0.05,
                          input_scaling="unit", cascade_epochs=7, cascade_images=2)
         model = build_model(cell, digits_unit.input_shape, digits_unit.n_classes)
-        out[sw2] = run_cascade(cell, digits_unit, model, torch.device("cpu"))
+        out[sw2] = run_cascade(cell, digits_unit, {"init": model}, torch.device("cpu"))
     ordered, critical = out[0.5], out[1.76]
     assert float(ordered["re_diff_entropy"][-1]) < float(critical["re_diff_entropy"][-1]) - 3
     assert int(critical["cutoff_depth"]) > int(ordered["cutoff_depth"])
@@ -89,13 +89,13 @@ def test_prediction_agreement_and_cost():
     cells = []
     for depth, acc, cutoff in [(10, 0.9, 30), (20, 0.2, 30), (40, 0.1, 30)]:
         ds = xr.Dataset({"cutoff_depth": cutoff, "cascade_seconds": 2.0, "train_seconds": 8.0, "train_acc": acc})
-        cells.append(add_cascade_prediction(ds, depth, is_source=depth == 40).expand_dims(depth=[depth]))
+        cells.append(add_cascade_prediction(ds, {"depth": depth}, is_source=depth == 40).expand_dims(depth=[depth]))
     study = xr.concat(cells, "depth")
     study["config"] = ("depth", np.array(["a", "b", "c"], dtype=object))
     study["diverged"] = ("depth", [0, 0, 0])
     study = add_trainability(study, "train_acc", 0.3)
     assert list(study["predicted_trainable"].values) == [True, True, False]
     assert list(study["trainable"].values) == [1, 0, 0]
-    summary = study_summary(study)
-    assert summary == {"cells": 3, "diverged": 0, "trainable": 1, "agreement": pytest.approx(2 / 3),
-                       "median_cost_ratio": 0.25}
+    assert study_summary(study) == {"cells": 3, "diverged": 0, "trainable": 1}
+    assert cascade_summary(study) == {"agreement": pytest.approx(2 / 3), "median_cost_ratio": 0.25}
+    assert list(study["prediction_agrees"].values) == [0, 1, 1]

@@ -11,7 +11,8 @@ from conftest import make_cell, snakemake, write_study
 from torch import nn
 from torch.nn import functional as F
 
-from layerlab.config import ConfigError, check_cell
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
 from layerlab.models import Residual, build_model
 from layerlab.probes.cascade import conv_reconstruction, make_conv_cascade, reconstruct, run_cascade
 from layerlab.store import read_store
@@ -157,7 +158,7 @@ def test_ordered_cnn_loses_information_near_critical_keeps_it(digits_unit):
     for sw2 in (0.5, 1.5):
         cell = conv_cell(depth=20, width=16, sigma_w2=sw2, stem_downsample=1, input_scaling="unit",
                          cascade_epochs=7, cascade_images=2)
-        out[sw2] = run_cascade(cell, digits_unit, build_model(cell, (1, 8, 8), 10), torch.device("cpu"))
+        out[sw2] = run_cascade(cell, digits_unit, {"init": build_model(cell, (1, 8, 8), 10)}, torch.device("cpu"))
     ordered, critical = out[0.5], out[1.5]
     assert float(ordered["re_diff_entropy"][-1]) < float(critical["re_diff_entropy"][-1]) - 3
     assert ordered["reconstruction"].shape == (20, 2, 8, 8) and ordered["original"].shape == (2, 8, 8)

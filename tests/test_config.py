@@ -55,7 +55,7 @@ def test_explicit_cell_with_lists_is_a_subgrid():
 
 
 def test_deepest_sibling_groups_cells_that_differ_in_depth_only():
-    from layerlab.config import deepest_sibling
+    from layerlab.catalog.measurements import deepest_sibling
 
     cells = expand_cells({"grid": {"sigma_w2": [1.0, 2.0], "depth": [10, 40, 20]}, "fixed": {"width": 8}})
     sources = deepest_sibling(cells)

@@ -11,7 +11,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from layerlab.config import ConfigError, check_cell
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
 from layerlab.models import LayerwiseNet, build_model
 from layerlab.plots import save_plot
 from layerlab.probes.curvature import (
@@ -53,10 +54,10 @@ def test_kronecker_identity_single_linear_layer():
     model = LayerwiseNet([], "relu", nn.Linear(5, 3, bias=False), flatten_input=True).double()
     x, y = torch.randn(8, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     for i in range(2):
-        (sigma_x, sigma_g), = layer_factors(model, x[i : i + 1], y[i : i + 1])
+        (sigma_x, sigma_g), = layer_factors(model, x[i : i + 1], y[i : i + 1], "empirical")
         g = per_sample_grads(model, x[i : i + 1], y[i : i + 1])["head.weight"][0].flatten()  # row-major vec
         torch.testing.assert_close(torch.outer(g, g), torch.kron(sigma_g, sigma_x), rtol=1e-12, atol=1e-14)
-    (sigma_x, sigma_g), = layer_factors(model, x, y)
+    (sigma_x, sigma_g), = layer_factors(model, x, y, "empirical")
     delta = torch.softmax(x @ model.head.weight.T, 1) - F.one_hot(y, 3).double()
     torch.testing.assert_close(sigma_x, x.T @ x / len(x), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(sigma_g, delta.T @ delta / len(x), rtol=1e-12, atol=1e-14)
@@ -73,7 +74,7 @@ def test_eigen_quantities_against_float64_reference():
     model = tiny_net()
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(40, 4, generator=gen, dtype=torch.float64), torch.randint(0, 3, (40,), generator=gen)
-    records = measure(model, x, y)
+    records = measure(model, x, y, "empirical")
     grads = per_sample_grads(model, x, y)
     maps = measured_layers(model)
     names = {id(p): k for k, p in model.named_parameters()}
@@ -115,7 +116,7 @@ def test_exact_block_equals_kronecker_for_one_sample():
     x, y = torch.randn(1, 4, dtype=torch.float64), torch.tensor([2])
     grads = per_sample_grads(model, x, y)
     names = {id(p): k for k, p in model.named_parameters()}
-    for m, (sx, sg) in zip(measured_layers(model), layer_factors(model, x, y), strict=True):
+    for m, (sx, sg) in zip(measured_layers(model), layer_factors(model, x, y, "empirical"), strict=True):
         g = grads[names[id(m.weight)]][0].flatten()
         torch.testing.assert_close(torch.outer(g, g), torch.kron(sg, sx), rtol=1e-10, atol=1e-14)
 
@@ -144,7 +145,7 @@ def test_measurement_leaves_bn_and_grads_alone(digits):
 def test_conv_layers_use_channel_statistics(digits):
     cell = make_cell(model="cnn", depth=3, width=4)
     model = build_model(cell, digits.input_shape, digits.n_classes)
-    records = measure(model, digits.train.x[:32], digits.train.y[:32])
+    records = measure(model, digits.train.x[:32], digits.train.y[:32], "empirical")
     assert [len(r["eig_x"]) for r in records] == [1, 4, 4 * 64, 64]
     assert [len(r["eig_g"]) for r in records] == [4, 4, 64, 10]
 
@@ -186,7 +187,7 @@ def test_weight_domination_ratio_and_frozen_weights(digits):
     x, y = torch.randn(30, 4, dtype=torch.float64), torch.randint(0, 3, (30,))
     grads = per_sample_grads(model, x, y)
     names = {id(p): k for k, p in model.named_parameters()}
-    for rec, m in zip(measure(model, x, y), measured_layers(model), strict=True):
+    for rec, m in zip(measure(model, x, y, "empirical"), measured_layers(model), strict=True):
         gw = grads[names[id(m.weight)]].mean(0).numpy()
         ref = np.linalg.norm(gw, 2) / np.linalg.norm(m.weight.detach().numpy(), 2)
         assert rec["domination"] == pytest.approx(ref, rel=1e-9)
@@ -229,13 +230,13 @@ def test_factors_and_exact_block_against_curvlinops():
     kfac = KFACLinearOperator(Logits(model), nn.CrossEntropyLoss(), weights, [(x, y)], fisher_type="empirical",
                               check_deterministic=False)
     kfac.compute_kronecker_factors()
-    ours = layer_factors(model, x, y)
+    ours = layer_factors(model, x, y, "empirical")
     for name, (sigma_x, sigma_g) in zip(kfac._input_covariances, ours, strict=True):
         torch.testing.assert_close(kfac._input_covariances[name], sigma_x, rtol=1e-12, atol=1e-15)
         torch.testing.assert_close(kfac._gradient_covariances[name], sigma_g, rtol=1e-12, atol=1e-15)
     head = model.head.weight
     exact = EFLinearOperator(Logits(model), nn.CrossEntropyLoss(), [head], [(x, y)], check_deterministic=False)
     exact_eigs = np.linalg.eigvalsh((exact @ torch.eye(head.numel(), dtype=torch.float64)).numpy())
-    record = measure(model, x, y)[-1]
+    record = measure(model, x, y, "empirical")[-1]
     assert record["lmax_wgrad"] == pytest.approx(exact_eigs[-1], rel=1e-10)
     assert 0.25 < record["lmax_kron"] / exact_eigs[-1] < 4 and record["lmax_kron"] != pytest.approx(exact_eigs[-1])

@@ -15,15 +15,24 @@ from torch import nn
 from torch.nn import functional as F
 
 import layerlab.layerwise as lw
-from layerlab.config import ConfigError, check_cell
+import layerlab.train as tr
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
 from layerlab.models import build_model
-from layerlab.probes.memory import SavedTensors, step_memory, storage_bytes
-from layerlab.regimes import STACKS
+from layerlab.optim import make_optimizer
+from layerlab.probes.memory import SavedTensors, StepMemory, first_batch, step_memory, storage_bytes
+from layerlab.registry import MODELS
 from layerlab.store import read_store
-from layerlab.train import make_optimizer, train_cell
+from layerlab.train import ce_step_loss, train_cell
 
 F32 = 4
 
+
+
+def backprop_step(cell: dict, model: nn.Module, data) -> StepMemory:
+    """The memory of one backprop step on the cell's first batch (what the memory probe measures)."""
+    return step_memory(model, ce_step_loss, lambda params: make_optimizer(cell, params),
+                       *first_batch(cell, data.train.x, data.train.y))
 
 
 def run(cell: dict, data) -> xr.Dataset:
@@ -75,7 +84,7 @@ def test_stage_gradient_matches_a_hand_computed_masked_backward():
     torch.manual_seed(0)
     model = build_model(make_cell(depth=2, width=6), (1, 2, 3), 4)
     head = lw.make_head(make_cell(), (6,), 4, stage=1)
-    stage = lw.Stage(model, 1, 2, head)
+    stage = lw.StageNet(model, 1, 2, head)
     x, y, p = torch.randn(10, 1, 2, 3), torch.randint(0, 4, (10,)), 0.5
     loss = F.cross_entropy(stage(x, lw.Noise(0.0, p, torch.Generator().manual_seed(9)))[0], y)
     loss.backward()
@@ -115,19 +124,19 @@ def test_frozen_layers_keep_weights_and_bn_statistics(digits, monkeypatch):
     """Snapshot the whole network at the end of every stage: layers below the window never change afterwards
     (BatchNorm running statistics included: the feednet runs in eval mode); the window's layer does change."""
     snapshots: list[tuple[int, list[dict]]] = []
-    real = lw.evaluate
+    real = tr.evaluate
 
     def spy(net, split):
-        if isinstance(net, lw.Stage):
+        if isinstance(net, lw.StageNet):
             snapshots.append((len(net.frozen), [{k: v.clone() for k, v in layer.state_dict().items()}
                                                 for layer in model.layers]))
         return real(net, split)
 
-    monkeypatch.setattr(lw, "evaluate", spy)
+    monkeypatch.setattr(tr, "evaluate", spy)
     cell = small(bn_variant="bn", layer_steps=10, eval_every=10, input_dropout=0.2, grad_dropout=0.3)
     model = build_model(cell, digits.input_shape, digits.n_classes)
     init = [{k: v.clone() for k, v in layer.state_dict().items()} for layer in model.layers]
-    lw.train_layerwise(cell, digits, model, torch.device("cpu"))
+    train_cell(cell, digits, model, torch.device("cpu"))
     ends = {stage: layers for stage, layers in snapshots}  # the last snapshot of each stage (its end)
     assert sorted(ends) == [0, 1, 2]
     for stage, layers in ends.items():
@@ -163,9 +172,9 @@ def test_store_fields_and_final_network(digits):
     assert float(ds["test_acc"]) > 0.5 and not bool(ds["diverged"])
     assert {"train_acc", "train_loss", "test_loss", "test_error", "train_seconds"} <= set(ds.data_vars)
     # the final network is the architecture itself: evaluating the returned model gives the stored accuracy
-    model = lw.train_layerwise(cell, digits, build_model(cell, digits.input_shape, digits.n_classes),
+    model = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes),
                                torch.device("cpu"))[1]
-    assert lw.evaluate(model, digits.test)[0] == pytest.approx(float(ds["test_acc"]))
+    assert tr.evaluate(model, digits.test)[0] == pytest.approx(float(ds["test_acc"]))
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -218,15 +227,15 @@ def test_memory_matches_the_closed_form_and_layerwise_ratio(digits, widths, batc
     cell = make_cell(depth=depth, widths=widths, optimizer="sgd", momentum=0.9, lr=0.01, batch_size=batch,
                      steps=1, layer_steps=1, log_every=1, eval_every=1)
     model = build_model(cell, digits.input_shape, n_classes)
-    bp = float(lw.backprop_memory(cell, model, digits)["peak_memory_bytes"])
+    bp = backprop_step(cell, model, digits).total
     assert bp == mlp_closed_form(n_in, widths, n_classes, batch, None)
-    ds = lw.train_layerwise({**cell, "training": "layerwise"}, digits, model, torch.device("cpu"))[0]
+    ds = train_cell({**cell, "training": "layerwise"}, digits, model, torch.device("cpu"))[0]
     expected = [mlp_closed_form(n_in, widths, n_classes, batch, (i, i + 1)) for i in range(depth)]
     np.testing.assert_array_equal(ds["layer_peak_memory_bytes"].values, expected)
     assert float(ds["peak_memory_bytes"]) == max(expected) < bp
     assert float(ds["peak_memory_bytes"]) / bp == pytest.approx(max(expected) / bp, rel=1e-12)
     # the no-training profile (bench/layerwise_memory.py, the notes' E6b) measures the same steps
-    x, y = lw.first_batch(cell, digits)
+    x, y = first_batch(cell, digits.train.x, digits.train.y)
     profile_bp, profile = lw.memory_profile({**cell, "training": "layerwise"}, model, x, y, n_classes)
     assert profile_bp.total == bp and [m.total for m in profile] == expected
     parts = ds["peak_memory_parts"]
@@ -253,7 +262,7 @@ def test_memory_measurement_leaves_the_run_untouched(digits):
     model = build_model(cell, digits.input_shape, digits.n_classes)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state = torch.random.get_rng_state()
-    lw.backprop_memory(cell, model, digits)
+    backprop_step(cell, model, digits)
     assert torch.equal(state, torch.random.get_rng_state())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert float(a["peak_memory_bytes"]) > 0 and "layer_test_acc" not in a
@@ -267,7 +276,11 @@ def test_memory_measurement_leaves_the_run_untouched(digits):
     ({"training": "layerwise", "segment_size": 2}, "use training 'segmentwise'"),
     ({"training": "layerwise", "model": "resnet", "depth": 20}, "needs a plain stack of layers"),
     ({"training": "layerwise", "loss": "mse"}, "loss 'mse' is only available with backprop"),
-    ({"training": "segmentwise", "curvature_every": 5}, "curvature_every is a probe/intervention"),
+    ({"training": "segmentwise", "curvature_every": 5},
+     "training probe 'curvature' \\(switched on by curvature_every\\) does not run with training 'segmentwise'"),
+    ({"training": "layerwise", "quantize_bits": 4}, "probe 'weight_compression' .* runs with training 'backprop'"),
+    ({"training": "layerwise", "depth": 3, "freeze_weights": "1101"},
+     "freeze_weights .* is an option of training 'backprop'"),
 ])
 def test_bad_combinations_fail_early(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -275,9 +288,10 @@ def test_bad_combinations_fail_early(overrides, message):
 
 
 def test_fixed_depth_table_matches_the_models():
-    for model, n in STACKS.items():
-        if n is not None:
-            assert len(build_model(make_cell(model=model), (3, 32, 32), 10).layers) == n
+    for spec in MODELS.values():
+        if spec.stack:
+            cell = make_cell(model=spec.name, width=4, depth=3)
+            assert len(build_model(cell, (3, 32, 32), 10).layers) == spec.hidden_layers(cell)
     check_cell(make_cell(training="segmentwise", segment_size=8, model="all_cnn_c"))
 
 

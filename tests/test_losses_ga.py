@@ -12,11 +12,13 @@ import torch
 from conftest import make_cell
 from torch.nn import functional as F
 
-from layerlab.config import ConfigError, check_cell
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
 from layerlab.heads import HEADS, head_targets
 from layerlab.losses import head_activation, head_loss
 from layerlab.models import build_model
-from layerlab.train import batches, train_cell
+from layerlab.optim import batches
+from layerlab.train import train_cell
 
 K = 10
 

@@ -59,4 +59,4 @@ def test_same_seed_same_weights_other_seed_differs():
 
 def test_unknown_init_is_rejected():
     with pytest.raises(ValueError, match="unknown init 'xavier'"):
-        init_weights(torch.nn.Linear(2, 2), "xavier")
+        init_weights(torch.nn.Linear(2, 2), "xavier", 1.0, 0.0)

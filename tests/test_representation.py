@@ -14,7 +14,8 @@ from scipy.stats import entropy
 from sklearn.neighbors import NearestNeighbors
 from torch.nn import functional as F
 
-from layerlab.config import ConfigError, check_cell
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
 from layerlab.models import build_model
 from layerlab.probes.representation import (
     balanced_subset,

@@ -15,7 +15,8 @@ from test_curvature import per_sample_grads, tiny_net
 from torch.nn import functional as F
 
 from layerlab.augment import crop_flip
-from layerlab.config import ConfigError, check_cell
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
 from layerlab.data import DatasetUnavailable, input_shape, load, prepare
 from layerlab.models import build_model
 from layerlab.probes.curvature import measure, per_example_lmax
@@ -114,8 +115,8 @@ def test_last_bn_removes_the_depth_growth_of_the_last_layer_input():
     ResNet and stays flat with LastBN."""
     torch.manual_seed(0)
     x, y = torch.randn(256, 1, 14, 14), torch.randint(0, 10, (256,))
-    lmax = {(d, lb): measure(build_model(resnet_cell(depth=d, last_bn=lb), (1, 14, 14), 10), x, y)[-1]["lmax_x"]
-            for d in (20, 56) for lb in (False, True)}
+    lmax = {(d, lb): measure(build_model(resnet_cell(depth=d, last_bn=lb), (1, 14, 14), 10), x, y,
+                             "empirical")[-1]["lmax_x"] for d in (20, 56) for lb in (False, True)}
     assert lmax[56, False] > 2 * lmax[20, False]
     assert lmax[56, False] > 5 * lmax[56, True]
     assert lmax[20, True] < 20 and lmax[56, True] < 20  # BN output: E[x^2] ~ 1 per feature, 16 features
@@ -127,7 +128,7 @@ def test_per_example_gradient_spectrum_against_explicit_per_sample_grads():
     x, y = torch.randn(40, 4, dtype=torch.float64), torch.randint(0, 3, (40,))
     grads = per_sample_grads(model, x, y)["head.weight"].flatten(1)  # (m, out * in)
     reference = np.linalg.eigvalsh((grads.T @ grads / len(y)).numpy())[-1]
-    assert measure(model, x, y)[-1]["lmax_wgrad"] == pytest.approx(reference, rel=1e-10)
+    assert measure(model, x, y, "empirical")[-1]["lmax_wgrad"] == pytest.approx(reference, rel=1e-10)
     a, d = torch.randn(7, 3), torch.randn(7, 2)
     explicit = torch.stack([torch.outer(di, ai).flatten() for ai, di in zip(a, d, strict=True)]).double()
     assert per_example_lmax(a, d) == pytest.approx(np.linalg.eigvalsh((explicit.T @ explicit / 7).numpy())[-1])

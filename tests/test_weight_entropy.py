@@ -12,10 +12,11 @@ import torch
 from conftest import make_cell
 from scipy.stats import entropy
 
-from layerlab.config import ConfigError, check_cell
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
 from layerlab.models import build_model
-from layerlab.probes.grad_rms import WeightProbes
 from layerlab.probes.weight_entropy import (
+    WeightCompressionProbe,
     compress,
     dequantize,
     entropy_bits,
@@ -142,7 +143,7 @@ def test_dynamic_bits_follow_the_entropy_rule_and_bit_rates_are_recorded(digits)
     cell = make_cell(depth=2, width=16, steps=10, log_every=5, quantize_bits=10, quantize_floor=2.5,
                      quantize_every=5, weight_entropy_bits=4, optimizer="sgd", lr=0.05)
     model = build_model(cell, digits.input_shape, digits.n_classes)
-    probes = WeightProbes(cell, model)
+    probes = WeightCompressionProbe(cell, model, digits)
     weights = [model.layers[0].weight, model.layers[1].weight, model.head.weight]
     h = [entropy(np.histogram(w.detach().double().numpy(), bins=16)[0], base=2) for w in weights]
     assert probes.compression_bits() == [min(10, int(np.ceil(x + 2.5))) for x in h]

@@ -1,5 +1,5 @@
-"""Output heads of paper 001, chapter 4 (gradient amplification): targets and their constraints (torch-free, so
-the Snakefile can check configs before any job). The losses themselves are in `layerlab.losses`."""
+"""Losses' config: paper 000's LBE and paper 001 chapter 4's output heads (gradient amplification): targets and
+constraints, torch-free so the Snakefile can check configs before any job. The losses are in `layerlab.losses`."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ def head_targets(cell: dict) -> tuple[float, float]:
             on if cell["target_on"] is None else cell["target_on"])
 
 
-def check_head(cell: dict) -> None:
-    """Targets belong to the output heads and must lie in the head's range, the true class's above the others'."""
+def check_loss(cell: dict) -> None:
+    """LBE on the middle layers needs three of them; targets belong to the output heads and must lie in the head's
+    range, the true class's above the others'."""
+    if cell["loss"] == "ce_lbe" and cell["lbe_layers"] == "middle" and cell["depth"] < 3:
+        raise ConfigError(f"loss 'ce_lbe' with lbe_layers 'middle' needs depth >= 3 (got depth {cell['depth']})")
     if cell["loss"] not in HEADS:
         if cell["target_off"] is not None or cell["target_on"] is not None:
             raise ConfigError(f"target_off/target_on apply to the output heads {', '.join(HEADS)}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -20,7 +21,7 @@ class LBELoss(nn.Module):
     over the regularized layers (the official code's normalisation of Eq. 6); CE is not detached (Eq. 8).
     """
 
-    def __init__(self, n_layers: int, alpha: float, alpha_min: float, beta: float, constant: str = "pi_e"):
+    def __init__(self, n_layers: int, alpha: float, alpha_min: float, beta: float, constant: str):
         super().__init__()
         self.alpha = nn.Parameter(torch.full((n_layers,), float(alpha)))
         self.alpha_min = alpha_min
@@ -94,3 +95,32 @@ def head_loss(cell: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def output_loss(cell: dict, logits: torch.Tensor, y: torch.Tensor, ce: torch.Tensor) -> torch.Tensor:
     """The training loss without LBE: the cross-entropy `ce` (loss 'ce') or the cell's chapter-4 head."""
     return ce if cell["loss"] == "ce" else head_loss(cell, logits, y)
+
+
+class Objective(nn.Module):
+    """The cell's training loss on (logits, hidden): CE, CE + CE * L_BE on the regularized layers (`ce_lbe`; its
+    alpha are trained with the weights), or a chapter-4 output head. Returns (loss, CE, L_BE or NaN)."""
+
+    def __init__(self, cell: dict, n_layers: int):
+        super().__init__()
+        self.cell = cell
+        self.layers = regularized(list(range(n_layers)), cell["lbe_layers"])
+        self.n_layers = n_layers
+        self.lbe = (LBELoss(len(self.layers), cell["lbe_alpha"], cell["lbe_alpha_min"], cell["lbe_beta"],
+                            cell["entropy_constant"]) if cell["loss"] == "ce_lbe" else None)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor,
+                hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ce = F.cross_entropy(logits, y)
+        if self.lbe:
+            loss, lbe = self.lbe(ce, regularized(hidden, self.cell["lbe_layers"]))
+            return loss, ce, lbe
+        return output_loss(self.cell, logits, y, ce), ce, torch.tensor(np.nan)
+
+    @torch.no_grad()
+    def alpha(self) -> np.ndarray:
+        """LBE's target per hidden layer (NaN where not regularized)."""
+        alpha = np.full(self.n_layers, np.nan, dtype=np.float32)
+        if self.lbe:
+            alpha[self.layers] = self.lbe.target().detach().cpu().numpy()
+        return alpha

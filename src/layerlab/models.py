@@ -15,7 +15,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from layerlab.layers import Network
 from layerlab.norm import batch_norm
+from layerlab.registry import MODELS, resolve
 from layerlab.resnets import resnet
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "linear": nn.Identity}
@@ -167,11 +169,7 @@ def residual_net(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> nn
     return resnet(input_shape, n_classes, cell, ACTIVATIONS[cell["activation"]])
 
 
-MODELS = {"fnn": fnn, "cnn": cnn, "cnn_3c3d": cnn_3c3d, "all_cnn_c": all_cnn_c, "resnet": residual_net,
-          "preresnet": residual_net, "cascade_cnn": cascade_cnn, "cascade_resnet": cascade_resnet}
-
-
-def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2: float = 0.0) -> None:
+def init_weights(model: nn.Module, scheme: str, sigma_w2: float, sigma_b2: float) -> None:
     """Initialise every Linear/Conv layer in place.
 
     torch_default: keep PyTorch's kaiming_uniform_(a=sqrt(5)), i.e. W ~ U(+-1/sqrt(fan_in)) (paper 000's runs).
@@ -200,15 +198,15 @@ def init_weights(model: nn.Module, scheme: str, sigma_w2: float = 1.0, sigma_b2:
             nn.init.normal_(m.bias, std=math.sqrt(sigma_b2)) if scheme == "gaussian" else nn.init.zeros_(m.bias)
 
 
-def build_model(cell: dict, input_shape: tuple[int, ...], n_classes: int) -> LayerwiseNet:
-    """The network a cell describes, with its seeded initial weights."""
+def build_model(cell: dict, input_shape: tuple[int, ...], n_classes: int) -> Network:
+    """The network a cell describes (its model plug-in's builder), with its seeded initial weights."""
     torch.manual_seed(cell["seed"])
-    model = MODELS[cell["model"]](input_shape, n_classes, cell)
+    model = resolve(MODELS[cell["model"]].build)(input_shape, n_classes, cell)
     init_weights(model, cell["init"], cell["sigma_w2"], cell["sigma_b2"])
     return model
 
 
-def load_init(path: str, cell: dict) -> LayerwiseNet:
+def load_init(path: str, cell: dict) -> Network:
     """The cell's network with the initial weights saved by the `init` rule."""
     init = torch.load(path, map_location="cpu")
     model = build_model(cell, init["input_shape"], init["n_classes"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +17,8 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+
+from layerlab.registry import PLOTS, resolve
 
 sns.set_theme(context="paper", style="whitegrid")
 
@@ -313,25 +315,8 @@ def step_curves(ds: xr.Dataset, spec: dict) -> plt.Figure:
     return fig
 
 
-PLOTS: dict[str, Callable[[xr.Dataset, dict], plt.Figure]] = {
-    "metric_vs_axis": metric_vs_axis,
-    "layer_step_heatmap": layer_step_heatmap,
-    "layer_trajectories": layer_trajectories,
-    "channel_step_heatmap": channel_step_heatmap,
-    "phase_diagram": phase_diagram,
-    "layer_curves": layer_curves,
-    "reconstructions": reconstructions,
-    "spectra": spectra,
-    "representation_layers": representation_layers,
-    "layer_profile": layer_profile,
-    "layer_accuracy": layer_accuracy,
-    "regime_memory": regime_memory,
-    "step_curves": step_curves,
-}
-
-
 def save_plot(ds: xr.Dataset, spec: dict, out: Path) -> None:
     """Draw `spec` (kind, variables, facets; `select` picks grid-axis values first) into `out`."""
-    fig = PLOTS[spec["kind"]](ds.sel(spec.get("select", {})), spec)
+    fig = resolve(PLOTS[spec["kind"]].draw)(ds.sel(spec.get("select", {})), spec)
     fig.savefig(out, dpi=150)
     plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -12,7 +13,9 @@ import torch
 
 from layerlab import gpus
 from layerlab.data import Dataset, load
-from layerlab.models import LayerwiseNet, load_init
+from layerlab.layers import Network
+from layerlab.models import load_init
+from layerlab.registry import load_plugins
 
 
 def device() -> torch.device:
@@ -39,8 +42,16 @@ def run_script(main: Callable[[], None], *expected: type[Exception]) -> None:
         sys.exit(f"layerlab: {err}")
 
 
-def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, LayerwiseNet]:
-    """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights)."""
+def start_log(snakemake) -> None:
+    """The job's log file (the rule's `log:`) receives the library's log lines."""
+    logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+
+
+def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
+    """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights);
+    its log started and the study's plug-ins loaded."""
+    start_log(snakemake)
+    load_plugins(snakemake.config["plugins"])
     cell = json.loads(snakemake.params.cell)
     device = setup(snakemake.threads)
     data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"], cell["input_scaling"],

@@ -2,8 +2,9 @@ rule collect:
     """All cells (training and probe stores) -> one study store with the grid axes as dimensions, a tidy
     per-cell table and the study-level figures of merit."""
     input:
-        train=expand(f"{OUT}/cells/{{cell}}/train.zarr", cell=CELLS),
-        probes=[f"{OUT}/cells/{c}/{p}.zarr" for p, sources in PROBE_SOURCES.items() for c in sorted(set(sources.values()))],
+        # per cell, in CELLS order: its training store, and the store of each measurement it reads
+        train=expand(f"{OUT}/cells/{{cell}}/train.zarr", cell=sorted(CELLS)),  # the order of params.cells
+        **{p: [f"{OUT}/cells/{sources[c]}/{p}.zarr" for c in sorted(CELLS)] for p, sources in PROBE_SOURCES.items()},
     output:
         store=directory(f"{OUT}/metrics.zarr"),
         table=report(f"{OUT}/summary.csv", caption="../report/summary.rst", category="Summary"),
@@ -11,9 +12,12 @@ rule collect:
     params:
         cells=canonical_json(CELLS),
         axes=AXES,
-        probe_sources=canonical_json(PROBE_SOURCES),
+        measurements=PROBES,
         trainability=canonical_json(config["trainability"]),
-        out=OUT,
+    log:
+        f"{OUT}/logs/collect.log",
+    conda:
+        "../../envs/layerlab.yaml"
     script:
         "../../scripts/collect.py"
 
@@ -29,5 +33,9 @@ rule plots:
         ],
     params:
         plots=canonical_json(config["plots"]),
+    log:
+        f"{OUT}/logs/plots.log",
+    conda:
+        "../../envs/layerlab.yaml"
     script:
         "../../scripts/plots.py"

@@ -5,5 +5,9 @@ rule dataset:
         meta="resources/datasets/{dataset}.json",
     params:
         downloads="resources/downloads",
+    log:
+        "resources/datasets/{dataset}.log",
+    conda:
+        "../../envs/layerlab.yaml"
     script:
         "../../scripts/dataset.py"

@@ -6,6 +6,10 @@ rule init:
         f"{OUT}/cells/{{cell}}/init.pt",
     params:
         cell=cell_json,
+    log:
+        f"{OUT}/logs/init/{{cell}}.log",
+    conda:
+        "../../envs/layerlab.yaml"
     script:
         "../../scripts/init.py"
 
@@ -25,5 +29,7 @@ rule train:
         gpu=1 if GPUS else 0,
     log:
         f"{OUT}/logs/train/{{cell}}.log",
+    conda:
+        "../../envs/layerlab.yaml"
     script:
         "../../scripts/train.py"

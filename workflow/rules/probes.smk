@@ -1,28 +1,24 @@
-rule cascade:
-    """Reconstruction-entropy cascade on the untrained (init) network of a cell -> cascade.zarr."""
-    input:
-        init=rules.init.output[0],
-        data=cell_dataset,
-    output:
-        store=directory(f"{OUT}/cells/{{cell}}/cascade.zarr"),
-    params:
-        cell=cell_json,
-    threads: config["threads"]
-    script:
-        "../../scripts/cascade.py"
+# One rule per registered measurement (layerlab.registry.MEASUREMENTS), named after it: the networks it reads
+# (init weights, trained weights) of one cell -> cells/<cell>/<measurement>.zarr, all through scripts/measure.py.
 
 
-rule representation:
-    """Per-layer representation measures (paper 001, ch. 5: LSD, k-redundancy, selection entropy) of the untrained
-    (init) and trained (final) network on a fixed class-balanced probe subset -> representation.zarr."""
-    input:
-        init=rules.init.output[0],
-        final=rules.train.output.model,
-        data=cell_dataset,
-    output:
-        store=directory(f"{OUT}/cells/{{cell}}/representation.zarr"),
-    params:
-        cell=cell_json,
-    threads: config["threads"]
-    script:
-        "../../scripts/representation.py"
+for _name in MEASUREMENTS:
+
+    rule:
+        name:
+            _name
+        input:
+            unpack(functools.partial(measurement_inputs, _name)),
+        output:
+            store=directory(f"{OUT}/cells/{{cell}}/{_name}.zarr"),
+        params:
+            cell=cell_json,
+        threads: config["threads"]
+        resources:
+            gpu=1 if GPUS and MEASUREMENTS[_name].gpu else 0,
+        log:
+            f"{OUT}/logs/{_name}/{{cell}}.log",
+        conda:
+            "../../envs/layerlab.yaml"
+        script:
+            "../../scripts/measure.py"

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+import xarray as xr
+
+from layerlab.probes.base import StepState, TrainingProbe
 
 ENTROPY_CONSTANTS = {"pi_e": math.pi * math.e, "two_pi_e": 2 * math.pi * math.e}
 
 
-def batch_entropy(a: torch.Tensor, constant: str = "pi_e", eps: float = 1.0) -> torch.Tensor:
+def batch_entropy(a: torch.Tensor, constant: str, eps: float = 1.0) -> torch.Tensor:
     """Batch entropy of activations `a` of shape (B, ...); every non-batch entry counts as one neuron."""
     if a.shape[0] < 2:
         raise ValueError(f"batch entropy needs a batch of at least 2 samples, got {a.shape[0]}")
@@ -22,6 +26,28 @@ def batch_entropy(a: torch.Tensor, constant: str = "pi_e", eps: float = 1.0) -> 
     return (0.5 * torch.log(ENTROPY_CONSTANTS[constant] * std**2 + eps)).mean()
 
 
-def layer_entropies(hidden: list[torch.Tensor], constant: str = "pi_e") -> torch.Tensor:
+def layer_entropies(hidden: list[torch.Tensor], constant: str) -> torch.Tensor:
     """Batch entropy of each hidden layer, shape (n_layers,)."""
     return torch.stack([batch_entropy(a, constant) for a in hidden])
+
+
+class BatchEntropyProbe(TrainingProbe):
+    """`batch_entropy` (step, layer) of every hidden layer at the logged steps (NaN for layers above a layer-wise
+    stage's window, which its network does not compute)."""
+
+    def __init__(self, cell, model, data):
+        super().__init__(cell, model, data)
+        self.n_layers = len(model.layers)
+        self.records: list[np.ndarray] = []
+
+    @torch.no_grad()
+    def after_forward(self, state: StepState) -> None:
+        if state.logged:
+            entropy = np.full(self.n_layers, np.nan, dtype=np.float32)
+            entropy[: len(state.hidden)] = layer_entropies(state.hidden, self.cell["entropy_constant"]).cpu().numpy()
+            self.records.append(entropy)
+
+    def variables(self, steps: list[int]) -> xr.Dataset:
+        entropy = np.stack(self.records).astype(np.float32)
+        return xr.Dataset({"batch_entropy": (("step", "layer"), entropy)},
+                          coords={"step": np.asarray(steps), "layer": np.arange(entropy.shape[1])})

@@ -17,6 +17,7 @@ import xarray as xr
 from torch import nn
 
 from layerlab.norm import NEUTRAL, AblatedBatchNorm
+from layerlab.probes.base import StepState, TrainingProbe
 
 
 def norm_layers(model: nn.Module) -> dict[int, AblatedBatchNorm]:
@@ -64,3 +65,18 @@ def trajectories(steps: list[int], records: list[dict[str, dict[int, np.ndarray]
                           coords={"step": steps, "layer": layers, "channel": np.arange(width)})
         out[name], out[f"{name}_activity"] = da, activity(da, name)
     return xr.Dataset(out)
+
+
+class BNParametersProbe(TrainingProbe):
+    """`gamma`, `beta` (step, layer, channel) and their activity at the logged steps (learnable ones only)."""
+
+    def __init__(self, cell, model, data):
+        super().__init__(cell, model, data)
+        self.records: list[dict[str, dict[int, np.ndarray]]] = []
+
+    def after_forward(self, state: StepState) -> None:
+        if state.logged:
+            self.records.append(learnable_parameters(state.model))
+
+    def variables(self, steps: list[int]) -> xr.Dataset:
+        return trajectories(steps, self.records)

@@ -26,9 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from layerlab.data import Dataset
-from layerlab.models import LayerwiseNet
-from layerlab.store import describe
-from layerlab.train import batches
+from layerlab.layers import Network
+from layerlab.optim import batches
 
 STD_FLOOR = 1e-30  # a pixel constant over all reconstructions would give S = -inf
 
@@ -94,7 +93,7 @@ def conv_reconstruction(conv: nn.Conv2d, size: tuple[int, int]) -> nn.Sequential
                          Crop(k // 2, size))
 
 
-def make_conv_cascade(model: LayerwiseNet, x: torch.Tensor) -> nn.ModuleList:
+def make_conv_cascade(model: Network, x: torch.Tensor) -> nn.ModuleList:
     """c^l for a conv net: one `conv_reconstruction` per Conv2d of hidden layer l, last conv first."""
     sizes: dict[nn.Module, tuple[int, int]] = {}
 
@@ -121,10 +120,11 @@ def reconstruct(cascade: nn.ModuleList, hidden: list[torch.Tensor]) -> torch.Ten
     return torch.stack(out)
 
 
-def run_cascade(cell: dict, data: Dataset, model: LayerwiseNet, device: torch.device) -> xr.Dataset:
-    """Train the cascade on the frozen `model` and measure the per-layer reconstruction entropies."""
+def run_cascade(cell: dict, data: Dataset, networks: dict[str, Network], device: torch.device) -> xr.Dataset:
+    """Train the cascade on the frozen untrained network (`networks["init"]`) and measure the per-layer
+    reconstruction entropies."""
     start = time.perf_counter()
-    model = model.to(device).eval().requires_grad_(False)
+    model = networks["init"].to(device).eval().requires_grad_(False)
     with torch.no_grad():
         hidden = model(data.train.x[:2])[1]
     conv = hidden[0].ndim == 4  # the conv nets' layers are all conv layers (config.check_cell)
@@ -166,15 +166,4 @@ def run_cascade(cell: dict, data: Dataset, model: LayerwiseNet, device: torch.de
         },
         coords={"layer": np.arange(depth)},
     )
-    return describe(ds, DESCRIPTIONS)
-
-
-DESCRIPTIONS = {
-    "re_kl": ("relative entropy of reconstruction vs original, / last layer, median over samples", "1"),
-    "re_kl_mean": ("relative entropy of reconstruction vs original, mean over samples", "nat"),
-    "re_diff_entropy": ("reconstruction differential entropy S", "nat"),
-    "cutoff_depth": ("cascade cutoff l* (layers until the relative entropy saturates)", "layers"),
-    "cascade_seconds": ("wall time of cascade training and evaluation", "s"),
-    "reconstruction": ("reconstruction of test images from each layer", "input units"),
-    "original": ("test images that were reconstructed", "input units"),
-}
+    return ds

@@ -23,6 +23,7 @@ sorted product spectrum {lambda_i(Sigma_x) lambda_j(Sigma_grad)}.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -30,34 +31,12 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
-from layerlab.store import describe
+from layerlab.layers import measured_layers
+from layerlab.optim import logged_steps
+from layerlab.probes.base import StepState, TrainingProbe
 
 P_LEVELS = (0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9, 1.0)
 NONZERO_RTOL = 1e-12
-
-
-def measured_layers(model: nn.Module) -> list[nn.Module]:
-    """The Linear/Conv2d map of every hidden layer and of the output layer (`head`), in order: layer index l is
-    the l-th hidden layer, the output layer is `len(model.layers)` (the batch-entropy/BN-parameter convention)."""
-    found = []
-    for layer, block in enumerate([*model.layers, model.head]):
-        maps = [m for m in block.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
-        if len(maps) != 1:
-            raise ValueError(f"layer {layer} has {len(maps)} Linear/Conv2d maps; the curvature probe expects one")
-        found.append(maps[0])
-    return found
-
-
-def unfrozen_parameters(model: nn.Module, pattern: str = "") -> list[nn.Parameter]:
-    """The parameters the optimizer updates: all but the weights of layers whose digit in `pattern` is 0 (the
-    official code's `flag_updateWeight = false`, paper 004's simulated weight domination, Fig. 4)."""
-    if not pattern:
-        return list(model.parameters())
-    layers = measured_layers(model)
-    if len(pattern) != len(layers):
-        raise ValueError(f"freeze_weights '{pattern}' needs one digit per layer ({len(layers)})")
-    frozen = {id(m.weight) for m, bit in zip(layers, pattern, strict=True) if bit == "0"}
-    return [p for p in model.parameters() if id(p) not in frozen]
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -71,7 +50,7 @@ def second_moment(rows: torch.Tensor) -> torch.Tensor:
     return r.T @ r / r.shape[0]
 
 
-def layer_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str = "empirical",
+def layer_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
                   generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(Sigma_x, Sigma_grad)] per measured layer, float64, from one forward and one backward pass on (x, y)."""
     return _factors_and_weight_grads(model, x, y, labels, generator)[0]
@@ -179,7 +158,7 @@ def layer_record(weight: torch.Tensor, sigma_x: torch.Tensor, sigma_g: torch.Ten
     return rec
 
 
-def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str = "empirical",
+def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
             generator: torch.Generator | None = None) -> list[dict[str, np.ndarray]]:
     """One measurement: `layer_record` of every measured layer."""
     factors, weight_grads, lmax_wgrad_out = _factors_and_weight_grads(model, x, y, labels, generator)
@@ -189,46 +168,6 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str = "e
         rec["lmax_wgrad"] = np.nan
     records[-1]["lmax_wgrad"] = lmax_wgrad_out
     return records
-
-
-DESCRIPTIONS = {
-    "eig_x": ("eigenvalues of the layer-input second moment Sigma_x, descending (NaN: padding)", "1"),
-    "eig_g": ("eigenvalues of the output-gradient second moment Sigma_grad, descending (NaN: padding)", "1"),
-    "lmax_x": ("lambda_max(Sigma_x)", "1"),
-    "lmax_g": ("lambda_max(Sigma_grad)", "1"),
-    "lmax_kron": ("lambda_max(Sigma_x kron Sigma_grad) (Prop. 1: product)", "1"),
-    "kappa_x": ("general condition number kappa_p(Sigma_x)", "1"),
-    "kappa_g": ("general condition number kappa_p(Sigma_grad)", "1"),
-    "kappa_kron": ("general condition number kappa_p(Sigma_x kron Sigma_grad)", "1"),
-    "kappa_nz_x": ("lambda_max / smallest non-zero eigenvalue of Sigma_x", "1"),
-    "kappa_nz_g": ("lambda_max / smallest non-zero eigenvalue of Sigma_grad", "1"),
-    "kappa_nz_kron": ("lambda_max / smallest non-zero eigenvalue of Sigma_x kron Sigma_grad", "1"),
-    "log10_kappa_x": ("log10 kappa_p(Sigma_x) (inf, numerically singular, shown as 12)", "1"),
-    "log10_kappa_g": ("log10 kappa_p(Sigma_grad) (inf, numerically singular, shown as 12)", "1"),
-    "log10_kappa_kron": ("log10 kappa_p(Sigma_x kron Sigma_grad) (inf, numerically singular, shown as 12)", "1"),
-    "log10_lmax_x": ("log10 lambda_max(Sigma_x)", "1"),
-    "log10_lmax_g": ("log10 lambda_max(Sigma_grad)", "1"),
-    "log10_lmax_kron": ("log10 lambda_max(Sigma_x kron Sigma_grad)", "1"),
-    "domination": ("sigma_max(dL/dW) / sigma_max(W) (Definition 1: weight domination when << 1)", "1"),
-    "log10_domination": ("log10 sigma_max(dL/dW) / sigma_max(W)", "1"),
-    "weight_norm": ("Frobenius norm of the layer's weight", "1"),
-    "lmax_wgrad": ("lambda_max of the exact per-example weight-gradient second moment (output layer only)", "1"),
-    "last_lmax_x": ("output layer: lambda_max(Sigma_x) of its input", "1"),
-    "last_lmax_g": ("output layer: lambda_max(Sigma_grad)", "1"),
-    "last_lmax_kron": ("output layer: lambda_max(Sigma_x) lambda_max(Sigma_grad) (Prop. 1)", "1"),
-    "last_lmax_wgrad": ("output layer: lambda_max of the per-example weight-gradient second moment", "1"),
-    "last_weight_norm": ("output layer: Frobenius norm of the weight", "1"),
-    "log10_kappa90_x_init": ("mean over layers of log10 kappa_90%(Sigma_x) (inf as 1e12), step 0", "1"),
-    "log10_kappa90_x_final": ("mean over layers of log10 kappa_90%(Sigma_x) at the last measurement", "1"),
-    "log10_kappa90_g_init": ("mean over layers of log10 kappa_90%(Sigma_grad) (inf as 1e12), step 0", "1"),
-    "log10_kappa90_g_final": ("mean over layers of log10 kappa_90%(Sigma_grad) at the last measurement", "1"),
-    "singular90_x_init": ("fraction of layers whose Sigma_x is numerically singular at 90 % (kappa_90% inf), step 0",
-                          "1"),
-    "singular90_x_final": ("fraction of layers whose Sigma_x has kappa_90% = inf, last measurement", "1"),
-    "singular90_g_init": ("fraction of layers whose Sigma_grad has kappa_90% = inf, step 0", "1"),
-    "singular90_g_final": ("fraction of layers whose Sigma_grad has kappa_90% = inf, last measurement", "1"),
-    "curvature_seconds": ("wall time of all curvature measurements (part of train_seconds)", "s"),
-}
 
 
 def curvature_dataset(steps: list[int], records: list[list[dict[str, np.ndarray]]],
@@ -269,4 +208,30 @@ def curvature_dataset(steps: list[int], records: list[list[dict[str, np.ndarray]
     for key in ("lmax_x", "lmax_g", "lmax_kron", "lmax_wgrad", "weight_norm"):  # paper 004's last-layer diagnostics
         ds[f"last_{key}"] = ds[key].isel(layer=-1, drop=True)
     ds["curvature_seconds"] = seconds
-    return describe(ds, DESCRIPTIONS)
+    return ds
+
+
+class CurvatureProbe(TrainingProbe):
+    """Every `curvature_every` steps (and the last), on the first `curvature_samples` training rows as one batch:
+    the K-FAC factors of every layer's Fisher block, their spectra, condition numbers, weight domination, and the
+    last-layer diagnostics; dims (step, layer[, p | eigen])."""
+
+    def __init__(self, cell, model, data):
+        super().__init__(cell, model, data)
+        self.schedule = logged_steps(cell["steps"], cell["curvature_every"])
+        rows = torch.arange(min(cell["curvature_samples"], len(data.train.y)), device=data.train.x.device)
+        self.x, self.y = data.train.x[rows], data.train.y[rows]
+        self.generator = torch.Generator().manual_seed(cell["seed"])  # sampled labels
+        self.steps: list[int] = []
+        self.records: list[list[dict[str, np.ndarray]]] = []
+        self.seconds = 0.0
+
+    def after_forward(self, state: StepState) -> None:
+        if state.step in self.schedule and state.finite:
+            tic = time.perf_counter()
+            self.records.append(measure(state.model, self.x, self.y, self.cell["curvature_labels"], self.generator))
+            self.steps.append(state.step)
+            self.seconds += time.perf_counter() - tic
+
+    def variables(self, steps: list[int]) -> xr.Dataset | None:
+        return curvature_dataset(self.steps, self.records, self.seconds) if self.records else None

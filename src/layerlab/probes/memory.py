@@ -23,7 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import xarray as xr
 from torch import nn
+
+from layerlab.probes.base import Stage, TrainingProbe
 
 PARTS = ("activations", "parameters", "gradients", "optimizer_state", "batch")
 
@@ -123,3 +126,48 @@ def as_arrays(memories: list[StepMemory]) -> dict[str, np.ndarray]:
     return {"tracked": np.array([m.total for m in memories], dtype=np.float64),
             "cuda": np.array([m.cuda for m in memories], dtype=np.float64),
             "parts": np.array([m.parts() for m in memories], dtype=np.float64).reshape(len(memories), len(PARTS))}
+
+
+def memory_variables(memories: list[StepMemory], layers: list[int] | None = None,
+                     n_layers: int = 0) -> dict[str, xr.DataArray]:
+    """Cell-level peak (max over stages) with its parts, and per-layer peaks when `layers` (a stage's top layer)."""
+    arrays = as_arrays(memories)
+    peak = int(np.argmax(arrays["tracked"]))
+    out = {"peak_memory_bytes": xr.DataArray(arrays["tracked"][peak]),
+           "cuda_peak_memory_bytes": xr.DataArray(np.nanmax(arrays["cuda"]) if np.isfinite(arrays["cuda"]).any()
+                                                  else np.nan),
+           "peak_memory_parts": xr.DataArray(arrays["parts"][peak], dims="memory_part",
+                                             coords={"memory_part": np.array(PARTS, dtype=object)})}
+    if layers is not None:
+        for name, values in (("layer_peak_memory_bytes", arrays["tracked"]),
+                             ("layer_cuda_peak_memory_bytes", arrays["cuda"])):
+            per_layer = np.full(n_layers, np.nan)
+            per_layer[layers] = values
+            out[name] = xr.DataArray(per_layer, dims="layer", coords={"layer": np.arange(n_layers)})
+    return out
+
+
+def first_batch(cell: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of the training batch size (own storage) for the memory measurement: only shapes matter."""
+    n = min(cell["batch_size"], len(y))
+    return x[:n].clone(), y[:n].clone()
+
+
+class MemoryProbe(TrainingProbe):
+    """Peak memory of one training step of each stage, on a copy of its network (`step_memory`); staged regimes
+    add the per-layer peaks (`layer_*`, at each stage's top layer)."""
+
+    def __init__(self, cell, model, data):
+        super().__init__(cell, model, data)
+        self.batch = first_batch(cell, data.train.x, data.train.y)
+        self.n_layers = len(model.layers)
+        self.memories: list[StepMemory] = []
+        self.tops: list[int | None] = []
+
+    def start_stage(self, stage: Stage) -> None:
+        self.memories.append(step_memory(stage.net, stage.memory_loss, stage.memory_optimizer, *self.batch))
+        self.tops.append(stage.top)
+
+    def variables(self, steps: list[int]) -> xr.Dataset:
+        staged = self.tops[0] is not None
+        return xr.Dataset(memory_variables(self.memories, self.tops if staged else None, self.n_layers))

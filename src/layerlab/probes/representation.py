@@ -27,9 +27,8 @@ import xarray as xr
 from torch.nn import functional as F
 
 from layerlab.data import Dataset
-from layerlab.models import LayerwiseNet
-from layerlab.store import describe
-from layerlab.train import EVAL_BATCH
+from layerlab.layers import Network
+from layerlab.optim import EVAL_BATCH
 
 CHECKPOINTS = ("init", "final")
 KNN_CHUNK = 1024  # rows of the distance matrix computed at once
@@ -103,7 +102,7 @@ def as_matrix(h: torch.Tensor, conv: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def representations(model: LayerwiseNet, x: torch.Tensor, conv: str) -> tuple[list[torch.Tensor], list[bool]]:
+def representations(model: Network, x: torch.Tensor, conv: str) -> tuple[list[torch.Tensor], list[bool]]:
     """[X, Z_1, ..., Z_L, logits] of the rows `x` as (sample, feature) matrices (eval mode: BatchNorm uses its
     running statistics, dropout is off), and which of them are fully connected hidden layers."""
     model.eval()
@@ -115,7 +114,7 @@ def representations(model: LayerwiseNet, x: torch.Tensor, conv: str) -> tuple[li
     return [torch.cat(p) for p in zip(*parts, strict=True)], dense
 
 
-def measure(model: LayerwiseNet, data: Dataset, train_rows: torch.Tensor, heldout_rows: torch.Tensor,
+def measure(model: Network, data: Dataset, train_rows: torch.Tensor, heldout_rows: torch.Tensor,
             cell: dict) -> dict[str, np.ndarray]:
     """Every per-layer measure of one checkpoint (NaN for a non-finite representation, e.g. a diverged net)."""
     y_train, y_test = data.train.y[train_rows], data.test.y[heldout_rows]
@@ -135,7 +134,7 @@ def measure(model: LayerwiseNet, data: Dataset, train_rows: torch.Tensor, heldou
     return out
 
 
-def run_representation(cell: dict, data: Dataset, models: dict[str, LayerwiseNet],
+def run_representation(cell: dict, data: Dataset, models: dict[str, Network],
                        device: torch.device) -> xr.Dataset:
     """The measures of every checkpoint in `models` (name -> network) on the cell's probe subsets."""
     start = time.perf_counter()
@@ -162,20 +161,4 @@ def run_representation(cell: dict, data: Dataset, models: dict[str, LayerwiseNet
         coords={"checkpoint": np.array(list(results), dtype=object), "rep_layer": np.arange(len(first["lsd_train"]))},
     )
     ds["rep_layer"].attrs.update(long_name="representation: 0 = input X, 1..L = hidden layers, L + 1 = logits")
-    return describe(ds, DESCRIPTIONS)
-
-
-DESCRIPTIONS = {
-    "lsd_train": ("LSD 1/m ||Y - [Z,1][Z,1]^+ Y||^2 of the linear probe on the probe subset", "1"),
-    "lsd_heldout": ("held-out LSD: the probe fitted on the probe subset, applied to test rows", "1"),
-    "probe_acc_train": ("linear least-squares probe accuracy on the probe subset", "1"),
-    "probe_acc_heldout": ("linear least-squares probe accuracy on held-out test rows", "1"),
-    "k_redundancy": ("k-redundancy: fraction of samples whose k nearest neighbours share their label", "1"),
-    "selection_entropy": ("H(Y|Z_i): mean over features of the class entropy of their selection S_+", "bit"),
-    "selection_skipped": ("fraction of features with an empty selection (skipped in H(Y|Z_i))", "1"),
-    "rep_features": ("features of the representation (after pooling conv maps)", "1"),
-    "rep_label_entropy": ("class entropy H(Y) of the probe subset", "bit"),
-    "rep_samples": ("rows of the training probe subset", "1"),
-    "rep_heldout_samples": ("held-out test rows for the held-out LSD", "1"),
-    "representation_seconds": ("wall time of the representation probe (all checkpoints)", "s"),
-}
+    return ds

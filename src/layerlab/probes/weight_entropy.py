@@ -14,10 +14,15 @@ weights are all equal has one used bin: H = 0 and L = 0 (nothing to send beyond 
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 import torch
+import xarray as xr
 from torch import nn
+
+from layerlab.layers import measured_layers
+from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
 
 
 def quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float, float]:
@@ -94,7 +99,62 @@ def layer_weight_stats(layers: list[nn.Module], bits: int) -> dict[str, np.ndarr
             "huffman_bits": np.array([np.nan if c is None else huffman_bits(c) for c in counts])}
 
 
-DESCRIPTIONS = {
-    "weight_entropy": ("weight entropy H_N (2^N min-max bins)", "bit"),
-    "huffman_bits": ("Huffman bits per weight (2^N min-max bins)", "bit/weight"),
-}
+class WeightEntropyProbe(TrainingProbe):
+    """`weight_entropy` and `huffman_bits` (step, layer) of the weights at the logged steps, at M bits."""
+
+    def __init__(self, cell, model, data):
+        super().__init__(cell, model, data)
+        self.layers = measured_layers(model)
+        self.records: dict[str, dict[int, np.ndarray]] = {"weight_entropy": {}, "huffman_bits": {}}
+
+    def after_forward(self, state: StepState) -> None:
+        if state.logged:
+            for name, values in layer_weight_stats(self.layers, self.cell["weight_entropy_bits"]).items():
+                self.records[name][state.step] = values
+
+    def variables(self, steps: list[int]) -> xr.Dataset | None:
+        return step_layer_dataset(steps, self.records)
+
+
+class WeightCompressionProbe(TrainingProbe):
+    """The chapter-3 compression W <- Decompress(Compress(W)) of every layer's weight and bias after every
+    `quantize_every`-th update, at `quantize_bits` or the dynamic N = ceil(H_M + quantize_floor); records the bit
+    rates of the last compression (`sent_bits`, `sent_huffman_bits`) at the logged steps."""
+
+    def __init__(self, cell, model, data):
+        super().__init__(cell, model, data)
+        self.layers = measured_layers(model)
+        self.sent: dict[str, np.ndarray] = {}  # bit rates of the last compression
+        self.records: dict[str, dict[int, np.ndarray]] = {"sent_bits": {}, "sent_huffman_bits": {}}
+
+    def after_forward(self, state: StepState) -> None:
+        if state.logged:
+            for name, values in self.sent.items():
+                self.records[name][state.step] = values
+
+    def compression_bits(self) -> list[int]:
+        """N per layer: `quantize_bits`, or with a floor c the thesis's rule N = H_M + c (rounded up, at least 1)
+        capped at `quantize_bits` (the thesis's "ceiling:floor"), H_M the layer's weight entropy at M bits."""
+        ceiling, floor = self.cell["quantize_bits"], self.cell["quantize_floor"]
+        if floor is None:
+            return [ceiling] * len(self.layers)
+        h = layer_weight_stats(self.layers, self.cell["weight_entropy_bits"])["weight_entropy"]
+        return [ceiling if not np.isfinite(x) else min(ceiling, max(1, math.ceil(x + floor))) for x in h]
+
+    @torch.no_grad()
+    def after_update(self, state: StepState) -> None:
+        """After update `step` (0-based): compress every `quantize_every`-th update's weights and biases."""
+        if (state.step + 1) % self.cell["quantize_every"]:
+            return
+        bits = self.compression_bits()
+        huffman = np.full(len(self.layers), np.nan)
+        for k, (m, n) in enumerate(zip(self.layers, bits, strict=True)):
+            if torch.isfinite(m.weight).all():
+                huffman[k] = huffman_bits(histogram(m.weight, n))
+            for p in (m.weight, m.bias):
+                if p is not None:
+                    p.copy_(compress(p, n))
+        self.sent = {"sent_bits": np.asarray(bits, dtype=float), "sent_huffman_bits": huffman}
+
+    def variables(self, steps: list[int]) -> xr.Dataset | None:
+        return step_layer_dataset(steps, self.records)

@@ -1,0 +1,25 @@
+"""Rules named after each registered measurement: measure one cell's networks -> <measurement>.zarr."""
+
+import torch
+
+from layerlab.models import load_init
+from layerlab.registry import MEASUREMENTS, resolve
+from layerlab.runtime import cell_job, run_script
+from layerlab.store import describe, write_store
+
+snakemake = globals()["snakemake"]
+
+
+def main() -> None:
+    cell, device, data, init = cell_job(snakemake)  # loads the study's plug-ins
+    spec = MEASUREMENTS[snakemake.rule]
+    networks = {"init": init}
+    if "final" in spec.reads:
+        networks["final"] = load_init(snakemake.input.init, cell)
+        networks["final"].load_state_dict(torch.load(snakemake.input.final, map_location="cpu"))
+    ds = resolve(spec.impl)(cell, data, {name: networks[name] for name in spec.reads}, device)
+    describe(ds, spec.variables).attrs.update(config=snakemake.params.cell, cell_id=snakemake.wildcards.cell)
+    write_store(ds, snakemake.output.store)
+
+
+run_script(main, ValueError)

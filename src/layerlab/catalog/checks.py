@@ -1,0 +1,66 @@
+"""Constraints between cell parameters that a JSON schema cannot express, gathered from the plug-ins."""
+
+from __future__ import annotations
+
+from layerlab.config import ConfigError
+from layerlab.heads import check_loss
+from layerlab.registry import MEASUREMENTS, MODELS, PROBES, REGIMES
+
+
+def check_model(cell: dict) -> None:
+    spec = MODELS[cell["model"]]
+    if not spec.batch_norm and (cell["bn_variant"] != "none" or cell["bn_last_layer"]):
+        raise ConfigError(f"model {cell['model']} has no BatchNorm: bn_variant must be 'none' (got "
+                          f"'{cell['bn_variant']}', bn_last_layer {cell['bn_last_layer']})")
+    if cell["bn_last_layer"] and cell["bn_variant"] == "none":
+        raise ConfigError("bn_last_layer needs a BatchNorm variant (bn_variant is 'none')")
+    if cell["last_bn"] and cell["model"] not in ("resnet", "preresnet"):
+        raise ConfigError(f"last_bn (a BatchNorm before the classifier) needs model 'resnet' or 'preresnet' "
+                          f"(got '{cell['model']}')")
+    if (widths := cell["widths"]) and (cell["model"] != "fnn" or len(widths) != cell["depth"]):
+        raise ConfigError(f"widths {widths} needs model 'fnn' and depth = its length {len(widths)} "
+                          f"(got model '{cell['model']}', depth {cell['depth']})")
+    if spec.check:
+        spec.check(cell)
+    if pattern := cell["freeze_weights"]:
+        if not spec.one_map_per_layer:
+            raise ConfigError(f"freeze_weights needs one Linear/Conv map per layer; model '{cell['model']}' has "
+                              f"layers with several")
+        if len(pattern) != (n_maps := spec.hidden_layers(cell) + 1):
+            raise ConfigError(f"freeze_weights needs one digit per layer including the output layer, "
+                              f"{n_maps} (got '{pattern}')")
+
+
+def active_probes(cell: dict) -> list[str]:
+    """The training probes a cell runs, in registration order (a cell without a plug-in's parameters has their
+    defaults)."""
+    return [spec.name for spec in PROBES.values()
+            if spec.enabled({**{k: v["default"] for k, v in spec.parameters.items()}, **cell})]
+
+
+def check_probes(cell: dict) -> None:
+    regime = cell["training"]
+    for name in active_probes(cell):
+        spec = PROBES[name]
+        if spec.regimes is not None and regime not in spec.regimes:
+            switch = f" (switched on by {', '.join(spec.keys)})" if spec.keys else ""
+            raise ConfigError(f"training probe '{name}'{switch} does not run with training '{regime}'; it runs with "
+                              f"training {' or '.join(repr(r) for r in spec.regimes)}")
+        if spec.layer_maps and not MODELS[cell["model"]].one_map_per_layer:
+            raise ConfigError(f"training probe '{name}' needs one Linear/Conv map per layer; model "
+                              f"'{cell['model']}' has layers with several")
+        if spec.check:
+            spec.check(cell)
+
+
+def check_cell(cell: dict, measurements: list[str] | None = None) -> None:
+    """Every plug-in's constraints on `cell` (model, loss, regime, training probes, the study's measurements)."""
+    check_model(cell)
+    check_loss(cell)
+    regime = REGIMES[cell["training"]]
+    if regime.check:
+        regime.check(cell)
+    check_probes(cell)
+    for name in measurements or []:
+        if (spec := MEASUREMENTS[name]).check:
+            spec.check(cell)

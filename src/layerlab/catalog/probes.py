@@ -1,0 +1,99 @@
+"""Built-in training probes: what switches each on, the regimes it runs in and the variables it writes to train.zarr
+(implementations: layerlab.probes.*). Registration order is the order in which their hooks run."""
+
+from __future__ import annotations
+
+from layerlab.config import ConfigError
+from layerlab.registry import register_probe
+
+BATCH_ENTROPY = {"batch_entropy": ("batch entropy H^l of each hidden layer's activations", "nat")}
+BN_PARAMETERS = {
+    "gamma": ("BatchNorm scale gamma per channel (learnable only; NaN: padding)", "1"),
+    "beta": ("BatchNorm shift beta per channel (learnable only; NaN: padding)", "1"),
+    "gamma_activity": ("activity of gamma: mean over channels of |gamma - 1|", "1"),
+    "beta_activity": ("activity of beta: mean over channels of |beta|", "1"),
+}
+GRAD_RMS = {"grad_rms": ("RMS of dL/dW of the layer's weight (training mini-batch)", "1")}
+WEIGHT_ENTROPY = {
+    "weight_entropy": ("weight entropy H_N (2^N min-max bins)", "bit"),
+    "huffman_bits": ("Huffman bits per weight (2^N min-max bins)", "bit/weight"),
+}
+WEIGHT_COMPRESSION = {
+    "sent_bits": ("bits per weight N of the last compression", "bit/weight"),
+    "sent_huffman_bits": ("Huffman bits per weight of the last compression", "bit/weight"),
+}
+CURVATURE = {
+    "eig_x": ("eigenvalues of the layer-input second moment Sigma_x, descending (NaN: padding)", "1"),
+    "eig_g": ("eigenvalues of the output-gradient second moment Sigma_grad, descending (NaN: padding)", "1"),
+    "lmax_x": ("lambda_max(Sigma_x)", "1"),
+    "lmax_g": ("lambda_max(Sigma_grad)", "1"),
+    "lmax_kron": ("lambda_max(Sigma_x kron Sigma_grad) (Prop. 1: product)", "1"),
+    "kappa_x": ("general condition number kappa_p(Sigma_x)", "1"),
+    "kappa_g": ("general condition number kappa_p(Sigma_grad)", "1"),
+    "kappa_kron": ("general condition number kappa_p(Sigma_x kron Sigma_grad)", "1"),
+    "kappa_nz_x": ("lambda_max / smallest non-zero eigenvalue of Sigma_x", "1"),
+    "kappa_nz_g": ("lambda_max / smallest non-zero eigenvalue of Sigma_grad", "1"),
+    "kappa_nz_kron": ("lambda_max / smallest non-zero eigenvalue of Sigma_x kron Sigma_grad", "1"),
+    "log10_kappa_x": ("log10 kappa_p(Sigma_x) (inf, numerically singular, shown as 12)", "1"),
+    "log10_kappa_g": ("log10 kappa_p(Sigma_grad) (inf, numerically singular, shown as 12)", "1"),
+    "log10_kappa_kron": ("log10 kappa_p(Sigma_x kron Sigma_grad) (inf, numerically singular, shown as 12)", "1"),
+    "log10_lmax_x": ("log10 lambda_max(Sigma_x)", "1"),
+    "log10_lmax_g": ("log10 lambda_max(Sigma_grad)", "1"),
+    "log10_lmax_kron": ("log10 lambda_max(Sigma_x kron Sigma_grad)", "1"),
+    "domination": ("sigma_max(dL/dW) / sigma_max(W) (Definition 1: weight domination when << 1)", "1"),
+    "log10_domination": ("log10 sigma_max(dL/dW) / sigma_max(W)", "1"),
+    "weight_norm": ("Frobenius norm of the layer's weight", "1"),
+    "lmax_wgrad": ("lambda_max of the exact per-example weight-gradient second moment (output layer only)", "1"),
+    "last_lmax_x": ("output layer: lambda_max(Sigma_x) of its input", "1"),
+    "last_lmax_g": ("output layer: lambda_max(Sigma_grad)", "1"),
+    "last_lmax_kron": ("output layer: lambda_max(Sigma_x) lambda_max(Sigma_grad) (Prop. 1)", "1"),
+    "last_lmax_wgrad": ("output layer: lambda_max of the per-example weight-gradient second moment", "1"),
+    "last_weight_norm": ("output layer: Frobenius norm of the weight", "1"),
+    "log10_kappa90_x_init": ("mean over layers of log10 kappa_90%(Sigma_x) (inf as 1e12), step 0", "1"),
+    "log10_kappa90_x_final": ("mean over layers of log10 kappa_90%(Sigma_x) at the last measurement", "1"),
+    "log10_kappa90_g_init": ("mean over layers of log10 kappa_90%(Sigma_grad) (inf as 1e12), step 0", "1"),
+    "log10_kappa90_g_final": ("mean over layers of log10 kappa_90%(Sigma_grad) at the last measurement", "1"),
+    "singular90_x_init": ("fraction of layers whose Sigma_x is numerically singular at 90 % (kappa_90% inf), step 0",
+                          "1"),
+    "singular90_x_final": ("fraction of layers whose Sigma_x has kappa_90% = inf, last measurement", "1"),
+    "singular90_g_init": ("fraction of layers whose Sigma_grad has kappa_90% = inf, step 0", "1"),
+    "singular90_g_final": ("fraction of layers whose Sigma_grad has kappa_90% = inf, last measurement", "1"),
+    "curvature_seconds": ("wall time of all curvature measurements (part of train_seconds)", "s"),
+}
+MEMORY = {
+    "peak_memory_bytes": ("peak memory of one training step (tracked: saved activations + parameters + gradients "
+                          "+ optimizer state + batch; layer-wise: max over stages)", "B"),
+    "cuda_peak_memory_bytes": ("CUDA allocator peak of one training step above the resident data (NaN off CUDA)",
+                               "B"),
+    "peak_memory_parts": ("parts of the tracked peak memory", "B"),
+    "layer_peak_memory_bytes": ("tracked peak memory of one step of the stage whose window ends at this layer", "B"),
+    "layer_cuda_peak_memory_bytes": ("CUDA allocator peak of one step of the stage ending at this layer", "B"),
+}
+
+
+def check_compression(cell: dict) -> None:
+    if cell["quantize_floor"] is not None and not (cell["quantize_bits"] and cell["weight_entropy_bits"]):
+        raise ConfigError("quantize_floor (dynamic bits) needs quantize_bits (the ceiling) and weight_entropy_bits "
+                          "(M, the entropy estimate) > 0")
+
+
+# paper 000: every hidden layer's batch entropy at the logged steps
+register_probe("batch_entropy", "layerlab.probes.batch_entropy:BatchEntropyProbe", BATCH_ENTROPY)
+# paper 002: BatchNorm's learnable gamma/beta (networks without learnable ones write nothing)
+register_probe("bn_parameters", "layerlab.probes.bn_params:BNParametersProbe", BN_PARAMETERS)
+# paper 001 ch. 4: per-layer RMS of dL/dW from the training step's own backward
+register_probe("grad_rms", "layerlab.probes.grad_rms:GradRMSProbe", GRAD_RMS,
+               enabled=lambda cell: cell["grad_rms_probe"], keys=("grad_rms_probe",), layer_maps=True)
+# paper 001 ch. 3: weight entropy and Huffman bits per weight
+register_probe("weight_entropy", "layerlab.probes.weight_entropy:WeightEntropyProbe", WEIGHT_ENTROPY,
+               enabled=lambda cell: cell["weight_entropy_bits"] > 0, keys=("weight_entropy_bits",), layer_maps=True)
+# paper 001 ch. 3: W <- Decompress(Compress(W)) during training, and the bits sent
+register_probe("weight_compression", "layerlab.probes.weight_entropy:WeightCompressionProbe", WEIGHT_COMPRESSION,
+               enabled=lambda cell: cell["quantize_bits"] > 0, keys=("quantize_bits",), regimes=("backprop",),
+               layer_maps=True, check=check_compression)
+# paper 004: K-FAC factors of every layer's Fisher block, their spectra and condition numbers
+register_probe("curvature", "layerlab.probes.curvature:CurvatureProbe", CURVATURE,
+               enabled=lambda cell: cell["curvature_every"] > 0, keys=("curvature_every",), regimes=("backprop",),
+               layer_maps=True)
+# paper 001 ch. 6: peak memory of one training step (per stage in the staged regimes)
+register_probe("memory", "layerlab.probes.memory:MemoryProbe", MEMORY)

@@ -1,0 +1,95 @@
+"""The training-probe interface (after Cockpit's quantities): a probe keeps its own records and schedule; the one
+training loop (`layerlab.train`) calls its hooks and never changes when a probe is added.
+
+Hooks, in the order the loop calls them:
+- `start_stage(stage)`: a stage of the regime begins (backprop has one; layer-wise one per window);
+- `after_forward(state)`: the step's forward pass is done; the weights have had `state.step` updates;
+- `after_backward(state)`: the step's gradients are in `.grad` (not at the last step, nor after a non-finite loss);
+- `after_update(state)`: the optimizer has updated the weights;
+- `variables(steps)`: at the end, the probe's store variables (`steps`: the logged steps, the `step` coordinate).
+The loop adds each variable's long_name and units from the probe's declaration (`layerlab.registry.ProbeSpec`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from layerlab.data import Dataset
+from layerlab.layers import Network
+
+
+@dataclass
+class Stage:
+    """One stage of a training regime: the network it trains, its parameters, optimizer and steps."""
+
+    index: int
+    offset: int  # global step of the stage's step 0
+    steps: int  # updates in this stage
+    first: bool
+    last: bool
+    net: nn.Module  # (x) -> (logits, hidden): what the stage evaluates
+    trainable: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    forward: Callable[[torch.Tensor, int], tuple[torch.Tensor, list[torch.Tensor]]]  # (x, t) with the stage's noise
+    memory_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # one step's loss, for memory
+    memory_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+    top: int | None = None  # staged regimes: the layer whose results this stage reports
+
+
+@dataclass
+class StepState:
+    """What a probe sees of one training step."""
+
+    step: int  # global step (= updates so far)
+    t: int  # step within the stage
+    stage: Stage
+    model: Network  # the whole network
+    x: torch.Tensor
+    y: torch.Tensor
+    logits: torch.Tensor
+    hidden: list[torch.Tensor]  # every hidden layer's output
+    loss: torch.Tensor
+    logged: bool  # a logged step: every `log_every`, the last, and a non-finite loss
+    finite: bool
+
+
+class TrainingProbe:
+    """Base class: every hook does nothing."""
+
+    def __init__(self, cell: dict, model: Network, data: Dataset):
+        self.cell = cell
+
+    def start_stage(self, stage: Stage) -> None:
+        pass
+
+    def after_forward(self, state: StepState) -> None:
+        pass
+
+    def after_backward(self, state: StepState) -> None:
+        pass
+
+    def after_update(self, state: StepState) -> None:
+        pass
+
+    def variables(self, steps: list[int]) -> xr.Dataset | None:
+        return None
+
+
+def step_layer_dataset(steps: list[int], records: dict[str, dict[int, np.ndarray]]) -> xr.Dataset | None:
+    """(step, layer) float32 variables from {name: {step: per-layer values}}; a logged step without a record is NaN
+    (e.g. the gradient at the last step, where no update happens). None without any record."""
+    records = {name: rec for name, rec in records.items() if rec}
+    if not records:
+        return None
+    n_layers = max(len(v) for rec in records.values() for v in rec.values())
+    missing = np.full(n_layers, np.nan)
+    data = {name: (("step", "layer"), np.stack([rec.get(s, missing) for s in steps]).astype(np.float32))
+            for name, rec in records.items()}
+    return xr.Dataset(data, coords={"step": np.asarray(steps), "layer": np.arange(n_layers)})

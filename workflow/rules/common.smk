@@ -1,0 +1,17 @@
+# Input and params functions shared by the rules.
+
+
+def cell_json(wildcards) -> str:
+    """All of a cell's parameters as one canonical JSON string (the params rerun trigger)."""
+    return canonical_json(CELLS[wildcards.cell])
+
+
+def cell_dataset(wildcards) -> str:
+    return f"resources/datasets/{CELLS[wildcards.cell]['dataset']}.npz"
+
+
+def measurement_inputs(name: str, wildcards) -> dict[str, str]:
+    """The dataset, the init weights (they also give the architecture) and the trained weights if it reads them."""
+    cell = f"{OUT}/cells/{wildcards.cell}"
+    final = {"final": f"{cell}/final.pt"} if "final" in MEASUREMENTS[name].reads else {}
+    return {"data": cell_dataset(wildcards), "init": f"{cell}/init.pt", **final}
