@@ -17,7 +17,7 @@ from layerlab.config import ConfigError
 from layerlab.heads import HEADS, head_targets
 from layerlab.losses import head_activation, head_loss
 from layerlab.models import build_model
-from layerlab.optim import batches
+from layerlab.optim import Batches
 from layerlab.train import train_cell
 
 K = 10
@@ -133,7 +133,7 @@ def test_grad_rms_probe_matches_a_manual_backward(digits):
                      batch_size=32, grad_rms_probe=True)
     ds, init = train(cell, digits)
     assert ds["grad_rms"].dims == ("step", "layer") and ds.sizes["layer"] == 3
-    idx = next(batches(len(digits.train.y), cell["batch_size"], torch.Generator().manual_seed(cell["seed"])))
+    idx = next(Batches(len(digits.train.y), cell["batch_size"], torch.Generator().manual_seed(cell["seed"])))
     logits, _ = init(digits.train.x[idx])
     head_loss(cell, logits.double(), digits.train.y[idx]).backward()
     weights = [init.layers[0].weight, init.layers[1].weight, init.head.weight]

@@ -232,6 +232,13 @@ class Staged(Regime):
     def forward(self, net: StageNet, x: torch.Tensor, t: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return net(x, self.noise(t))
 
+    def state_dict(self) -> dict:
+        return {"results": self.results, "noise": self.noise_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.results = state["results"]
+        self.noise_generator.set_state(state["noise"])
+
     def end_stage(self, stage: Stage, test_acc: float, test_loss: float) -> None:
         self.results["layer_test_acc"][stage.top] = test_acc
         self.results["layer_test_loss"][stage.top] = test_loss

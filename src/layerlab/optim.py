@@ -25,13 +25,27 @@ def make_optimizer(cell: dict, params: list[nn.Parameter]) -> torch.optim.Optimi
     return torch.optim.Adam(groups, lr=cell["lr"], weight_decay=cell["weight_decay"])
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless index batches: a fresh seeded permutation each epoch, partial last batch dropped."""
-    batch_size = min(batch_size, n)
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i : i + batch_size]
+class Batches(Iterator[torch.Tensor]):
+    """Endless index batches: a fresh seeded permutation each epoch, partial last batch dropped. Its position and
+    generator are its state (a resumed run draws the same batches)."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, min(batch_size, n), generator
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+
+    def __next__(self) -> torch.Tensor:
+        if self.perm is None or self.pos + self.batch_size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.generator), 0
+        self.pos += self.batch_size
+        return self.perm[self.pos - self.batch_size : self.pos]
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"], state["pos"]
+        self.generator.set_state(state["generator"])
 
 
 def logged_steps(steps: int, every: int) -> set[int]:

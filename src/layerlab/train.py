@@ -9,6 +9,7 @@ the cell `diverged`: a result, not a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -23,10 +24,11 @@ from torch.nn import functional as F
 from layerlab.augment import crop_flip
 from layerlab.catalog.checks import active_probes
 from layerlab.catalog.regimes import RUN_VARIABLES
+from layerlab.checkpoint import Checkpoint
 from layerlab.data import Dataset, Split
 from layerlab.layers import Network, unfrozen_parameters
 from layerlab.losses import Objective
-from layerlab.optim import batches, evaluate, logged_steps, make_optimizer
+from layerlab.optim import Batches, evaluate, logged_steps, make_optimizer
 from layerlab.probes.base import Stage, StepState, TrainingProbe
 from layerlab.registry import PROBES, REGIMES, resolve
 from layerlab.store import describe
@@ -54,6 +56,12 @@ class Regime:
 
     def variables(self, run: Run) -> xr.Dataset | None:
         return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class Backprop(Regime):
@@ -96,11 +104,12 @@ class Progress:
     """One log line per logged step: step, loss, last test accuracy, speed and time left."""
 
     def __init__(self, total: int):
-        self.total, self.start = max(total, 1), time.perf_counter()
+        self.total, self.start, self.first = max(total, 1), time.perf_counter(), None
 
     def __call__(self, step: int, stage: Stage, run: Run) -> None:
+        self.first = step if self.first is None else self.first
         elapsed = time.perf_counter() - self.start
-        rate = step / elapsed if step and elapsed > 0 else float("nan")
+        rate = (step - self.first) / elapsed if step > self.first and elapsed > 0 else float("nan")
         acc = run.evals["test_acc"][-1] if run.evals else float("nan")
         log.info("step %d/%d%s loss %.4g test_acc %.4f  %.1f steps/s  ETA %.0f s", step, self.total,
                  f" stage {stage.index}" if stage.top is not None else "", run.scalars["loss"][-1], acc, rate,
@@ -117,22 +126,26 @@ class Loop:
                                                                        list(self.objective.parameters()))
         self.names = active_probes(cell)
         self.probes: list[TrainingProbe] = [resolve(PROBES[name].impl)(cell, model, data) for name in self.names]
-        self.stream = batches(len(data.train.y), cell["batch_size"], torch.Generator().manual_seed(cell["seed"]))
+        self.stream = Batches(len(data.train.y), cell["batch_size"], torch.Generator().manual_seed(cell["seed"]))
         self.augment = torch.Generator().manual_seed(cell["seed"]) if cell["augment"] == "crop_flip" else None
-        self.run, self.diverged_step = Run(), -1
+        self.run, self.diverged_step, self.seconds_before = Run(), -1, 0.0
         self.progress = Progress(getattr(self.regime, "total_steps", cell["steps"]))
+        self.start = time.perf_counter()
 
     def hooks(self, name: str, *args) -> None:
         for probe in self.probes:
             getattr(probe, name)(*args)
 
-    def run_stage(self, stage: Stage) -> bool:
-        """Train one stage; True if it diverged."""
+    def run_stage(self, stage: Stage, start: int = 0, checkpoint: Checkpoint | None = None) -> bool:
+        """Train one stage from its step `start`; True if it diverged. At each step boundary the checkpoint saves
+        the state when due (and stops the run when a signal asked it to)."""
         stage.net.train()
         self.hooks("start_stage", stage)
         to_log = logged_steps(stage.steps, self.cell["log_every"])
         to_eval = logged_steps(stage.steps, self.cell["eval_every"])
-        for t in range(stage.steps + 1):
+        for t in range(start, stage.steps + 1):
+            if checkpoint is not None and start < t < stage.steps and checkpoint.due(stage.offset + t):
+                checkpoint.save(self.state(stage, t))
             if t == stage.steps and not stage.last:  # a head to be discarded: its test result, no forward pass
                 self.regime.end_stage(stage, *self.run.evaluate(stage.net, stage.offset + t, self.data.test))
                 return False
@@ -178,6 +191,42 @@ class Loop:
         self.hooks("after_update", state)
         stage.schedule.step()
 
+    def state(self, stage: Stage, t: int) -> dict:
+        """Everything a bit-identical continuation from step t of `stage` needs (layerlab.checkpoint)."""
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        return {"step": stage.offset + t, "stage": stage.index, "t": t, "model": self.model.state_dict(),
+                "net": None if stage.net is self.model else stage.net.state_dict(),
+                "objective": self.objective.state_dict(), "optimizer": stage.optimizer.state_dict(),
+                "schedule": stage.schedule.state_dict(), "stream": self.stream.state_dict(),
+                "augment": None if self.augment is None else self.augment.get_state(),
+                "rng": torch.get_rng_state(), "cuda_rng": cuda, "run": dataclasses.asdict(self.run),
+                "regime": self.regime.state_dict(), "probes": [probe.state_dict() for probe in self.probes],
+                "seconds": self.seconds_before + time.perf_counter() - self.start}
+
+    def restore(self, stage: Stage, state: dict) -> int:
+        """Load a checkpoint's state taken in `stage`; returns the step within the stage to continue from."""
+        self.model.load_state_dict(state["model"])
+        if state["net"] is not None:
+            stage.net.load_state_dict(state["net"])
+        self.objective.load_state_dict(state["objective"])
+        stage.optimizer.load_state_dict(state["optimizer"])
+        stage.schedule.load_state_dict(state["schedule"])
+        self.stream.load_state_dict(state["stream"])
+        if self.augment is not None:
+            self.augment.set_state(state["augment"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.run = Run(**state["run"])
+        self.regime.load_state_dict(state["regime"])
+        for probe, probe_state in zip(self.probes, state["probes"], strict=True):
+            probe.load_state_dict(probe_state)
+        self.seconds_before, self.start = state["seconds"], time.perf_counter()
+        return state["t"]
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start
+
     def dataset(self, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
         """The run's, the regime's and every probe's variables, described by their declarations."""
         parts = [run_dataset(self.run, self.diverged_step, train_acc, train_loss, seconds),
@@ -189,18 +238,23 @@ class Loop:
         return describe(describe(ds, RUN_VARIABLES), REGIMES[self.cell["training"]].variables)
 
 
-def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device) -> tuple[xr.Dataset, Network]:
-    """Train `model` as `cell` says; return the per-cell metrics Dataset and the trained model."""
+def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
+               checkpoint: Checkpoint | None = None) -> tuple[xr.Dataset, Network]:
+    """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state); return the
+    per-cell metrics Dataset and the trained model."""
     model = model.to(device)
     loop = Loop(cell, data, model)
-    start = time.perf_counter()
+    saved = checkpoint.load() if checkpoint is not None else None
     for stage in loop.regime.stages():
-        diverged = loop.run_stage(stage)
+        diverged = False
+        if saved is None or stage.index >= saved["stage"]:  # stages before the checkpoint's are done
+            start, saved = (0 if saved is None else loop.restore(stage, saved)), None
+            diverged = loop.run_stage(stage, start, checkpoint)
         for p in stage.trainable:
             p.requires_grad_(False)
         if diverged:
             break
-    seconds = time.perf_counter() - start
+    seconds = loop.seconds()
     train_acc, train_loss = evaluate(stage.net, data.train)
     model.requires_grad_(True)
     loop.objective.requires_grad_(True)

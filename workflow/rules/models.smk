@@ -24,6 +24,7 @@ rule train:
         model=f"{OUT}/cells/{{cell}}/final.pt",
     params:
         cell=cell_json,
+        checkpoint=f"{OUT}/checkpoints/{{cell}}",  # not an output: a failed or killed job keeps it
     threads: config["threads"]
     resources:
         gpu=1 if GPUS else 0,

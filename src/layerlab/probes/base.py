@@ -8,6 +8,9 @@ Hooks, in the order the loop calls them:
 - `after_update(state)`: the optimizer has updated the weights;
 - `variables(steps)`: at the end, the probe's store variables (`steps`: the logged steps, the `step` coordinate).
 The loop adds each variable's long_name and units from the probe's declaration (`layerlab.registry.ProbeSpec`).
+A checkpoint (`layerlab.checkpoint`) saves the attributes named in `state` (the records so far; override
+`state_dict`/`load_state_dict` for more, e.g. an RNG stream); a resumed run restores them and calls `start_stage`
+again for the stage it resumes in.
 """
 
 from __future__ import annotations
@@ -63,8 +66,17 @@ class StepState:
 class TrainingProbe:
     """Base class: every hook does nothing."""
 
+    state: tuple[str, ...] = ()  # attributes a checkpoint saves and restores
+
     def __init__(self, cell: dict, model: Network, data: Dataset):
         self.cell = cell
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def start_stage(self, stage: Stage) -> None:
         pass

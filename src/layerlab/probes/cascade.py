@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from layerlab.data import Dataset
 from layerlab.layers import Network
-from layerlab.optim import batches
+from layerlab.optim import Batches
 
 STD_FLOOR = 1e-30  # a pixel constant over all reconstructions would give S = -inf
 
@@ -136,7 +136,7 @@ def run_cascade(cell: dict, data: Dataset, networks: dict[str, Network], device:
     batch_size = min(cell["cascade_batch_size"], len(x_train))
     steps = max(1, math.ceil(cell["cascade_epochs"] * len(x_train) / batch_size))
     generator = torch.Generator().manual_seed(cell["seed"])
-    for _, idx in zip(range(steps), batches(len(x_train), batch_size, generator), strict=False):
+    for _, idx in zip(range(steps), Batches(len(x_train), batch_size, generator), strict=False):
         x = x_train[idx.to(device)]
         with torch.no_grad():
             targets = [x, *model(x)[1]]

@@ -161,13 +161,15 @@ class MemoryProbe(TrainingProbe):
         super().__init__(cell, model, data)
         self.batch = first_batch(cell, data.train.x, data.train.y)
         self.n_layers = len(model.layers)
-        self.memories: list[StepMemory] = []
-        self.tops: list[int | None] = []
+        self.stages: dict[int, tuple[StepMemory, int | None]] = {}  # stage index -> (memory, top layer)
+
+    state = ("stages",)
 
     def start_stage(self, stage: Stage) -> None:
-        self.memories.append(step_memory(stage.net, stage.memory_loss, stage.memory_optimizer, *self.batch))
-        self.tops.append(stage.top)
+        memory = step_memory(stage.net, stage.memory_loss, stage.memory_optimizer, *self.batch)
+        self.stages[stage.index] = memory, stage.top  # a resumed stage measures again: the same shapes
 
     def variables(self, steps: list[int]) -> xr.Dataset:
-        staged = self.tops[0] is not None
-        return xr.Dataset(memory_variables(self.memories, self.tops if staged else None, self.n_layers))
+        memories, tops = zip(*self.stages.values(), strict=True)
+        return xr.Dataset(memory_variables(list(memories), list(tops) if tops[0] is not None else None,
+                                           self.n_layers))

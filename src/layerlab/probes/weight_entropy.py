@@ -102,6 +102,8 @@ def layer_weight_stats(layers: list[nn.Module], bits: int) -> dict[str, np.ndarr
 class WeightEntropyProbe(TrainingProbe):
     """`weight_entropy` and `huffman_bits` (step, layer) of the weights at the logged steps, at M bits."""
 
+    state = ("records",)
+
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)
         self.layers = measured_layers(model)
@@ -120,6 +122,8 @@ class WeightCompressionProbe(TrainingProbe):
     """The chapter-3 compression W <- Decompress(Compress(W)) of every layer's weight and bias after every
     `quantize_every`-th update, at `quantize_bits` or the dynamic N = ceil(H_M + quantize_floor); records the bit
     rates of the last compression (`sent_bits`, `sent_huffman_bits`) at the logged steps."""
+
+    state = ("records", "sent")
 
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)

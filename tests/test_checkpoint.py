@@ -1,0 +1,96 @@
+"""Resumable training (layerlab.checkpoint): a run stopped at step k and resumed equals an uninterrupted one, in
+every regime and with the stateful probes; stale and corrupt checkpoints are reported and training starts fresh."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from conftest import make_cell
+
+from layerlab.checkpoint import Checkpoint, Interrupted
+from layerlab.models import build_model
+from layerlab.train import train_cell
+
+WALL_TIMES = {"train_seconds", "curvature_seconds"}
+
+
+class StopAt(Checkpoint):
+    """A checkpoint that behaves as if SIGTERM arrived just before step `k`."""
+
+    def __init__(self, directory, cell, k: int):
+        super().__init__(directory, cell)
+        self.k = k
+
+    def due(self, step: int) -> bool:
+        if step == self.k:
+            self.stop = 15
+        return super().due(step)
+
+
+def train(cell: dict, data, checkpoint: Checkpoint | None = None) -> tuple[xr.Dataset, dict]:
+    torch.set_num_threads(1)
+    model = build_model(cell, data.input_shape, data.n_classes)
+    ds, model = train_cell(cell, data, model, torch.device("cpu"), checkpoint)
+    return ds, model.state_dict()
+
+
+def assert_identical(a: tuple[xr.Dataset, dict], b: tuple[xr.Dataset, dict]) -> None:
+    (ds_a, weights_a), (ds_b, weights_b) = a, b
+    assert set(ds_a.variables) == set(ds_b.variables)
+    for name in set(ds_a.variables) - WALL_TIMES:
+        np.testing.assert_array_equal(ds_a[name].values, ds_b[name].values, err_msg=name)
+        assert ds_a[name].attrs == ds_b[name].attrs, name
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+CELLS = {
+    "lbe": dict(loss="ce_lbe", depth=5, lbe_beta=0.01),
+    "sgd_milestones_crop_flip": dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, lr_milestones=[8],
+                                     augment="crop_flip", bn_variant="bn_gamma_beta", weight_decay=1e-4),
+    "layerwise_mid_stage": dict(training="layerwise", depth=3, layer_steps=10, input_dropout=0.2, grad_dropout=0.3,
+                                layer_lr_decay=0.8, optimizer="sgd", lr=0.05, momentum=0.9, grad_rms_probe=True),
+    "curvature": dict(curvature_every=5, curvature_labels="sampled", curvature_samples=100, weight_entropy_bits=4,
+                      quantize_bits=6, quantize_every=3),
+}
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_resumed_run_equals_uninterrupted(name, digits, tmp_path, caplog):
+    cell = make_cell(**{"depth": 4, "width": 16, "steps": 20, "batch_size": 64, "log_every": 5, "eval_every": 10,
+                        "lr": 1e-3, **CELLS[name]})
+    k = 17 if name == "layerwise_mid_stage" else 12  # layer-wise: step 7 of the second stage
+    whole = train(cell, digits)
+    with pytest.raises(Interrupted, match=f"at step {k}; rerun to resume"):
+        train(cell, digits, StopAt(tmp_path, cell, k))
+    assert (tmp_path / "checkpoint.pt").exists()
+    with caplog.at_level(logging.INFO, logger="layerlab.checkpoint"):
+        resumed = train(cell, digits, Checkpoint(tmp_path, cell))
+    assert f"resumed from step {k}" in caplog.text
+    assert_identical(whole, resumed)
+
+
+def test_interval_checkpoints_and_a_stale_or_corrupt_one_starts_fresh(digits, tmp_path, caplog):
+    cell = make_cell(depth=3, width=8, steps=12, log_every=4, eval_every=6, lr=1e-3)
+    tmp_path = tmp_path / "checkpoints" / "depth~3"  # a cell's folder: removed with its last checkpoint
+    whole = train(cell, digits)
+    with pytest.raises(Interrupted):
+        train(cell, digits, StopAt(tmp_path, cell, 8))
+    changed = {**cell, "lr": 2e-3}
+    with caplog.at_level(logging.INFO, logger="layerlab.checkpoint"):
+        fresh = train(changed, digits, Checkpoint(tmp_path, changed))
+    assert "training starts fresh: it belongs to" in caplog.text and not (tmp_path / "checkpoint.pt").exists()
+    assert_identical(fresh, train(changed, digits))  # nothing of the other cell's state was mixed in
+    tmp_path.mkdir()
+    (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="layerlab.checkpoint"):
+        again = train(cell, digits, Checkpoint(tmp_path, cell, every=4))
+    assert "it cannot be read" in caplog.text and "checkpoint at step 4" in caplog.text
+    assert "checkpoint at step 8" in caplog.text
+    assert_identical(whole, again)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 8  # the last one, kept
