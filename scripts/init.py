@@ -4,14 +4,21 @@ import json
 
 import torch
 
-from layerlab.data import input_shape, read_provenance
+from layerlab.data import DatasetUnavailable, input_shape, read_provenance
 from layerlab.models import build_model
+from layerlab.runtime import run_script
 
 snakemake = globals()["snakemake"]
-cell = json.loads(snakemake.params.cell)
-meta = read_provenance(snakemake.input.data)
-shape, n_classes = input_shape(meta, cell["input_pool"]), meta["n_classes"]
-torch.set_num_threads(1)
-model = build_model(cell, shape, n_classes)
-torch.save({"state_dict": model.state_dict(), "cell": cell, "input_shape": shape, "n_classes": n_classes},
-           snakemake.output[0])
+
+
+def main() -> None:
+    cell = json.loads(snakemake.params.cell)
+    meta = read_provenance(snakemake.input.data)  # verifies the dataset's checksum
+    shape, n_classes = input_shape(meta, cell["input_pool"]), meta["n_classes"]
+    torch.set_num_threads(1)
+    model = build_model(cell, shape, n_classes)
+    torch.save({"state_dict": model.state_dict(), "cell": cell, "input_shape": shape, "n_classes": n_classes},
+               snakemake.output[0])
+
+
+run_script(main, DatasetUnavailable)

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from layerlab.data import DEBIAN_FASHION_MNIST, DatasetUnavailable, load, prepare, read_idx
+from layerlab.data import (
+    DEBIAN_FASHION_MNIST,
+    DatasetCorrupt,
+    DatasetUnavailable,
+    load,
+    prepare,
+    read_idx,
+    read_provenance,
+    verify,
+)
 
 
 def test_digits_prepared_with_provenance(tmp_path):
@@ -36,8 +46,56 @@ def test_corrupted_or_missing_file_is_reported(tmp_path):
         arrays = dict(f)
     arrays["y_train"][0] = (arrays["y_train"][0] + 1) % 10
     np.savez(tmp_path / "digits.npz", **arrays)
-    with pytest.raises(DatasetUnavailable, match="corrupted"):
+    with pytest.raises(DatasetCorrupt, match="sha256 of its arrays differs"):
         load(tmp_path / "digits.npz")
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("where", ["data", "zip header", "json"])
+def test_flipped_byte_is_one_line_naming_the_files_and_the_fix(tmp_path, where):
+    npz = tmp_path / "digits.npz"
+    prepare("digits", npz, tmp_path / "dl")
+    verify(npz)
+    if where == "json":
+        meta = json.loads(npz.with_suffix(".json").read_text())
+        npz.with_suffix(".json").write_text(json.dumps({**meta, "sha256": "0" * 64}))
+    else:
+        flip_byte(npz, 40_000 if where == "data" else 2)
+    for read in (load, verify, read_provenance):  # every reader, whatever the stamp says
+        with pytest.raises(DatasetCorrupt) as err:
+            read(npz)
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith(f"{npz} is corrupted (")
+        assert f"delete {npz} and {npz.with_suffix('.json')}" in msg and f"`snakemake {npz}`" in msg
+
+
+def test_verification_is_cached_per_file_version_and_preparing_again_keeps_timestamps(tmp_path, monkeypatch):
+    import layerlab.data as data
+
+    npz = tmp_path / "digits.npz"
+    prepare("digits", npz, tmp_path / "dl")
+    times = [p.stat().st_mtime_ns for p in (npz, npz.with_suffix(".json"))]
+    calls = []
+    monkeypatch.setattr(data, "_read_verified", lambda p, f=data._read_verified: calls.append(p) or f(p))
+    verify(npz)
+    verify(npz)
+    assert calls == []  # prepare() stamped this version: no hashing
+    os.utime(npz)  # a new version (touched): hashed once, then stamped again
+    verify(npz)
+    verify(npz)
+    assert calls == [npz]
+    times = [p.stat().st_mtime_ns for p in (npz, npz.with_suffix(".json"))]
+    npz.unlink()
+    npz.with_suffix(".json").unlink()
+    prepare("digits", npz, tmp_path / "dl")  # the same arrays again: the verified version's timestamps
+    assert [p.stat().st_mtime_ns for p in (npz, npz.with_suffix(".json"))] == times
+    verify(npz)
+    assert calls == [npz]
 
 
 def test_white_noise_is_seeded(tmp_path):

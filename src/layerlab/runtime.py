@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from layerlab import gpus
-from layerlab.data import Dataset, load
+from layerlab.data import Dataset, DatasetUnavailable, load
 from layerlab.models import LayerwiseNet, load_init
 
 
@@ -43,6 +43,9 @@ def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, LayerwiseNet]:
     """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights)."""
     cell = json.loads(snakemake.params.cell)
     device = setup(snakemake.threads)
-    data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"], cell["input_scaling"],
-                cell["input_pool"])
+    try:
+        data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"],
+                    cell["input_scaling"], cell["input_pool"])
+    except DatasetUnavailable as err:  # a missing or corrupt dataset: its message alone, naming the fix
+        sys.exit(f"layerlab: {err}")
     return cell, device, data, load_init(snakemake.input.init, cell)
