@@ -257,9 +257,8 @@ def input_shape(meta: dict, pool: int = 1) -> tuple[int, ...]:
 def load(path: Path, device: torch.device | str = "cpu", train_subset: int | None = None,
          test_subset: int | None = None, scaling: str = "standardize", pool: int = 1) -> Dataset:
     """Load a prepared dataset, verified against its provenance's sha256 (DatasetCorrupt). Pixels are mapped to
-    [0, 1] and average-pooled by `pool`
-    (`scaling="unit"`), then, by default, standardized with the training split's mean and std over all pixels
-    (`standardize`) or per channel (`standardize_channels`)."""
+    [0, 1] and average-pooled by `pool` (`scaling="unit"`), then, by default, standardized with the training
+    split's mean and std over all pixels (`standardize`) or per channel (`standardize_channels`)."""
     if not Path(path).exists():
         raise DatasetUnavailable(f"prepared dataset {path} is missing; run the `dataset` rule first")
     arrays, meta = _read_verified(Path(path))
