@@ -129,3 +129,37 @@ def test_fashion_mnist_from_debian_package(tmp_path):
     assert y[0] == 9 and (np.bincount(y) == 6000).all()  # first label "ankle boot", balanced classes
     assert x.mean() / 255 == pytest.approx(0.2860, abs=1e-3)  # known FashionMNIST pixel statistics
     assert (x / 255).std() == pytest.approx(0.3530, abs=1e-3)
+
+
+@pytest.mark.parametrize(("name", "cls", "layout"), [
+    ("mnist", "MNIST", "resources/downloads/MNIST/raw/{train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte} (gunzip the .gz files of https://"),
+    ("cifar10", "CIFAR10", "resources/downloads/cifar-10-python.tar.gz (from https://www.cs.toronto.edu/"),
+    ("cifar100", "CIFAR100", "or its extracted folder resources/downloads/cifar-100-python/"),
+])
+def test_offline_message_gives_the_folder_layout(monkeypatch, name, cls, layout):
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(getattr(torchvision.datasets, cls), "__init__", offline)
+    with pytest.raises(DatasetUnavailable, match="place the torchvision files there by hand") as err:
+        prepare(name, Path("x.npz"), Path("resources/downloads"))
+    assert layout in str(err.value)
+
+
+def test_offline_layout_is_where_torchvision_reads_without_network(tmp_path):
+    """The gunzipped IDX files at the stated place are enough for torchvision (no download attempted)."""
+    import torchvision
+
+    raw = tmp_path / "FashionMNIST/raw"
+    raw.mkdir(parents=True)
+    data = np.zeros((3, 28, 28), dtype=np.uint8)
+    for split in ("train", "t10k"):
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + struct.pack(">III", 3, 28, 28)
+                                                         + data.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + struct.pack(">I", 3) + b"\x01\x02\x03")
+    assert len(torchvision.datasets.FashionMNIST(str(tmp_path), train=True, download=True)) == 3

@@ -91,6 +91,14 @@ def _idx_dir(root: Path) -> dict[str, np.ndarray]:
     return {key: read_idx(root / name) for key, name in IDX_FILES.items()}
 
 
+def offline_layout(cls: type, downloads: Path) -> str:
+    """Where torchvision's dataset class `cls` finds its files under `downloads` without a network."""
+    if hasattr(cls, "resources"):  # MNIST family: the IDX files, gunzipped (torchvision checks only that they exist)
+        files = ", ".join(f.removesuffix(".gz") for f, _ in cls.resources)
+        return f"{downloads / cls.__name__ / 'raw'}/{{{files}}} (gunzip the .gz files of {cls.mirrors[0]})"
+    return f"{downloads / cls.filename} (from {cls.url}), or its extracted folder {downloads / cls.base_folder}/"
+
+
 def _torchvision(name: str, downloads: Path) -> dict[str, np.ndarray]:
     import torchvision
 
@@ -107,7 +115,7 @@ def _torchvision(name: str, downloads: Path) -> dict[str, np.ndarray]:
         raise DatasetUnavailable(
             f"dataset '{name}' is not prepared and the torchvision download into {downloads} failed "
             f"({type(err).__name__}: {err}). Run on a machine with internet access once, or place the "
-            f"torchvision files under {downloads}.{hint}"
+            f"torchvision files there by hand: {offline_layout(cls, downloads)}.{hint}"
         ) from err
 
     def arrays(split) -> tuple[np.ndarray, np.ndarray]:
