@@ -1,4 +1,4 @@
-"""What every job script does first: pick the device, pin torch threads, make CPU runs deterministic."""
+"""What every job script does first: pick the device, pin torch threads, make runs deterministic."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def device() -> torch.device:
 def setup(threads: int) -> torch.device:
     """One job = `threads` torch threads (parallel jobs must not oversubscribe the cores)."""
     torch.set_num_threads(max(1, threads))
+    # cuBLAS is deterministic only with a fixed workspace, read when CUDA first creates a handle (after this call);
+    # without it use_deterministic_algorithms warns on every CUDA matmul and results vary from run to run
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     return device()
 
