@@ -207,7 +207,6 @@ def train_in_process(cell: dict, datasets: Path, device: torch.device) -> tuple[
     path = datasets / f"{cell['dataset']}.npz"
     meta = read_provenance(path)
     run = {k: v for k, v in cell.items() if k != "full_steps"}
-    torch.manual_seed(0)  # build_model seeds from the cell; this only pins anything outside it
     model = build_model(run, input_shape(meta, run["input_pool"]), meta["n_classes"])
     data = load(path, device, run["train_subset"], run["test_subset"], run["input_scaling"], run["input_pool"])
     if device.type == "cuda":
