@@ -18,8 +18,8 @@ sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 from layerlab.catalog import check_cell  # noqa: E402
 from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, expand_cells  # noqa: E402
+from layerlab.data import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
 from layerlab.registry import MEASUREMENTS, load_plugins, resolve  # noqa: E402
-from layerlab.data import DATASETS  # noqa: E402
 from layerlab.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
 
 min_version("9.0")
@@ -47,6 +47,13 @@ for _cid, _cell in CELLS.items():
         check_cell(_cell, config["probes"])
     except (WorkflowError, ConfigError) as err:
         raise WorkflowError(f"layerlab config error in cell '{_cid}':\n{err}") from None
+# A corrupt prepared dataset stops the run here, before a job could delete a result computed from it.
+try:
+    for _path in sorted({f"resources/datasets/{c['dataset']}.npz" for c in CELLS.values()}):
+        if Path(_path).exists() and Path(_path).with_suffix(".json").exists():
+            verify_dataset(_path)  # hashes the arrays once per version of the file (~0.2 s for FashionMNIST)
+except DatasetUnavailable as err:
+    raise WorkflowError(f"layerlab: {err}") from None
 
 STUDY = config["study"]
 OUT = f"results/{STUDY}"

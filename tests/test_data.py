@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from layerlab.data import DEBIAN_FASHION_MNIST, DatasetUnavailable, load, prepare, read_idx
+from layerlab.data import (
+    DEBIAN_FASHION_MNIST,
+    DatasetCorrupt,
+    DatasetUnavailable,
+    load,
+    prepare,
+    read_idx,
+    read_provenance,
+    verify,
+)
 
 
 def test_digits_prepared_with_provenance(tmp_path):
@@ -36,8 +46,56 @@ def test_corrupted_or_missing_file_is_reported(tmp_path):
         arrays = dict(f)
     arrays["y_train"][0] = (arrays["y_train"][0] + 1) % 10
     np.savez(tmp_path / "digits.npz", **arrays)
-    with pytest.raises(DatasetUnavailable, match="corrupted"):
+    with pytest.raises(DatasetCorrupt, match="sha256 of its arrays differs"):
         load(tmp_path / "digits.npz")
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("where", ["data", "zip header", "json"])
+def test_flipped_byte_is_one_line_naming_the_files_and_the_fix(tmp_path, where):
+    npz = tmp_path / "digits.npz"
+    prepare("digits", npz, tmp_path / "dl")
+    verify(npz)
+    if where == "json":
+        meta = json.loads(npz.with_suffix(".json").read_text())
+        npz.with_suffix(".json").write_text(json.dumps({**meta, "sha256": "0" * 64}))
+    else:
+        flip_byte(npz, 40_000 if where == "data" else 2)
+    for read in (load, verify, read_provenance):  # every reader, whatever the stamp says
+        with pytest.raises(DatasetCorrupt) as err:
+            read(npz)
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith(f"{npz} is corrupted (")
+        assert f"delete {npz} and {npz.with_suffix('.json')}" in msg and f"`snakemake {npz}`" in msg
+
+
+def test_verification_is_cached_per_file_version_and_preparing_again_keeps_timestamps(tmp_path, monkeypatch):
+    import layerlab.data as data
+
+    npz = tmp_path / "digits.npz"
+    prepare("digits", npz, tmp_path / "dl")
+    times = [p.stat().st_mtime_ns for p in (npz, npz.with_suffix(".json"))]
+    calls = []
+    monkeypatch.setattr(data, "_read_verified", lambda p, f=data._read_verified: calls.append(p) or f(p))
+    verify(npz)
+    verify(npz)
+    assert calls == []  # prepare() stamped this version: no hashing
+    os.utime(npz)  # a new version (touched): hashed once, then stamped again
+    verify(npz)
+    verify(npz)
+    assert calls == [npz]
+    times = [p.stat().st_mtime_ns for p in (npz, npz.with_suffix(".json"))]
+    npz.unlink()
+    npz.with_suffix(".json").unlink()
+    prepare("digits", npz, tmp_path / "dl")  # the same arrays again: the verified version's timestamps
+    assert [p.stat().st_mtime_ns for p in (npz, npz.with_suffix(".json"))] == times
+    verify(npz)
+    assert calls == [npz]
 
 
 def test_white_noise_is_seeded(tmp_path):
@@ -71,3 +129,37 @@ def test_fashion_mnist_from_debian_package(tmp_path):
     assert y[0] == 9 and (np.bincount(y) == 6000).all()  # first label "ankle boot", balanced classes
     assert x.mean() / 255 == pytest.approx(0.2860, abs=1e-3)  # known FashionMNIST pixel statistics
     assert (x / 255).std() == pytest.approx(0.3530, abs=1e-3)
+
+
+@pytest.mark.parametrize(("name", "cls", "layout"), [
+    ("mnist", "MNIST", "resources/downloads/MNIST/raw/{train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte} (gunzip the .gz files of https://"),
+    ("cifar10", "CIFAR10", "resources/downloads/cifar-10-python.tar.gz (from https://www.cs.toronto.edu/"),
+    ("cifar100", "CIFAR100", "or its extracted folder resources/downloads/cifar-100-python/"),
+])
+def test_offline_message_gives_the_folder_layout(monkeypatch, name, cls, layout):
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(getattr(torchvision.datasets, cls), "__init__", offline)
+    with pytest.raises(DatasetUnavailable, match="place the torchvision files there by hand") as err:
+        prepare(name, Path("x.npz"), Path("resources/downloads"))
+    assert layout in str(err.value)
+
+
+def test_offline_layout_is_where_torchvision_reads_without_network(tmp_path):
+    """The gunzipped IDX files at the stated place are enough for torchvision (no download attempted)."""
+    import torchvision
+
+    raw = tmp_path / "FashionMNIST/raw"
+    raw.mkdir(parents=True)
+    data = np.zeros((3, 28, 28), dtype=np.uint8)
+    for split in ("train", "t10k"):
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + struct.pack(">III", 3, 28, 28)
+                                                         + data.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + struct.pack(">I", 3) + b"\x01\x02\x03")
+    assert len(torchvision.datasets.FashionMNIST(str(tmp_path), train=True, download=True)) == 3

@@ -65,3 +65,46 @@ def test_chaotic_fixed_point_is_a_fixed_point_of_the_quadrature_map():
     u1, u2 = math.sqrt(q) * z1, math.sqrt(q) * (c * z1 + math.sqrt(1 - c * c) * z2)
     assert (sw2 * np.mean(np.tanh(u1) * np.tanh(u2)) + sb2) / q == pytest.approx(c, abs=3e-3)
     assert xi_c(sw2, sb2) == pytest.approx(9.05, rel=1e-2)  # seed notes' reference table
+
+
+def reference_q(sw2: float, sb2: float) -> float:
+    q = 1.0
+    for _ in range(2000):
+        q = sw2 * gaussian_mean(lambda z, q=q: math.tanh(math.sqrt(q) * z) ** 2) + sb2
+    return q
+
+
+def reference_correlation_map(sw2: float, sb2: float, q: float):
+    """The correlation map on a trapezoid grid (not Gauss-Hermite), float64."""
+    z = np.linspace(-10, 10, 801)
+    w = np.exp(-z * z / 2) * (z[1] - z[0]) / math.sqrt(2 * math.pi)
+    z1, z2, ww = z[:, None], z[None, :], np.outer(w, w)
+    t1 = np.tanh(math.sqrt(q) * z1)
+
+    def corr_map(c: float) -> float:
+        t2 = np.tanh(math.sqrt(q) * (c * z1 + math.sqrt(1 - c * c) * z2))
+        return float((sw2 * np.sum(ww * t1 * t2) + sb2) / q)
+
+    return corr_map
+
+
+@pytest.mark.parametrize(("sw2", "sb2", "paper_xi"), [(1.5, 0.0, 52.36), (3.0, 0.0, None), (1.5, 0.01, None),
+                                                      (3.0, 0.05, 9.05)])
+def test_chaotic_c_star_and_xi_c_match_iterated_map(sw2, sb2, paper_xi):
+    """c* by iterating the map from c = 0.5 to its fixed point, xi_c = -1/ln(slope) by a central difference there."""
+    corr_map = reference_correlation_map(sw2, sb2, reference_q(sw2, sb2))
+    c = 0.5
+    for _ in range(3000):
+        c_next = corr_map(c)
+        if abs(c_next - c) < 1e-12:
+            break
+        c = c_next
+    # the iteration converges geometrically with rate = slope, so its error is |step| / (1 - slope)
+    h = 1e-4
+    slope = (corr_map(c + h) - corr_map(c - h)) / (2 * h)
+    assert c_star(sw2, sb2) == pytest.approx(c, abs=1e-7)
+    assert xi_c(sw2, sb2) == pytest.approx(-1 / math.log(slope), rel=1e-4)
+    if paper_xi is not None:  # Poole et al.'s reference code gives xi_c = 52.36 at (1.5, 0)
+        assert xi_c(sw2, sb2) == pytest.approx(paper_xi, rel=1e-3)
+    if sb2 == 0:
+        assert c_star(sw2, sb2) == 0.0

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import urllib.error
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def _idx_dir(root: Path) -> dict[str, np.ndarray]:
     return {key: read_idx(root / name) for key, name in IDX_FILES.items()}
 
 
+def offline_layout(cls: type, downloads: Path) -> str:
+    """Where torchvision's dataset class `cls` finds its files under `downloads` without a network."""
+    if hasattr(cls, "resources"):  # MNIST family: the IDX files, gunzipped (torchvision checks only that they exist)
+        files = ", ".join(f.removesuffix(".gz") for f, _ in cls.resources)
+        return f"{downloads / cls.__name__ / 'raw'}/{{{files}}} (gunzip the .gz files of {cls.mirrors[0]})"
+    return f"{downloads / cls.filename} (from {cls.url}), or its extracted folder {downloads / cls.base_folder}/"
+
+
 def _torchvision(name: str, downloads: Path) -> dict[str, np.ndarray]:
     import torchvision
 
@@ -106,7 +115,7 @@ def _torchvision(name: str, downloads: Path) -> dict[str, np.ndarray]:
         raise DatasetUnavailable(
             f"dataset '{name}' is not prepared and the torchvision download into {downloads} failed "
             f"({type(err).__name__}: {err}). Run on a machine with internet access once, or place the "
-            f"torchvision files under {downloads}.{hint}"
+            f"torchvision files there by hand: {offline_layout(cls, downloads)}.{hint}"
         ) from err
 
     def arrays(split) -> tuple[np.ndarray, np.ndarray]:
@@ -172,11 +181,76 @@ def prepare(name: str, out: Path, downloads: Path) -> dict:
     np.savez(tmp, **arrays, provenance=np.array(json.dumps(meta)))
     tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    stamp = _read_stamp(out)
+    if stamp.get("sha256") == meta["sha256"]:
+        # the same data as a verified earlier copy (e.g. one prepared again after corruption): keep that copy's
+        # timestamps, so that Snakemake does not redo the cells computed from it
+        for path in (out, out.with_suffix(".json")):
+            os.utime(path, ns=(stamp[path.suffix][1],) * 2)
+    _write_stamp(out, meta["sha256"])
     return meta
 
 
+class DatasetCorrupt(DatasetUnavailable):
+    """A prepared dataset does not match its provenance; the message names the files to delete."""
+
+
+def _stamp_path(npz: Path) -> Path:
+    return npz.with_name(f".{npz.stem}.verified.json")
+
+
+def _file_ids(npz: Path) -> dict[str, list[int]]:
+    return {p.suffix: [p.stat().st_size, p.stat().st_mtime_ns] for p in (npz, npz.with_suffix(".json"))}
+
+
+def _read_stamp(npz: Path) -> dict:
+    try:
+        return json.loads(_stamp_path(npz).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_stamp(npz: Path, sha256: str) -> None:
+    tmp = npz.with_name(f".{npz.stem}.verified.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"sha256": sha256, **_file_ids(npz)}))
+    tmp.replace(_stamp_path(npz))
+
+
+def _corrupt(npz: Path, why: str) -> DatasetCorrupt:
+    return DatasetCorrupt(f"{npz} is corrupted ({why}); delete {npz} and {npz.with_suffix('.json')}, prepare it "
+                          f"again with `snakemake {npz}` (results computed from it are kept), then rerun")
+
+
+def _read_verified(npz: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays of a prepared dataset and its provenance, checked against the sha256 in the .json beside it."""
+    try:
+        meta = json.loads(npz.with_suffix(".json").read_text())
+        expected = meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise _corrupt(npz, f"provenance {npz.with_suffix('.json')} unreadable: {type(err).__name__}") from None
+    try:
+        with np.load(npz) as f:
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            embedded = json.loads(str(f["provenance"])).get("sha256")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise _corrupt(npz, f"unreadable: {type(err).__name__}: {err}") from None
+    if sha256_of(*(arrays[k] for k in sorted(arrays))) != expected or embedded != expected:
+        raise _corrupt(npz, f"sha256 of its arrays differs from {npz.with_suffix('.json')}")
+    return arrays, meta
+
+
+def verify(npz_path: str | os.PathLike) -> None:
+    """Check a prepared dataset against its provenance's sha256, at most once per version of the files: a stamp
+    beside them records the (size, mtime) of the last verified pair. Raises DatasetCorrupt."""
+    npz = Path(npz_path)
+    if (stamp := _read_stamp(npz)) and {k: stamp.get(k) for k in (".npz", ".json")} == _file_ids(npz):
+        return
+    _write_stamp(npz, _read_verified(npz)[1]["sha256"])
+
+
 def read_provenance(npz_path: str | os.PathLike) -> dict:
-    """The provenance written beside a prepared dataset (shapes, classes, checksum, source)."""
+    """The provenance written beside a prepared dataset (shapes, classes, checksum, source), after `verify`."""
+    verify(npz_path)
     return json.loads(Path(npz_path).with_suffix(".json").read_text())
 
 
@@ -190,16 +264,12 @@ def input_shape(meta: dict, pool: int = 1) -> tuple[int, ...]:
 
 def load(path: Path, device: torch.device | str = "cpu", train_subset: int | None = None,
          test_subset: int | None = None, scaling: str = "standardize", pool: int = 1) -> Dataset:
-    """Load a prepared dataset and verify its checksum. Pixels are mapped to [0, 1] and average-pooled by `pool`
-    (`scaling="unit"`), then, by default, standardized with the training split's mean and std over all pixels
-    (`standardize`) or per channel (`standardize_channels`)."""
+    """Load a prepared dataset, verified against its provenance's sha256 (DatasetCorrupt). Pixels are mapped to
+    [0, 1] and average-pooled by `pool` (`scaling="unit"`), then, by default, standardized with the training
+    split's mean and std over all pixels (`standardize`) or per channel (`standardize_channels`)."""
     if not Path(path).exists():
         raise DatasetUnavailable(f"prepared dataset {path} is missing; run the `dataset` rule first")
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        meta = json.loads(str(f["provenance"]))
-    if sha256_of(*(arrays[k] for k in sorted(arrays))) != meta["sha256"]:
-        raise DatasetUnavailable(f"{path} is corrupted (sha256 mismatch); delete it and rerun")
+    arrays, meta = _read_verified(Path(path))
     if train_subset:
         arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_subset], arrays["y_train"][:train_subset]
     if test_subset:

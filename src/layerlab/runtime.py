@@ -1,4 +1,4 @@
-"""What every job script does first: pick the device, pin torch threads, make CPU runs deterministic."""
+"""What every job script does first: pick the device, pin torch threads, make runs deterministic."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from layerlab import gpus
-from layerlab.data import Dataset, load
+from layerlab.data import Dataset, DatasetUnavailable, load
 from layerlab.layers import Network
 from layerlab.models import load_init
 from layerlab.registry import load_plugins
@@ -30,6 +30,9 @@ def device() -> torch.device:
 def setup(threads: int) -> torch.device:
     """One job = `threads` torch threads (parallel jobs must not oversubscribe the cores)."""
     torch.set_num_threads(max(1, threads))
+    # cuBLAS is deterministic only with a fixed workspace, read when CUDA first creates a handle (after this call);
+    # without it use_deterministic_algorithms warns on every CUDA matmul and results vary from run to run
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     return device()
 
@@ -54,6 +57,9 @@ def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
     load_plugins(snakemake.config["plugins"])
     cell = json.loads(snakemake.params.cell)
     device = setup(snakemake.threads)
-    data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"], cell["input_scaling"],
-                cell["input_pool"])
+    try:
+        data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"],
+                    cell["input_scaling"], cell["input_pool"])
+    except DatasetUnavailable as err:  # a missing or corrupt dataset: its message alone, naming the fix
+        sys.exit(f"layerlab: {err}")
     return cell, device, data, load_init(snakemake.input.init, cell)

@@ -55,6 +55,8 @@ def c_star(sigma_w2: float, sigma_b2: float) -> float:
     """Stable fixed point of the correlation map: 1 when ordered, below 1 when chaotic."""
     if chi1(sigma_w2, sigma_b2) <= 1:
         return 1.0
+    if sigma_b2 == 0:  # odd map, so 0 is a fixed point; convex on [0, 1] with slope > 1 at 1, so it is the stable one
+        return 0.0
     return brentq(lambda c: correlation_map(c, sigma_w2, sigma_b2) - c, 0.0, 1 - 1e-9, xtol=1e-12)
 
 
