@@ -4,15 +4,22 @@ every regime and with the stateful probes; stale and corrupt checkpoints are rep
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
-from conftest import make_cell
+from conftest import ROOT, make_cell, snakemake, write_study
 
 from layerlab.checkpoint import Checkpoint, Interrupted
 from layerlab.models import build_model
+from layerlab.store import read_store
 from layerlab.train import train_cell
 
 WALL_TIMES = {"train_seconds", "curvature_seconds"}
@@ -94,3 +101,37 @@ def test_interval_checkpoints_and_a_stale_or_corrupt_one_starts_fresh(digits, tm
     assert "checkpoint at step 8" in caplog.text
     assert_identical(whole, again)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 8  # the last one, kept
+
+
+@pytest.mark.e2e
+def test_killed_snakemake_resumes_the_cell_with_identical_metrics(tmp_path):
+    """SIGKILL the whole Snakemake process group after a checkpoint, --unlock, rerun: the cell resumes (its log says
+    from which step) and its train.zarr equals an uninterrupted run's."""
+    study = {"study": "resume", "grid": {"depth": [3]},
+             "fixed": {"dataset": "digits", "width": 32, "steps": 4000, "batch_size": 32, "log_every": 100,
+                       "eval_every": 1000, "lr": 1e-3},
+             "checkpoint": {"every": 200}}
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    for workdir in (killed, whole):
+        write_study(workdir, study)
+    checkpoint = killed / "results/resume/checkpoints/depth~3/checkpoint.pt"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(killed), "--configfile",
+           str(killed / "study.yaml"), "-c1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "no checkpoint before the kill (or the run finished first)"
+    assert not (killed / "results/resume/cells/depth~3/train.zarr").exists()
+    snakemake(killed, "--unlock")
+    snakemake(killed)
+    log = (killed / "results/resume/logs/train/depth~3.log").read_text()
+    step = int(re.search(r"resumed from step (\d+)", log).group(1))
+    assert 0 < step < 4000 and step % 200 == 0
+    assert not checkpoint.exists()  # removed once the outputs are written
+    snakemake(whole)
+    a, b = (read_store(w / "results/resume/cells/depth~3/train.zarr") for w in (killed, whole))
+    for name in set(a.variables) - WALL_TIMES:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)

@@ -138,7 +138,7 @@ def stage_schedule(cell: dict, stage: int) -> dict:
 def make_head(cell: dict, shape: tuple[int, ...], n_classes: int, stage: int) -> nn.Module:
     """A fresh decision head for features of `shape` (one example): `linear` (flatten + Linear) or
     `pool_linear` (global average pool of conv maps, then Linear; plain Linear for vectors)."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
         torch.manual_seed(cell["seed"] * STAGE_SEED + stage)
         if cell["layer_head"] == "pool_linear" and len(shape) == 3:
             head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(shape[0], n_classes))

@@ -1,0 +1,90 @@
+"""Cost of one training checkpoint (layerlab.checkpoint) against the training it protects, side by side in one run.
+
+For each network: the wall time of one training step, of taking the loop's state and writing it atomically (one
+`Checkpoint.save`), the file size, and the overhead of checkpointing at the default interval (every 10 minutes of
+training) and every N steps. Networks: the default study's deepest cell (digits, 50 x 256 ReLU FNN, Adam) and a
+paper-size one (ResNet-1202 of last_layer_paper on a CIFAR-shaped batch of 128, SGD + Nesterov).
+
+    python bench/checkpoint_cost.py [--repeats 5] [--every 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from layerlab.checkpoint import Checkpoint
+from layerlab.data import Dataset, Split
+from layerlab.models import build_model
+from layerlab.train import Loop
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {k: v["default"] for k, v in yaml.safe_load((ROOT / "workflow/schemas/cell.schema.yaml").read_text())[
+    "properties"].items()}
+NETWORKS = {
+    "default study, depth 50 FNN (digits)": ({"depth": 50, "width": 256, "batch_size": 128}, (1, 8, 8), 1437),
+    "ResNet-1202 (CIFAR shape)": ({"model": "resnet", "depth": 1202, "width": 16, "bn_variant": "bn_gamma_beta",
+                                   "init": "he_fan_out", "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+                                   "nesterov": True, "batch_size": 128}, (3, 32, 32), 512),
+}
+
+
+def synthetic(shape: tuple[int, ...], n: int) -> Dataset:
+    """Random tensors of the network's input shape (the cost does not depend on the values)."""
+    generator = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(n, *shape, generator=generator), torch.randint(0, 10, (n,), generator=generator))
+    return Dataset("synthetic", split, split, 10)
+
+
+def measure(overrides: dict, shape: tuple[int, ...], n: int, repeats: int, every: int) -> dict[str, float]:
+    cell = {**DEFAULTS, "log_every": 10**9, "eval_every": 10**9, **overrides}
+    data = synthetic(shape, n)
+    model = build_model(cell, shape, 10)
+    loop = Loop(cell, data, model)
+    stage = next(loop.regime.stages())
+    stage.net.train()
+    to_log = set()
+    step_times = []
+    for t in range(repeats + 1):
+        tic = time.perf_counter()
+        state = loop.forward(stage, t, to_log)
+        loop.update(stage, state)
+        step_times.append(time.perf_counter() - tic)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Checkpoint(tmp, cell)
+        save_times = []
+        for _ in range(repeats):
+            tic = time.perf_counter()
+            checkpoint.save(loop.state(stage, repeats + 1))
+            save_times.append(time.perf_counter() - tic)
+        size = checkpoint.path.stat().st_size
+    step, save = statistics.median(step_times[1:]), statistics.median(save_times)
+    return {"step_ms": 1e3 * step, "save_ms": 1e3 * save, "mb": size / 1e6,
+            "overhead_10min": save / 600, "overhead_every": save / (every * step), "save_in_steps": save / step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--every", type=int, default=1000, help="a step interval to report the overhead of")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"| network | step (ms) | one checkpoint (ms) | size (MB) | = steps | overhead, every 10 min | "
+          f"overhead, every {args.every} steps |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (overrides, shape, n) in NETWORKS.items():
+        r = measure(overrides, shape, n, args.repeats, args.every)
+        print(f"| {name} | {r['step_ms']:.1f} | {r['save_ms']:.0f} | {r['mb']:.1f} | {r['save_in_steps']:.2f} | "
+              f"{100 * r['overhead_10min']:.3f} % | {100 * r['overhead_every']:.3f} % |")
+
+
+if __name__ == "__main__":
+    main()
