@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 # The library is importable here and in every job, installed or not (jobs inherit the environment).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, check_cell, deepest_sibling, expand_cells  # noqa: E402
+from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, deepest_sibling  # noqa: E402
 from layerlab.data import DATASETS  # noqa: E402
 from layerlab.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
 
@@ -29,22 +29,21 @@ if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Schemas compiled once (layerlab.validate): defaults filled, `--config KEY=VALUE` cell overrides applied, every
+# cell checked (check_cell, batch size), plot specs checked against the grid and the variables the study produces.
+from layerlab.validate import check_study  # noqa: E402
+
 try:
-    CELLS = expand_cells(config)
+    CELLS = check_study(config, workflow.config_settings.config)
 except ConfigError as err:
     raise WorkflowError(f"layerlab config error: {err}") from None
-for _cid, _cell in CELLS.items():
-    try:
-        validate(_cell, "workflow/schemas/cell.schema.yaml")
-        check_cell(_cell, config["probes"])
-    except (WorkflowError, ConfigError) as err:
-        raise WorkflowError(f"layerlab config error in cell '{_cid}':\n{err}") from None
 
 STUDY = config["study"]
 OUT = f"results/{STUDY}"
 AXES = list(config["grid"])
 PROBES = config["probes"]
+PLOTS = {p["name"]: p for p in config["plots"]}
+PLOT_CAPTIONS = {p["kind"]: (Path(workflow.basedir) / f"workflow/report/{p['kind']}.rst").read_text() for p in PLOTS.values()}
 # which cell's probe store each cell reads: the cascade runs on the deepest sibling, other probes on the cell
 PROBE_SOURCES = {p: deepest_sibling(CELLS) if p == "cascade" else {c: c for c in CELLS} for p in PROBES}
 # Local GPUs (layerlab.gpus): each training job claims one (device, slot) of this pool and sees only that device.
@@ -65,6 +64,7 @@ def cell_dataset(wildcards) -> str:
 wildcard_constraints:
     cell=CELL_ID_PATTERN,
     dataset="|".join(DATASETS),
+    plot="|".join(PLOTS) or "^$",
 
 
 include: "workflow/rules/data.smk"
@@ -77,4 +77,4 @@ rule all:
     default_target: True
     input:
         rules.collect.output,
-        rules.plots.output,
+        expand(f"{OUT}/figures/{{plot}}.png", plot=PLOTS),
