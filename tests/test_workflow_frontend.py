@@ -94,8 +94,9 @@ def test_diff_names_changed_keys_new_and_removed_cells(ran):
 def test_bad_overrides_stop_before_any_job(tmp_path, args, expected):
     write_study(tmp_path, STUDY)
     proc = snakemake(tmp_path, "-n", *args, check=False)
-    assert proc.returncode != 0 and expected in proc.stderr
-    assert "layerlab config error" in proc.stderr and "properties:" not in proc.stderr  # no schema dump
+    out = proc.stdout + proc.stderr  # a dry run logs to stdout
+    assert proc.returncode != 0 and expected in out
+    assert "layerlab config error" in out and "properties:" not in out  # no schema dump
     assert not (tmp_path / "results").exists()
 
 

@@ -157,7 +157,8 @@ def apply_overrides(config: dict, cli: Mapping[str, Any]) -> dict[str, Any]:
     if overrides and isinstance(config.get("fixed", {}), dict):
         config["fixed"] = {**config.get("fixed", {}), **overrides}
         for entry in config.get("cells", []):  # an override wins in every cell, explicit ones included
-            entry.update({k: v for k, v in overrides.items() if k in entry})
+            if isinstance(entry, dict):
+                entry.update({k: v for k, v in overrides.items() if k in entry})
     return overrides
 
 
