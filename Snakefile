@@ -10,16 +10,15 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 # The library is importable here and in every job, installed or not (jobs inherit the environment).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-from layerlab.catalog import check_cell  # noqa: E402
-from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, expand_cells  # noqa: E402
+from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json  # noqa: E402
 from layerlab.data import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
-from layerlab.registry import MEASUREMENTS, load_plugins, resolve  # noqa: E402
+from layerlab.registry import MEASUREMENTS, resolve  # noqa: E402
 from layerlab.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
 
 min_version("9.0")
@@ -32,21 +31,15 @@ if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config/config.yaml"
 
 
+# Schemas compiled once (layerlab.validate): defaults filled, `--config KEY=VALUE` cell overrides applied, every
+# cell checked (its plug-ins' constraints, batch size), plot specs checked against the grid and the variables the
+# study produces. The study's plug-ins first: their parameters and names join the schemas.
+from layerlab.validate import check_study  # noqa: E402
+
 try:
-    load_plugins(config.get("plugins", []))  # the study's own probes, measurements, models, plot kinds
+    CELLS = check_study(config, workflow.config_settings.config)
 except ConfigError as err:
     raise WorkflowError(f"layerlab config error: {err}") from None
-validate(config, "workflow/schemas/config.schema.yaml")
-try:
-    CELLS = expand_cells(config)
-except ConfigError as err:
-    raise WorkflowError(f"layerlab config error: {err}") from None
-for _cid, _cell in CELLS.items():
-    try:
-        validate(_cell, "workflow/schemas/cell.schema.yaml")
-        check_cell(_cell, config["probes"])
-    except (WorkflowError, ConfigError) as err:
-        raise WorkflowError(f"layerlab config error in cell '{_cid}':\n{err}") from None
 # A corrupt prepared dataset stops the run here, before a job could delete a result computed from it.
 try:
     for _path in sorted({f"resources/datasets/{c['dataset']}.npz" for c in CELLS.values()}):
@@ -59,6 +52,9 @@ STUDY = config["study"]
 OUT = f"results/{STUDY}"
 AXES = list(config["grid"])
 PROBES = config["probes"]  # the study's measurements (layerlab.registry.MEASUREMENTS)
+PLOTS = {p["name"]: p for p in config["plots"]}
+PLOT_CAPTIONS = {p["kind"]: (Path(workflow.basedir) / f"workflow/report/{p['kind']}.rst").read_text()
+                 for p in PLOTS.values()}
 # which cell's store of each measurement a cell reads (the cascade's: its deepest sibling's)
 PROBE_SOURCES = {p: resolve(MEASUREMENTS[p].source)(CELLS) if MEASUREMENTS[p].source else {c: c for c in CELLS}
                  for p in PROBES}
@@ -71,6 +67,7 @@ os.environ.update(gpu_env(GPUS, GPU_SLOTS, Path(".snakemake/layerlab-gpu-locks")
 wildcard_constraints:
     cell=CELL_ID_PATTERN,
     dataset="|".join(DATASETS),
+    plot="|".join(PLOTS) or "^$",
 
 
 include: "workflow/rules/common.smk"
@@ -84,4 +81,4 @@ rule all:
     default_target: True
     input:
         rules.collect.output,
-        rules.plots.output,
+        expand(f"{OUT}/figures/{{plot}}.png", plot=PLOTS),

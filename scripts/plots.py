@@ -1,16 +1,22 @@
-"""Rule `plots`: one figure per entry of the config's `plots`."""
+"""Rule `plots`: one figure of the config's `plots` (its spec in params); a failure names the plot."""
 
 import json
+import sys
+import traceback
 from pathlib import Path
 
 from layerlab.plots import save_plot
 from layerlab.registry import load_plugins
-from layerlab.runtime import start_log
 from layerlab.store import read_store
 
 snakemake = globals()["snakemake"]
-start_log(snakemake)
 load_plugins(snakemake.config["plugins"])
-study = read_store(snakemake.input[0])
-for spec, out in zip(json.loads(snakemake.params.plots), snakemake.output, strict=True):
-    save_plot(study, spec, Path(out))
+spec = json.loads(snakemake.params.spec)
+with open(snakemake.log[0], "w") as log:
+    try:
+        save_plot(read_store(snakemake.input[0]), spec, Path(snakemake.output[0]))
+    except Exception as err:
+        traceback.print_exc(file=log)
+        sys.exit(f"layerlab: plot '{spec['name']}' (kind {spec['kind']}) failed: {type(err).__name__}: {err}; "
+                 f"the other figures are unaffected (traceback: {snakemake.log[0]})")
+    print(f"wrote {snakemake.output[0]}", file=log)

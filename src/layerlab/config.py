@@ -33,8 +33,9 @@ def cell_id(cell: dict, axes: list[str]) -> str:
     return "/".join(f"{axis}~{format_value(cell[axis])}" for axis in axes)
 
 
-def expand_cells(config: dict) -> dict[str, dict]:
-    """Cell id -> cell parameters (fixed merged with the grid point and any explicit override)."""
+def expand_cells(config: dict, origins: dict[str, str] | None = None) -> dict[str, dict]:
+    """Cell id -> cell parameters (fixed merged with the grid point and any explicit override); `origins`, if
+    given, receives cell id -> 'cells[i]' for the cells an explicit entry adds or overrides."""
     grid: dict[str, list] = config["grid"]
     axes = list(grid)
     fixed = config.get("fixed", {})
@@ -52,6 +53,8 @@ def expand_cells(config: dict) -> dict[str, dict]:
             extra = {**entry, **dict(zip(axes, point, strict=True))}
             cid = cell_id(extra, axes)
             cells[cid] = {**cells.get(cid, fixed), **extra}
+            if origins is not None:
+                origins[cid] = f"cells[{i}]"
     return cells
 
 

@@ -29,6 +29,10 @@ IDX_FILES = {
 DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "white_noise")
 WHITE_NOISE_SHAPE = (1, 28, 28)
 WHITE_NOISE_SIZES = (10_000, 2_000)
+# (train, test) rows of each prepared dataset, known before any job (the config check refuses a batch_size larger
+# than the training split); tests/test_data.py checks them against prepared files
+SPLIT_SIZES = {"digits": (1437, 360), "fashion_mnist": (60_000, 10_000), "mnist": (60_000, 10_000),
+               "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "white_noise": WHITE_NOISE_SIZES}
 
 
 class DatasetUnavailable(RuntimeError):

@@ -23,18 +23,16 @@ rule collect:
 
 
 rule plots:
-    """Seaborn figures named by the config's `plots`."""
+    """One seaborn figure of the config's `plots` per job: a figure that fails leaves the others in place."""
     input:
         rules.collect.output.store,
     output:
-        [
-            report(f"{OUT}/figures/{p['name']}.png", caption=f"../report/{p['kind']}.rst", category="Figures")
-            for p in config["plots"]
-        ],
+        report(f"{OUT}/figures/{{plot}}.png", caption="../report/plot.rst", category="Figures"),
     params:
-        plots=canonical_json(config["plots"]),
+        spec=lambda wildcards: canonical_json(PLOTS[wildcards.plot]),
+        caption=lambda wildcards: PLOT_CAPTIONS[PLOTS[wildcards.plot]["kind"]],
     log:
-        f"{OUT}/logs/plots.log",
+        f"{OUT}/logs/plots/{{plot}}.log",
     conda:
         "../../envs/layerlab.yaml"
     script:
