@@ -24,9 +24,7 @@ def test_trim_grid_keeps_axes_and_caps_cells():
 def test_every_quick_study_shortened_is_a_valid_study():
     """Each shortened study (and the CUDA-paths study) passes the Snakefile's checks: config and cell schemas
     (with their defaults), then check_cell; at most 4 cells, 20 steps."""
-    from snakemake.utils import validate
-
-    from layerlab.config import check_cell, expand_cells
+    from layerlab.validate import check_study
 
     studies = gpu_check.quick_studies()
     assert ROOT / "config/config.yaml" in studies and not any(p.stem.endswith("_paper") for p in studies)
@@ -35,12 +33,9 @@ def test_every_quick_study_shortened_is_a_valid_study():
     configs = [gpu_check.shorten(yaml.safe_load(p.read_text()), 20, 4) for p in studies]
     for config in [*configs, gpu_check.paths_study(20)]:
         config = {**config, "gpus": gpu_check.POOL}
-        validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"))
-        cells = expand_cells(config)
+        cells = check_study(config)  # the Snakefile's checks: schemas, defaults, every plug-in's constraints
         assert 1 <= len(cells) <= 4, config["study"]
         for cell in cells.values():
-            validate(cell, str(ROOT / "workflow/schemas/cell.schema.yaml"))
-            check_cell(cell, config["probes"])
             assert cell["steps"] == 20 and (cell["layer_steps"] in (None, 20)), config["study"]
 
 

@@ -80,7 +80,9 @@ def check_compression(cell: dict) -> None:
 # paper 000: every hidden layer's batch entropy at the logged steps
 register_probe("batch_entropy", "layerlab.probes.batch_entropy:BatchEntropyProbe", BATCH_ENTROPY)
 # paper 002: BatchNorm's learnable gamma/beta (networks without learnable ones write nothing)
-register_probe("bn_parameters", "layerlab.probes.bn_params:BNParametersProbe", BN_PARAMETERS)
+register_probe("bn_parameters", "layerlab.probes.bn_params:BNParametersProbe", BN_PARAMETERS,
+               enabled=lambda cell: cell["bn_variant"] in ("bn_gamma", "bn_beta", "bn_gamma_beta") or cell["last_bn"],
+               keys=("bn_variant", "last_bn"))
 # paper 001 ch. 4: per-layer RMS of dL/dW from the training step's own backward
 register_probe("grad_rms", "layerlab.probes.grad_rms:GradRMSProbe", GRAD_RMS,
                enabled=lambda cell: cell["grad_rms_probe"], keys=("grad_rms_probe",), layer_maps=True)
