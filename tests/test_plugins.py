@@ -147,8 +147,9 @@ def test_outside_probe_runs_end_to_end_through_snakemake(tmp_path, tiny_config):
     tiny_config["fixed"]["grad_norm_probe"] = 3  # the plug-in's parameter is validated like a built-in one
     write_study(tmp_path, tiny_config)
     proc = snakemake(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "grad_norm_probe" in proc.stderr and "boolean" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "grad_norm_probe" in out and "boolean" in out, out[-2000:]
     tiny_config["plugins"] = ["missing.py"]
     write_study(tmp_path, tiny_config)
     proc = snakemake(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "plugins: file 'missing.py' not found" in proc.stderr
+    assert proc.returncode != 0 and "plugins: file 'missing.py' not found" in proc.stdout + proc.stderr
