@@ -98,4 +98,4 @@ def test_prediction_agreement_and_cost():
     assert list(study["trainable"].values) == [1, 0, 0]
     assert study_summary(study) == {"cells": 3, "diverged": 0, "trainable": 1}
     assert cascade_summary(study) == {"agreement": pytest.approx(2 / 3), "median_cost_ratio": 0.25}
-    assert list(study["prediction_agrees"].values) == [0, 1, 1]
+    assert list(study["prediction_agrees"].values) == [1, 0, 1]
