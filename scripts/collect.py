@@ -2,7 +2,6 @@
 
 import json
 import logging
-from pathlib import Path
 
 import pandas as pd
 import xarray as xr
@@ -10,7 +9,7 @@ import xarray as xr
 from layerlab import __version__
 from layerlab.analysis import add_trainability, study_summary
 from layerlab.registry import MEASUREMENTS, load_plugins, resolve
-from layerlab.store import combine_cells, describe, read_store, to_table, write_store
+from layerlab.store import combine_cells, describe, read_store, store_dir, to_table, write_store
 
 snakemake = globals()["snakemake"]
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
@@ -23,15 +22,14 @@ trainability = json.loads(snakemake.params.trainability)
 
 def cell_store(i: int, cid: str) -> xr.Dataset:
     """Training metrics of the i-th cell merged with the measurements it reads (training attrs kept), and what
-    each measurement derives per cell."""
-    train = snakemake.input.train[i]
-    sources = {name: snakemake.input[name][i] for name in measurements}
-    ds = xr.merge([read_store(train), *(read_store(path) for path in sources.values())], combine_attrs="override",
-                  join="outer")
+    each measurement derives per cell; opened lazily (combine_cells reads one cell's arrays at a time)."""
+    train = store_dir(snakemake.input.train[i])
+    sources = {name: store_dir(snakemake.input[name][i]) for name in measurements}
+    ds = xr.merge([read_store(train, load=False), *(read_store(path, load=False) for path in sources.values())],
+                  combine_attrs="override", join="outer")
     for name, spec in measurements.items():
         if spec.collect:
-            is_source = Path(sources[name]) == Path(train).with_name(f"{name}.zarr")
-            ds = resolve(spec.collect)(ds, params[cid], is_source)
+            ds = resolve(spec.collect)(ds, params[cid], sources[name] == train.with_name(f"{name}.zarr"))
     return ds
 
 

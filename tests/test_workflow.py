@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,7 @@ def test_killed_training_job_reruns_cleanly(workdir):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     cell_dir = workdir / "results/tiny/cells/depth~7/loss~ce"
-    assert not (cell_dir / "train.zarr").exists()  # nothing half-written where a reader looks
+    assert not list((cell_dir / "train.zarr").iterdir())  # nothing half-written where a reader looks
     config["cells"][-1]["steps"] = 20
     write_study(workdir, config)
     snakemake(workdir, "--unlock")  # a SIGKILLed Snakemake leaves its lock behind
@@ -226,3 +227,18 @@ def test_shipped_configs_validate_and_plan(tmp_path, config):
     proc = snakemake(tmp_path, "-n")
     planned = re.search(r"^train\s+(\d+)$", proc.stdout, re.MULTILINE)
     assert planned and int(planned.group(1)) == len(expand_cells(yaml.safe_load((ROOT / config).read_text())))
+
+
+def test_stores_open_without_warnings_and_keep_the_loss_curve(completed):
+    """Stores are plain zarr folders (the job output is their zarr.json), and the per-step training loss survives
+    the `loss` grid axis as `loss_value`."""
+    stores = [completed / "results/tiny/metrics.zarr", *(completed / "results/tiny/cells").rglob("train.zarr")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in stores:
+            xr.open_zarr(path, consolidated=False).close()
+    study = read_store(stores[0])
+    assert study["loss"].attrs == {} and study["loss_value"].dims == ("depth", "loss", "step")
+    cell = read_store(completed / "results/tiny/cells/depth~4/loss~ce/train.zarr")
+    np.testing.assert_array_equal(study["loss_value"].sel(depth=4, loss="ce", step=cell["step"]).values,
+                                  cell["loss"].values)

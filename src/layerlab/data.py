@@ -15,9 +15,12 @@ import urllib.error
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # only `load` needs torch: planning (the Snakefile's checksum checks) imports no torch
+    import torch
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
@@ -271,6 +274,8 @@ def load(path: Path, device: torch.device | str = "cpu", train_subset: int | Non
     """Load a prepared dataset, verified against its provenance's sha256 (DatasetCorrupt). Pixels are mapped to
     [0, 1] and average-pooled by `pool` (`scaling="unit"`), then, by default, standardized with the training
     split's mean and std over all pixels (`standardize`) or per channel (`standardize_channels`)."""
+    import torch
+
     if not Path(path).exists():
         raise DatasetUnavailable(f"prepared dataset {path} is missing; run the `dataset` rule first")
     arrays, meta = _read_verified(Path(path))

@@ -206,8 +206,14 @@ def build_model(cell: dict, input_shape: tuple[int, ...], n_classes: int) -> Net
     return model
 
 
+def save_init(model: Network, cell: dict, input_shape: tuple[int, ...], n_classes: int, path: str) -> None:
+    """The initial weights with what rebuilds their network (written by the `train` job, read by measurements)."""
+    torch.save({"state_dict": model.state_dict(), "cell": cell, "input_shape": input_shape, "n_classes": n_classes},
+               path)
+
+
 def load_init(path: str, cell: dict) -> Network:
-    """The cell's network with the initial weights saved by the `init` rule."""
+    """The cell's network with the initial weights of `save_init`."""
     init = torch.load(path, map_location="cpu")
     model = build_model(cell, init["input_shape"], init["n_classes"])
     model.load_state_dict(init["state_dict"])

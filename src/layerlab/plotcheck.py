@@ -76,7 +76,7 @@ def check_plots(config: dict, cells: dict[str, dict]) -> None:
     """Raise ConfigError naming each bad plot (`plots[i] (name)`) of a validated `config` with these `cells`."""
     if not config["plots"]:
         return
-    variables = study_variables(cells, config["probes"])
+    variables = study_variables(cells, config["probes"], config["grid"])
     axes = {a: list(dict.fromkeys(c[a] for c in cells.values())) for a in config["grid"]}
     problems = []
     names = [p["name"] for p in config["plots"]]

@@ -14,7 +14,7 @@ import torch
 from layerlab import gpus
 from layerlab.data import Dataset, DatasetUnavailable, load
 from layerlab.layers import Network
-from layerlab.models import load_init
+from layerlab.models import build_model, load_init, save_init
 from layerlab.registry import load_plugins
 
 
@@ -51,8 +51,9 @@ def start_log(snakemake) -> None:
 
 
 def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
-    """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights);
-    its log started and the study's plug-ins loaded."""
+    """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights,
+    built and saved to the `init` output by the train job, loaded from the `init` input by a measurement); its log
+    started and the study's plug-ins loaded."""
     start_log(snakemake)
     load_plugins(snakemake.config["plugins"])
     cell = json.loads(snakemake.params.cell)
@@ -62,4 +63,9 @@ def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
                     cell["input_scaling"], cell["input_pool"])
     except DatasetUnavailable as err:  # a missing or corrupt dataset: its message alone, naming the fix
         sys.exit(f"layerlab: {err}")
-    return cell, device, data, load_init(snakemake.input.init, cell)
+    if "init" in snakemake.input.keys():  # a measurement: the network the train job initialised
+        return cell, device, data, load_init(snakemake.input.init, cell)
+    model = build_model(cell, data.input_shape, data.n_classes)  # the train job: seeded initial weights
+    save_init(model, cell, data.input_shape, data.n_classes, snakemake.output.init)
+    logging.info("%s: %d parameters", cell["model"], sum(p.numel() for p in model.parameters()))
+    return cell, device, data, model

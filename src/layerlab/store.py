@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
+
+from layerlab.variables import axis_variable
+
+# A store's Snakemake output is its root metadata file: a directory() output would be deleted before its job ran
+# and would get a `.snakemake_timestamp` inside, which zarr warns about on every open.
+STORE_FILE = "zarr.json"
+
+
+def store_dir(path: str | os.PathLike) -> Path:
+    """The store folder of a path that names the store or its root metadata file."""
+    path = Path(path)
+    return path.parent if path.name == STORE_FILE else path
 
 
 def _object_strings(ds: xr.Dataset) -> xr.Dataset:
@@ -29,7 +42,7 @@ def describe(ds: xr.Dataset, descriptions: dict[str, tuple[str, str]]) -> xr.Dat
 
 def write_store(ds: xr.Dataset, path: str | os.PathLike) -> None:
     """Write `ds` to a zarr v3 store at `path` atomically: a reader sees the old store or the new, whole."""
-    path = Path(path)
+    path = store_dir(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     _object_strings(ds).to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
@@ -38,40 +51,92 @@ def write_store(ds: xr.Dataset, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def read_store(path: str | os.PathLike) -> xr.Dataset:
-    """Open a store eagerly (the files can be replaced afterwards)."""
-    with warnings.catch_warnings():  # Snakemake marks directory() outputs with a file zarr does not know
-        warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp", category=UserWarning)
-        with xr.open_zarr(path, consolidated=False) as ds:
-            return ds.load()
+def read_store(path: str | os.PathLike, load: bool = True) -> xr.Dataset:
+    """Open a store eagerly (the files can be replaced afterwards) or, with `load=False`, lazily: its arrays are
+    read when their values are asked for."""
+    ds = xr.open_zarr(store_dir(path), consolidated=False, chunks=None)
+    if not load:
+        return ds
+    with ds:
+        return ds.load()
 
 
-def combine_cells(cells: dict[str, xr.Dataset], params: dict[str, dict], axes: list[str]) -> xr.Dataset:
+def _union(indexes: list[np.ndarray]) -> np.ndarray:
+    """The values of a dimension's coordinates over cells: their common order, else sorted when they sort."""
+    if all(np.array_equal(i, indexes[0]) for i in indexes):
+        return indexes[0]
+    values = list(dict.fromkeys(v for i in indexes for v in i.tolist()))
+    try:
+        return np.asarray(sorted(values))
+    except TypeError:
+        return np.asarray(values, dtype=object)
+
+
+def _axis_order(values: list) -> list:
+    """A grid axis's values: numbers ascending, other values in the order of the cells."""
+    order = list(dict.fromkeys(values))
+    return sorted(order) if all(isinstance(v, int | float) for v in order) else order
+
+
+def _fill_dtype(dtypes: list[np.dtype]) -> np.dtype:
+    """A dtype that holds every cell's values and NaN for the holes (ints and bools go back if there are none)."""
+    if any(t.kind in "OUS" for t in dtypes):
+        return np.dtype(object)
+    if all(t.kind in "fc" for t in dtypes):
+        return np.result_type(*dtypes)
+    return np.dtype(float)
+
+
+def combine_cells(cells: Mapping[str, xr.Dataset], params: dict[str, dict], axes: list[str]) -> xr.Dataset:
     """Stack per-cell Datasets along the grid axes (dims named after them; missing combinations are NaN, and so
     are variables a cell does not have, e.g. BatchNorm's gamma in a network without BatchNorm).
 
-    Each cell's canonical config goes along as the string variable `config`.
+    The cells are read one at a time into the study's arrays: pass lazily opened stores (`read_store(path,
+    load=False)`) and the memory peak is the study store plus one cell. A variable named like an axis is stored as
+    `<name>_value` (axis_variable). Each cell's canonical config goes along as the string variable `config`.
     """
-    parts = []
-    for cid, ds in cells.items():
-        part = ds.drop_attrs().assign(config=xr.DataArray(ds.attrs["config"], attrs={"long_name": "cell config"}))
-        parts.append(part.expand_dims(cell=[cid]).assign_coords({a: ("cell", [params[cid][a]]) for a in axes}))
-    # coords="minimal": with the default ("different") the concat fails when the first cell has a dimension
-    # coordinate (e.g. BatchNorm's `channel`) that a later cell lacks
-    stacked = xr.concat(parts, dim="cell", join="outer", coords="minimal", combine_attrs="drop_conflicts")
-    if len(axes) == 1:  # a single axis is a plain index, nothing to unstack
-        combined = stacked.swap_dims(cell=axes[0]).drop_vars("cell")
-    else:
-        combined = stacked.set_index(cell=axes).unstack("cell")
-    for ds in reversed(cells.values()):  # unstack drops attrs of new NaN-filled vars; some cells lack some vars
-        for name in ds.data_vars:
-            combined[name].attrs = ds[name].attrs
-    for axis in axes:  # numbers ascending, other values in the order of the cells
-        order = list(dict.fromkeys(params[c][axis] for c in cells))
-        if all(isinstance(v, int | float) for v in order):
-            order = sorted(order)
-        combined = combined.reindex({axis: order})
-    return _object_strings(combined.transpose(*axes, ...))
+    grid = {a: _axis_order([params[c][a] for c in cells]) for a in axes}
+    dims: dict[str, tuple[Hashable, ...]] = {}
+    attrs: dict[str, dict] = {}
+    dtypes: dict[str, list[np.dtype]] = {}
+    coords: dict[Hashable, list[np.ndarray]] = {}
+    indexed: set[Hashable] = set()  # dims with a coordinate (others are positions)
+    for cid, ds in cells.items():  # pass 1, metadata only: the variables, their dims and the dims' values
+        for name, var in ds.data_vars.items():
+            if dims.setdefault(str(name), var.dims) != var.dims:
+                raise ValueError(f"variable {name} of cell {cid} has dims {var.dims}, other cells {dims[name]}")
+            attrs.setdefault(str(name), dict(var.attrs))
+            dtypes.setdefault(str(name), []).append(var.dtype)
+        for dim, size in ds.sizes.items():
+            coords.setdefault(dim, []).append(ds[dim].values if dim in ds.coords else np.arange(size))
+        indexed |= set(ds.sizes) & set(ds.coords)
+    values = {dim: _union(indexes) for dim, indexes in coords.items()}
+    position = {dim: {v: i for i, v in enumerate(np.asarray(vals).tolist())}
+                for dim, vals in {**grid, **values}.items()}
+    shape = [len(grid[a]) for a in axes]
+    arrays = {name: np.full(shape + [len(values[d]) for d in dims[name]], np.nan, dtype=_fill_dtype(dtypes[name]))
+              for name in dims}
+    arrays["config"] = np.full(shape, np.nan, dtype=object)
+    filled = dict.fromkeys(arrays, 0)
+    for cid, ds in cells.items():  # pass 2: each cell's values into its place
+        at = tuple(position[a][params[cid][a]] for a in axes)
+        arrays["config"][at] = ds.attrs["config"]
+        filled["config"] += 1
+        for name, var in ds.data_vars.items():
+            own = [[position[d][v] for v in (ds[d].values if d in ds.coords else range(ds.sizes[d])).tolist()]
+                   for d in var.dims]
+            arrays[name][at + np.ix_(*own)] = var.values
+            filled[name] += var.size
+    variables = {}
+    for name, array in arrays.items():
+        kinds = {t.kind for t in dtypes.get(name, [])}
+        if filled[name] == array.size and kinds and kinds <= set("biu"):  # no hole: back to the cells' int/bool
+            array = array.astype(np.result_type(*dtypes[name]))
+        var_dims = tuple(axes) + tuple(dims.get(name, ()))
+        variables[axis_variable(name, axes)] = xr.Variable(var_dims, array, attrs.get(name, {}))
+    variables["config"].attrs = {"long_name": "cell config"}
+    dim_coords = {d: v for d, v in values.items() if d in indexed}
+    return _object_strings(xr.Dataset(variables, coords={**grid, **dim_coords}))
 
 
 def to_table(ds: xr.Dataset, axes: list[str]) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from layerlab.catalog.checks import active_probes
 from layerlab.catalog.regimes import RUN_VARIABLES
 from layerlab.registry import MEASUREMENTS, PROBES, REGIMES
@@ -9,9 +11,15 @@ from layerlab.registry import MEASUREMENTS, PROBES, REGIMES
 STUDY = {"config", "trainable"}  # layerlab.store.combine_cells, layerlab.analysis.add_trainability
 
 
-def study_variables(cells: dict[str, dict], probes: list[str]) -> set[str]:
-    """Names of the data variables of the study store of `cells` (full parameters) measured with `probes`: a
-    probe's or regime's declared variables may be absent in a cell (e.g. gamma without learnable BatchNorm)."""
+def axis_variable(name: str, axes: Iterable[str]) -> str:
+    """The study-store name of a cell variable: `<name>_value` where a grid axis has its name (e.g. `loss`)."""
+    return f"{name}_value" if name in axes else name
+
+
+def study_variables(cells: dict[str, dict], probes: list[str], axes: Iterable[str] = ()) -> set[str]:
+    """Names of the data variables of the study store of `cells` (full parameters) measured with `probes` over the
+    grid `axes`: a probe's or regime's declared variables may be absent in a cell (e.g. gamma without learnable
+    BatchNorm)."""
     names = set(STUDY) | set(RUN_VARIABLES)
     for name in probes:
         names |= set(MEASUREMENTS[name].variables)
@@ -19,4 +27,4 @@ def study_variables(cells: dict[str, dict], probes: list[str]) -> set[str]:
         names |= set(REGIMES[cell["training"]].variables)
         for probe in active_probes(cell):
             names |= set(PROBES[probe].variables)
-    return names
+    return {axis_variable(name, axes) for name in names}

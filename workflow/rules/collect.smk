@@ -3,10 +3,11 @@ rule collect:
     per-cell table and the study-level figures of merit."""
     input:
         # per cell, in CELLS order: its training store, and the store of each measurement it reads
-        train=expand(f"{OUT}/cells/{{cell}}/train.zarr", cell=sorted(CELLS)),  # the order of params.cells
-        **{p: [f"{OUT}/cells/{sources[c]}/{p}.zarr" for c in sorted(CELLS)] for p, sources in PROBE_SOURCES.items()},
+        train=[zarr_store(f"{OUT}/cells/{c}/train.zarr") for c in sorted(CELLS)],  # the order of params.cells
+        **{p: [zarr_store(f"{OUT}/cells/{sources[c]}/{p}.zarr") for c in sorted(CELLS)]
+           for p, sources in PROBE_SOURCES.items()},
     output:
-        store=directory(f"{OUT}/metrics.zarr"),
+        store=zarr_store(f"{OUT}/metrics.zarr"),
         table=report(f"{OUT}/summary.csv", caption="../report/summary.rst", category="Summary"),
         study=report(f"{OUT}/study_summary.csv", caption="../report/study_summary.rst", category="Summary"),
     params:

@@ -1,6 +1,11 @@
 # Input and params functions shared by the rules.
 
 
+def zarr_store(path: str) -> str:
+    """A store as a Snakemake output: its root metadata file (see layerlab.store.STORE_FILE)."""
+    return f"{path}/zarr.json"
+
+
 def cell_json(wildcards) -> str:
     """All of a cell's parameters as one canonical JSON string (the params rerun trigger)."""
     return canonical_json(CELLS[wildcards.cell])

@@ -1,26 +1,12 @@
-rule init:
-    """Seeded initial weights, shared by training and by probes of the untrained network."""
-    input:
-        data=cell_dataset,
-    output:
-        f"{OUT}/cells/{{cell}}/init.pt",
-    params:
-        cell=cell_json,
-    log:
-        f"{OUT}/logs/init/{{cell}}.log",
-    conda:
-        "../../envs/layerlab.yaml"
-    script:
-        "../../scripts/init.py"
-
-
 rule train:
-    """Train one ablation cell (CUDA when available) with the in-training probes -> train.zarr."""
+    """Build one ablation cell's network with its seeded initial weights (init.pt, read by the measurements of the
+    untrained network) and train it (CUDA when available) with the in-training probes -> train.zarr, final.pt.
+    One job per cell: a separate init job would double the DAG, and init.pt is the same whichever job writes it."""
     input:
-        init=rules.init.output[0],
         data=cell_dataset,
     output:
-        store=directory(f"{OUT}/cells/{{cell}}/train.zarr"),
+        store=zarr_store(f"{OUT}/cells/{{cell}}/train.zarr"),
+        init=f"{OUT}/cells/{{cell}}/init.pt",
         model=f"{OUT}/cells/{{cell}}/final.pt",
     params:
         cell=cell_json,

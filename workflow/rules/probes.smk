@@ -10,7 +10,7 @@ for _name in MEASUREMENTS:
         input:
             unpack(functools.partial(measurement_inputs, _name)),
         output:
-            store=directory(f"{OUT}/cells/{{cell}}/{_name}.zarr"),
+            store=zarr_store(f"{OUT}/cells/{{cell}}/{_name}.zarr"),
         params:
             cell=cell_json,
         threads: config["threads"]

@@ -1,0 +1,76 @@
+"""The study store at scale: cells read one at a time into the study's arrays (holes NaN, dtypes kept where there
+are none), variables named like a grid axis kept as `<name>_value`, stores that open without warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from layerlab.catalog.regimes import RUN_VARIABLES
+from layerlab.registry import MEASUREMENTS, PROBES, REGIMES
+from layerlab.store import combine_cells, read_store, write_store
+from layerlab.validate import cell_defaults
+from layerlab.variables import study_variables
+
+
+def cell(depth: int, seed: int, steps: int) -> xr.Dataset:
+    """A synthetic cell: per-step loss, per-layer entropy (depth layers), a bool and an int scalar."""
+    step = np.arange(0, steps * 10, 10)
+    return xr.Dataset(
+        {"loss": ("step", (depth * 100 + seed + step / 1000).astype(np.float32), {"units": "nat"}),
+         "entropy": ("layer", np.arange(depth, dtype=float) + seed, {"long_name": "H"}),
+         "diverged": ((), depth > 3), "diverged_step": ((), np.int64(depth * 10 + seed))},
+        coords={"step": step, "layer": np.arange(depth)}, attrs={"config": f"cfg {depth} {seed}"})
+
+
+def test_combine_places_each_cell_and_keeps_dtypes(tmp_path):
+    params = {f"d{d}s{s}": {"depth": d, "seed": s} for d in (4, 2) for s in (1, 0)}
+    for cid, p in params.items():
+        write_store(cell(p["depth"], p["seed"], steps=3), tmp_path / f"{cid}.zarr")
+    lazy = {cid: read_store(tmp_path / f"{cid}.zarr/zarr.json", load=False) for cid in params}
+    study = combine_cells(lazy, params, ["depth", "seed"])
+    assert list(study["depth"].values) == [2, 4] and list(study["seed"].values) == [0, 1]  # numbers ascending
+    assert study["entropy"].dims == ("depth", "seed", "layer") and list(study["layer"].values) == [0, 1, 2, 3]
+    # a 2-layer cell has NaN for layers 2, 3; every value sits at its (depth, seed, layer)
+    np.testing.assert_array_equal(study["entropy"].sel(depth=2, seed=1).values, [1.0, 2.0, np.nan, np.nan])
+    np.testing.assert_array_equal(study["entropy"].sel(depth=4, seed=0).values, [0.0, 1.0, 2.0, 3.0])
+    assert study["loss"].dtype == np.float32 and float(study["loss"].sel(depth=4, seed=1, step=20)) == np.float32(
+        401.02)
+    assert study["diverged"].dtype == bool and study["diverged_step"].dtype == np.int64  # no holes: dtypes kept
+    assert int(study["diverged_step"].sel(depth=4, seed=1)) == 41
+    assert study["entropy"].attrs == {"long_name": "H"} and study["config"].sel(depth=2, seed=0).item() == "cfg 2 0"
+    holes = combine_cells({c: lazy[c] for c in ("d4s1", "d2s0")}, params, ["depth", "seed"])
+    assert holes["diverged_step"].dtype == float and np.isnan(holes["diverged_step"].sel(depth=2, seed=1))
+    assert float(holes["diverged_step"].sel(depth=4, seed=1)) == 41.0
+    assert holes["config"].isnull().sum() == 2
+
+
+def test_mismatched_dims_name_the_cell():
+    params = {"a": {"depth": 1}, "b": {"depth": 2}}
+    odd = cell(2, 0, 3).assign(entropy=("step", np.zeros(3)))
+    with pytest.raises(ValueError, match="variable entropy of cell b has dims"):
+        combine_cells({"a": cell(1, 0, 3), "b": odd}, params, ["depth"])
+
+
+def declared_variables() -> set[str]:
+    names = set(RUN_VARIABLES)
+    for table in (MEASUREMENTS, PROBES, REGIMES):
+        for spec in table.values():
+            names |= set(spec.variables)
+    return names
+
+
+@pytest.mark.parametrize("axis", sorted(declared_variables() & set(cell_defaults())))
+def test_a_variable_named_like_an_axis_is_kept(axis):
+    """Every cell parameter a grid can sweep that is also a variable's name (e.g. `loss`): the axis keeps its values
+    and the variable is stored, declared and described as `<name>_value`."""
+    values = ["a", "b"]
+    cells = {v: xr.Dataset({axis: ("step", np.array([1.0, 2.0]) + i, {"units": "u"})}, coords={"step": [0, 5]},
+                           attrs={"config": v}) for i, v in enumerate(values)}
+    study = combine_cells(cells, {v: {axis: v} for v in values}, [axis])
+    assert list(study[axis].values) == values and study[axis].attrs == {}
+    np.testing.assert_array_equal(study[f"{axis}_value"].sel({axis: "b"}).values, [2.0, 3.0])
+    assert study[f"{axis}_value"].attrs == {"units": "u"}
+    declared = study_variables({v: {**cell_defaults(), axis: v} for v in values}, [], [axis])
+    assert f"{axis}_value" in declared and axis not in declared
