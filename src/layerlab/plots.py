@@ -30,6 +30,13 @@ def _reduce(da: xr.DataArray, keep: set[str]) -> xr.DataArray:
     return da
 
 
+def _seed_sd(da: xr.DataArray, keep: set[str]) -> xr.DataArray | None:
+    """The spread over seeds (sample sd) of what `_reduce` keeps; None with one seed."""
+    if "seed" not in da.dims or da.sizes["seed"] < 2:
+        return None
+    return _reduce(da.std("seed", ddof=1), keep)  # as seaborn's errorbar="sd"
+
+
 def _panels(da: xr.DataArray, row: str | None, col: str | None, along: str = "layer",
             sharey: bool = True) -> Iterator[tuple[plt.Axes, xr.DataArray]]:
     """A figure with one panel per (row, col) value pair; yields (panel, data) for panels that have data
@@ -298,15 +305,20 @@ def regime_memory(ds: xr.Dataset, spec: dict) -> plt.Figure:
 
 def step_curves(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """A per-step variable (e.g. paper 004's last-layer lambda_max(Sigma_x), or the loss) over training, one line per
-    `hue` value, faceted by `col`; `logy` for a log scale (non-positive values dropped)."""
+    `hue` value (mean over seeds, a band of +- sd with several), faceted by `col`; `logy` for a log scale
+    (non-positive values dropped)."""
     hue, col = spec["hue"], spec.get("col")
     da = _reduce(ds[spec["var"]], {hue, col, "step"})
+    sd = _seed_sd(ds[spec["var"]], {hue, col, "step"})
     palette = dict(zip(da[hue].values, sns.color_palette("colorblind", da.sizes[hue]), strict=True))
     for ax, sub in _panels(da, None, col, along="step"):
         for value in sub[hue].values:
             line = sub.sel({hue: value}).dropna("step")
             line = line.where(line > 0).dropna("step") if spec.get("logy") else line
             ax.plot(line["step"], line, color=palette[value], lw=1, label=f"{value}")
+            if sd is not None:  # mean +- sd over seeds
+                spread = sd.sel({hue: value, **({col: sub[col].item()} if col else {})}).sel(step=line["step"])
+                ax.fill_between(line["step"], line - spread, line + spread, color=palette[value], alpha=0.2, lw=0)
         if spec.get("logy"):
             ax.set_yscale("log")
     fig = plt.gcf()

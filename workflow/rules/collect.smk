@@ -17,6 +17,8 @@ rule collect:
         trainability=canonical_json(config["trainability"]),
     log:
         f"{OUT}/logs/collect.log",
+    benchmark:
+        f"{OUT}/benchmarks/collect.tsv"  # seconds and peak memory (bench/dag_scale.py reads it)
     conda:
         "../../envs/layerlab.yaml"
     script:
