@@ -10,6 +10,8 @@ gradient RMS, weight entropy, freeze_weights), and at most one BatchNorm (the ga
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -54,3 +56,18 @@ def unfrozen_parameters(model: Network, pattern: str = "") -> list[nn.Parameter]
         raise ValueError(f"freeze_weights '{pattern}' needs one digit per layer ({len(layers)})")
     frozen = {id(m.weight) for m, bit in zip(layers, pattern, strict=True) if bit == "0"}
     return [p for p in model.parameters() if id(p) not in frozen]
+
+
+@contextmanager
+def kept_buffers(model: nn.Module) -> Iterator[None]:
+    """A measurement's forward in training mode that leaves training as it was: it runs on clones of the buffers
+    (BatchNorm running statistics); the originals, possibly saved in the autograd graph of the training step, are
+    put back unmodified."""
+    saved = [(m, name, buf) for m in model.modules() for name, buf in m._buffers.items() if buf is not None]
+    for m, name, buf in saved:
+        setattr(m, name, buf.clone())
+    try:
+        yield
+    finally:
+        for m, name, buf in saved:
+            setattr(m, name, buf)

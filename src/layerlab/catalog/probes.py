@@ -60,6 +60,10 @@ CURVATURE = {
     "singular90_g_final": ("fraction of layers whose Sigma_grad has kappa_90% = inf, last measurement", "1"),
     "curvature_seconds": ("wall time of all curvature measurements (part of train_seconds)", "s"),
 }
+NEURON_STATES = {
+    "n_dying": ("dying units: output 0 for every example of the probe set (the training split)", "1"),
+    "n_full": ("full units: output > 0 for every example of the probe set (the training split)", "1"),
+}
 MEMORY = {
     "peak_memory_bytes": ("peak memory of one training step (tracked: saved activations + parameters + gradients "
                           "+ optimizer state + batch; layer-wise: max over stages)", "B"),
@@ -99,3 +103,6 @@ register_probe("curvature", "layerlab.probes.curvature:CurvatureProbe", CURVATUR
                layer_maps=True)
 # paper 001 ch. 6: peak memory of one training step (per stage in the staged regimes)
 register_probe("memory", "layerlab.probes.memory:MemoryProbe", MEMORY)
+# paper 004 Sec. 4.2, Fig. A12: dying and full ReLU units per hidden layer
+register_probe("neuron_states", "layerlab.probes.neurons:NeuronStatesProbe", NEURON_STATES,
+               enabled=lambda cell: cell["neuron_every"] > 0, keys=("neuron_every",), regimes=("backprop",))

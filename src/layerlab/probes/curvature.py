@@ -31,7 +31,7 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
-from layerlab.layers import measured_layers
+from layerlab.layers import kept_buffers, measured_layers
 from layerlab.optim import logged_steps
 from layerlab.probes.base import StepState, TrainingProbe
 
@@ -64,11 +64,6 @@ def _factors_and_weight_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     measurement leaves training exactly as it was.
     """
     layers = measured_layers(model)
-    # the measurement runs on clones of the buffers (BN running statistics): the originals, possibly saved in the
-    # autograd graph of the training step, are never modified
-    saved = [(m, name, buf) for m in model.modules() for name, buf in m._buffers.items() if buf is not None]
-    for m, name, buf in saved:
-        setattr(m, name, buf.clone())
     inputs, outputs = [], []
 
     def hook(_module, args, output):
@@ -77,7 +72,7 @@ def _factors_and_weight_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor
 
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), kept_buffers(model):
             logits, _ = model(x)
             if labels == "sampled":
                 probs = torch.softmax(logits.detach().double(), 1)
@@ -89,8 +84,6 @@ def _factors_and_weight_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     finally:
         for h in handles:
             h.remove()
-        for m, name, buf in saved:
-            setattr(m, name, buf)
     m = x.shape[0]
     grads, weight_grads = grads[: len(layers)], grads[len(layers) :]
     factors = [(second_moment(_rows(a)), second_moment(_rows(g) * m)) for a, g in zip(inputs, grads, strict=True)]
