@@ -65,6 +65,8 @@ def test_two_selections_are_paired_by_seed(store):
     assert bool(row.holds)
     row = evaluate(store, [{**spec, "value": 0.65}]).iloc[0]
     assert not row.holds and row.note == ""  # a failing claim is a row
+    row = evaluate(store, [{**spec, "compare": "ratio", "value": 5.0}]).iloc[0]
+    assert row.measured == pytest.approx(np.mean([7.0, 0.8 / 0.12, 0.75 / 0.11])) and row.holds
 
 
 def test_per_layer_statistic_at_the_last_step(store):
@@ -141,6 +143,10 @@ def message(config: dict) -> str:
      "frac_zero, frac_positive, argmax, argmin) (did you mean 'last'?)"),
     ({"select": {"loss": "ce"}}, "claims[0] (claim_0): select: grid axes ['depth'] take several values: fix them in "
                                  "`select` or reduce them in `reduce` (only seeds are left open)"),
+    ({"select": {"depth": 3, "loss": "ce"}, "compare": "ratio"},
+     "claims[0] (claim_0): compare: needs `minus:`, the second selection"),
+    ({"select": {"depth": 3, "loss": "ce"}, "minus": {"loss": "ce_lbe"}, "compare": "ration"},
+     "claims[0] (claim_0): compare: 'ration' is not one of ['difference', 'ratio'] (did you mean 'ratio'?)"),
     ({"select": {"depth": 3, "loss": "ce"}, "op": "between"},
      "claims[0] (claim_0): value: 0.5: op 'between' takes [low, high]"),
 ])

@@ -1,11 +1,12 @@
 """A study's claims: statements of its paper checked against the study store (results/<study>/claims.csv).
 
 A claim (config `claims:`, workflow/schemas/config.schema.yaml) picks one variable of the store at grid values
-(`select`), optionally minus the same variable at a second selection (`minus`: the grid values that differ from
-`select`, paired seed by seed), reduces the remaining dims by named statistics (`reduce: {dim: stat}`, STATS, in
-the order written), and compares the mean over seeds with `value` (`op`). With several seeds the 95% interval is
-Student's t over the per-seed values (mean +- t_{0.975, n-1} s / sqrt(n)); with one seed it is NaN. The check is
-`measured op value` on the mean; a claim whose data are missing (NaN) does not hold.
+(`select`); optionally compares it with the same variable at a second selection (`minus`: the grid values that
+differ from `select`), seed by seed, by difference or ratio (`compare`, COMPARE); reduces the remaining dims by
+named statistics (`reduce: {dim: stat}`, STATS, in the order written); and compares the mean over seeds with
+`value` (`op`). With several seeds the 95% interval is Student's t over the per-seed values
+(mean +- t_{0.975, n-1} s / sqrt(n)); with one seed it is NaN. The check is `measured op value` on the mean; a
+claim whose data are missing (NaN) does not hold.
 
 Checked before any job (check_claims, from layerlab.validate.check_study): grid axes and values, the metric
 against the variables the study produces, the statistics, the op's value. Numpy only at import (the Snakefile
@@ -90,6 +91,8 @@ STATS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], str]] = {
     "argmax": (_arg(np.nanargmax), "coordinate of the maximum"),
     "argmin": (_arg(np.nanargmin), "coordinate of the minimum"),
 }
+# how `minus` compares the two selections, per seed (`compare:`, default difference)
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {"difference": lambda a, b: a - b, "ratio": lambda a, b: a / b}
 OPS: dict[str, Callable[[float, Any], bool]] = {
     "<=": lambda m, v: m <= v,
     ">=": lambda m, v: m >= v,
@@ -128,6 +131,12 @@ def claim_problems(claim: dict, axes: dict[str, list], variables: set[str], stor
     if open_axes and not problems:  # a misspelt axis would show up twice
         problems.append(f"select: grid axes {open_axes} take several values: fix them in `select` or reduce them in "
                         f"`reduce` (only seeds are left open)")
+    if "compare" in claim:
+        if claim["compare"] not in COMPARE:
+            problems.append(f"compare: {claim['compare']!r} is not one of {list(COMPARE)}"
+                            f"{nearest(claim['compare'], COMPARE)}")
+        elif not claim.get("minus"):
+            problems.append("compare: needs `minus:`, the second selection")
     two_sided = claim["op"] == "between"
     if two_sided != isinstance(claim["value"], list):
         problems.append(f"value: {claim['value']!r}: op {claim['op']!r} takes "
@@ -174,7 +183,7 @@ def per_seed(ds: xr.Dataset, claim: dict) -> np.ndarray:
     if claim.get("minus"):
         other = _reduce(_select(ds[claim["metric"]], {**claim.get("select", {}), **claim["minus"]}),
                         claim.get("reduce", {}))
-        da = da - other
+        da = COMPARE[claim.get("compare", "difference")](da, other)
     left = [d for d in da.dims if d != SEED]
     if left:
         raise ValueError(f"dims {left} are left: reduce them (`reduce: {{{left[0]}: last}}`) or select a value")
