@@ -198,3 +198,20 @@ def test_tiny_study_claims_csv_and_report(tmp_path):
     html = report.read_text()
     assert "Claims: 2 of 3 claims hold" in html
     assert html.index("Claims: 2 of 3 claims hold") < html.index("every cell of the grid")
+
+
+def test_claims_table_of_several_studies(store, tmp_path, capsys):
+    from layerlab.claims import main
+
+    for study, depth in (("a", 30), ("b", 10)):
+        (tmp_path / study).mkdir()
+        evaluate(store, [claim(select={"depth": depth, "loss": "ce"})]).to_csv(tmp_path / study / "claims.csv",
+                                                                              index=False)
+    main([str(tmp_path / "a"), str(tmp_path / "b" / "claims.csv")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["study", "claim", "paper", "measured", "holds"]
+    assert lines[1].split() == ["a", "c", "chance", "0.11", "yes"]
+    assert lines[2].split() == ["b", "c", "chance", "0.85", "NO"]
+    assert lines[-1] == "1 of 2 claims hold (2 studies)"
+    with pytest.raises(SystemExit, match="no such file"):
+        main([str(tmp_path / "c")])

@@ -249,3 +249,31 @@ def to_rst(table: pd.DataFrame, study: str) -> str:
     for values in [cols, *table[cols].itertuples(index=False)]:
         lines += [f"   {'*' if i == 0 else ' '} - {cell(v)}" for i, v in enumerate(values)]
     return "\n".join([*lines, ""])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m layerlab.claims results/A [results/B ...]`: one table of every study's claims.csv."""
+    import argparse
+    from pathlib import Path
+
+    import pandas as pd
+
+    parser = argparse.ArgumentParser(prog="python -m layerlab.claims", description=main.__doc__)
+    parser.add_argument("studies", nargs="+", type=Path, help="results/<study> folders (or their claims.csv)")
+    args = parser.parse_args(argv)
+    tables = []
+    for path in args.studies:
+        csv = path if path.suffix == ".csv" else path / "claims.csv"
+        if not csv.exists():
+            raise SystemExit(f"{csv}: no such file (run the study first)")
+        tables.append(pd.read_csv(csv, keep_default_na=False, na_values=[""]).assign(study=csv.parent.name))
+    table = pd.concat(tables, ignore_index=True).rename(columns={"name": "claim"})
+    table["holds"] = table["holds"].map({True: "yes", False: "NO"})
+    cols = ["study", "claim", "paper", "measured", "holds"]
+    with pd.option_context("display.max_rows", None, "display.max_colwidth", 60, "display.width", 200):
+        print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"\n{summary_line(table.assign(holds=table['holds'] == 'yes'))} ({len(tables)} studies)")
+
+
+if __name__ == "__main__":
+    main()
