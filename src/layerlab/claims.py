@@ -81,6 +81,7 @@ def _nan(fn: Callable) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 STATS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], str]] = {
     "first": (_edge(last=False), "first finite value"),
     "last": (_edge(last=True), "last finite value (e.g. the last step, the deepest layer)"),
+    "change": (lambda x, coord: _edge(True)(x, coord) - _edge(False)(x, coord), "last minus first finite value"),
     "mean": (_nan(np.nanmean), "mean"),
     "median": (_nan(np.nanmedian), "median"),
     "min": (_nan(np.nanmin), "minimum"),
