@@ -102,8 +102,8 @@ def test_stats_are_the_reduce_enum():
     x = np.array([[np.nan, 0.0, 2.0, np.nan]])
     coord = np.array([5, 6, 7, 8])
     got = {name: float(fn(x, coord)[0]) for name, (fn, _) in STATS.items()}
-    assert got == {"first": 0.0, "last": 2.0, "change": 2.0, "mean": 1.0, "median": 1.0, "min": 0.0, "max": 2.0, "sum": 2.0,
-                   "frac_zero": 0.5, "frac_positive": 0.5, "argmax": 7.0, "argmin": 6.0}
+    assert got == {"first": 0.0, "last": 2.0, "change": 2.0, "mean": 1.0, "median": 1.0, "min": 0.0, "max": 2.0,
+                   "sum": 2.0, "frac_zero": 0.5, "frac_positive": 0.5, "argmax": 7.0, "argmin": 6.0}
 
 
 def test_report_section_counts_claims(store):
@@ -139,8 +139,8 @@ def message(config: dict) -> str:
     ({"select": {"depth": 3, "loss": "ce"}, "metric": "test_accuracy"},
      "claims[0] (claim_0): metric: the study produces no variable 'test_accuracy' (did you mean 'test_acc'?)"),
     ({"select": {"depth": 3, "loss": "ce"}, "metric": "batch_entropy", "reduce": {"step": "lst"}},
-     "claims[0] (claim_0): reduce: step: unknown statistic 'lst' (one of first, last, change, mean, median, min, max, sum, "
-     "frac_zero, frac_positive, argmax, argmin) (did you mean 'last'?)"),
+     "claims[0] (claim_0): reduce: step: unknown statistic 'lst' (one of first, last, change, mean, median, min, max, "
+     "sum, frac_zero, frac_positive, argmax, argmin) (did you mean 'last'?)"),
     ({"select": {"loss": "ce"}}, "claims[0] (claim_0): select: grid axes ['depth'] take several values: fix them in "
                                  "`select` or reduce them in `reduce` (only seeds are left open)"),
     ({"select": {"depth": 3, "loss": "ce"}, "compare": "ratio"},
