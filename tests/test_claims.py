@@ -215,3 +215,12 @@ def test_claims_table_of_several_studies(store, tmp_path, capsys):
     assert lines[-1] == "1 of 2 claims hold (2 studies)"
     with pytest.raises(SystemExit, match="no such file"):
         main([str(tmp_path / "c")])
+
+
+def test_bad_claim_stops_snakemake_before_any_job(tmp_path):
+    write_study(tmp_path, tiny({"select": {"depth": 3, "loss": "mse"}}))
+    proc = snakemake(tmp_path, check=False)
+    assert proc.returncode != 0
+    assert ("layerlab config error: claims[0] (claim_0): select: loss 'mse' is not in the grid (values ['ce', "
+            "'ce_lbe'])") in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
