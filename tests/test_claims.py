@@ -88,6 +88,11 @@ def test_per_layer_statistic_at_the_last_step(store):
     assert row.measured == 0.0 and np.isnan(row.ci_low) and row.n_seeds == 1
 
 
+def test_an_axis_of_one_value_need_not_be_selected(store):
+    one = store.sel(loss=["ce"])
+    assert evaluate(one, [claim(select={"depth": 30})]).iloc[0].measured == pytest.approx(0.11)
+
+
 def test_a_claim_left_with_dims_or_no_data_does_not_hold(store):
     table = evaluate(store, [claim(metric="batch_entropy", select={"depth": 30, "loss": "ce"}, op=">="),
                              claim(select={"depth": 30, "loss": "ce"}, op=">=", value=0.0)])

@@ -185,6 +185,7 @@ def per_seed(ds: xr.Dataset, claim: dict) -> np.ndarray:
         other = _reduce(_select(ds[claim["metric"]], {**claim.get("select", {}), **claim["minus"]}),
                         claim.get("reduce", {}))
         da = COMPARE[claim.get("compare", "difference")](da, other)
+    da = da.squeeze([d for d in da.dims if d != SEED and da.sizes[d] == 1], drop=True)  # grid axes of one value
     left = [d for d in da.dims if d != SEED]
     if left:
         raise ValueError(f"dims {left} are left: reduce them (`reduce: {{{left[0]}: last}}`) or select a value")
