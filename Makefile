@@ -6,7 +6,7 @@ CONFIG  ?=
 SNAKE   := $(VENV)/bin/snakemake -c$(CORES) $(if $(CONFIG),--configfile $(CONFIG))
 STUDY    = $(shell sed -n 's/^study: *//p' $(or $(CONFIG),config/config.yaml))
 
-.PHONY: setup run report test lint bench clean
+.PHONY: setup run report claims test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,12 @@ setup: $(VENV)/.installed
 run: setup            ## default study (or CONFIG=config/studies/<study>.yaml), then its HTML report
 	$(SNAKE)
 	$(SNAKE) --report results/$(STUDY)/report.html
+
+QUICK   := config/config.yaml $(filter-out %_paper.yaml,$(wildcard config/studies/*.yaml))
+
+claims: setup         ## every quick study (finished cells are reused), then one table of all their claims
+	@for c in $(QUICK); do $(VENV)/bin/snakemake -c$(CORES) --configfile $$c || exit 1; done
+	@$(PY) -m layerlab.claims $(foreach c,$(QUICK),results/$(shell sed -n 's/^study: *//p' $(c)))
 
 test: setup lint
 	$(PY) -m pytest

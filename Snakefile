@@ -75,10 +75,12 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/probes.smk"
 include: "workflow/rules/collect.smk"
+include: "workflow/rules/claims.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.collect.output,
+        rules.claims.output,
         expand(f"{OUT}/figures/{{plot}}.png", plot=PLOTS),

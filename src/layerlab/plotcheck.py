@@ -72,12 +72,17 @@ def plot_problems(spec: dict[str, Any], axes: dict[str, list], variables: set[st
     return problems
 
 
+def grid_values(config: dict, cells: dict[str, dict]) -> dict[str, list]:
+    """Each grid axis -> the values the cells take (explicit cells included), in order of appearance."""
+    return {a: list(dict.fromkeys(c[a] for c in cells.values())) for a in config["grid"]}
+
+
 def check_plots(config: dict, cells: dict[str, dict]) -> None:
     """Raise ConfigError naming each bad plot (`plots[i] (name)`) of a validated `config` with these `cells`."""
     if not config["plots"]:
         return
     variables = study_variables(cells, config["probes"], config["grid"])
-    axes = {a: list(dict.fromkeys(c[a] for c in cells.values())) for a in config["grid"]}
+    axes = grid_values(config, cells)
     problems = []
     names = [p["name"] for p in config["plots"]]
     for i, spec in enumerate(config["plots"]):

@@ -217,7 +217,12 @@ def check_study(config: dict, cli: Mapping[str, Any] | None = None) -> dict[str,
         except ConfigError as err:
             raise ConfigError(f"cell '{cid}'{origin}: {err}") from None
         check_batch_size(cid, cell, origin)
-    from layerlab.plotcheck import check_plots  # imports this module
+    from layerlab.claims import check_claims  # these import this module
+    from layerlab.plotcheck import STORE_DIMS, check_plots, grid_values
+    from layerlab.variables import study_variables
 
     check_plots(config, cells)
+    if config["claims"]:
+        variables = study_variables(cells, config["probes"], config["grid"])
+        check_claims(config, grid_values(config, cells), variables, STORE_DIMS)
     return cells

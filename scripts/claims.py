@@ -1,0 +1,17 @@
+"""Rule `claims`: study store -> claims.csv (one row per claim) and claims.rst (the report's opening)."""
+
+import json
+import logging
+from pathlib import Path
+
+from layerlab.claims import evaluate, summary_line, to_rst
+from layerlab.store import read_store
+
+snakemake = globals()["snakemake"]
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+table = evaluate(read_store(snakemake.input.store), json.loads(snakemake.params.claims))
+table.to_csv(snakemake.output.table, index=False, float_format="%.6g")
+Path(snakemake.output.rst).write_text(to_rst(table, snakemake.config["study"]))
+logging.info(summary_line(table))
+for row in table.itertuples():
+    logging.info(f"{row.name}: {row.measured:.4g} {row.op} {row.value} -> {'holds' if row.holds else 'fails'}")
