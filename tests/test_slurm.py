@@ -194,7 +194,8 @@ def test_cell_longer_than_its_time_limit_resumes_after_timeout(cluster, tmp_path
         write_study(workdir, study)
     since = now()
     local_run = start_local(local)  # the reference, meanwhile
-    # the profile's --signal=TERM@120 exceeds a 1-minute limit: rely on SLURM's own SIGTERM at the limit here
+    # a command-line --set-resources replaces the profile's whole set-resources (train then has no gpu, and no
+    # --signal=TERM@120, which would exceed a 1-minute limit anyway): this is SLURM's own SIGTERM at the limit
     snakemake(remote, *PROFILE_ARGS, "--set-resources", "train:runtime=1", "train:slurm_extra=''", "--retries", "6",
               env=cluster)
     finish(local_run)
