@@ -3,18 +3,23 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 CORES   ?= 2
 CONFIG  ?=
+# SLURM=1 also installs the SLURM executor plugin (.[slurm]): off by default, as Snakemake imports every installed
+# plugin at start-up and this one queries the cluster (`scontrol show config`, up to 10 s) when it does
+SLURM   ?=
+EXTRAS  := $(if $(filter 1,$(SLURM)),dev-slurm,dev)
 SNAKE   := $(VENV)/bin/snakemake -c$(CORES) $(if $(CONFIG),--configfile $(CONFIG))
+comma   := ,
 STUDY    = $(shell sed -n 's/^study: *//p' $(or $(CONFIG),config/config.yaml))
 
 .PHONY: setup run report claims test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-$(EXTRAS): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev,slurm]"
+	$(PY) -m pip install -q -e ".[$(subst -,$(comma),$(EXTRAS))]"
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-$(EXTRAS)
 
 run: setup            ## default study (or CONFIG=config/studies/<study>.yaml), then its HTML report
 	$(SNAKE)

@@ -70,10 +70,20 @@ def cluster():
         lock.close()
 
 
-def sacct_jobs() -> list[list[str]]:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-a", "--starttime", "now-1hour", "-o",
-                          "JobID,State,AllocTRES,Comment"], capture_output=True, text=True, check=True).stdout
-    return [line.split("|") for line in out.splitlines() if line]
+SACCT_FIELDS = ("JobID", "State", "AllocTRES", "Comment", "Timelimit", "Submit")
+
+
+def sacct_jobs(since: str = "now-1hour") -> list[dict[str, str]]:
+    """Allocations (no steps) submitted since `since` (sacct --starttime syntax), oldest first."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-a", "--starttime", since, "-o", ",".join(SACCT_FIELDS)],
+                         capture_output=True, text=True, check=True).stdout
+    print(out)  # the report's evidence
+    return [dict(zip(SACCT_FIELDS, line.split("|"), strict=True)) for line in out.splitlines() if line]
+
+
+def now() -> str:
+    """Now, for sacct --starttime (whole seconds: a job submitted this second is included)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def drop_timings(ds: xr.Dataset) -> xr.Dataset:
@@ -98,8 +108,8 @@ def test_slurm_profile_store_equals_local_run(slurm_run, tmp_path):
     xr.testing.assert_identical(drop_timings(remote), drop_timings(local))
     # the jobs really ran in SLURM, and training jobs got one (fake) GPU each from the profile's gpu=1
     jobs = sacct_jobs()
-    assert sum(state == "COMPLETED" for _, state, _, _ in jobs) >= 6  # dataset, 2 init, 2 train, collect, plots
-    assert sum("gres/gpu=1" in tres for _, _, tres, _ in jobs) >= 2
+    assert sum(j["State"] == "COMPLETED" for j in jobs) >= 5  # dataset, init(s), the train bundle, collect, plots
+    assert sum("gres/gpu=1" in j["AllocTRES"] for j in jobs) >= 1
 
 
 def test_cancelled_cluster_job_is_retried_and_store_complete(slurm_run, cluster):
@@ -126,9 +136,75 @@ def test_cancelled_cluster_job_is_retried_and_store_complete(slurm_run, cluster)
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, out[-6000:]
-    states = {job: state for job, state, _, _ in sacct_jobs()}
+    states = {j["JobID"]: j["State"] for j in sacct_jobs()}
     assert any(states.get(j, "").startswith("CANCELLED") for j in running), states
     ds = read_store(workdir / "results/tiny_slurm/metrics.zarr")
     assert ds.sizes["depth"] == 2 and int(ds["step"].max()) == 5000
     assert bool(ds["test_acc"].sel(depth=4, loss="ce").notnull())
     assert not list((workdir / "results/tiny_slurm/cells/depth~4/loss~ce").glob(".train.zarr.tmp-*"))
+
+
+# the plugin's sbatch --comment: rule_<rule>_wildcards_<...>, or rule_<group>_<rules> for a bundle
+TRAIN_JOB = "rule_train"
+
+
+def start_local(workdir: Path) -> subprocess.Popen:
+    """A local run (profiles/default, one core) of workdir/study.yaml in the background."""
+    return subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+                             "--configfile", str(workdir / "study.yaml"), "-c1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def finish(proc: subprocess.Popen) -> None:
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+
+
+def test_sixteen_cells_go_to_slurm_in_one_training_job(cluster, tmp_path):
+    """profiles/slurm bundles training cells 16 per sbatch job; the store equals a local (one job per cell) run's."""
+    study = {**STUDY, "study": "bundle16", "grid": {"depth": [3, 4], "loss": ["ce", "ce_lbe"], "seed": [0, 1, 2, 3]},
+             "fixed": {**STUDY["fixed"], "steps": 10, "eval_every": 10, "log_every": 5}, "plots": []}
+    remote, local = tmp_path / "slurm", tmp_path / "local"
+    for workdir in (remote, local):
+        write_study(workdir, study)
+    since = now()
+    local_run = start_local(local)  # the reference, meanwhile
+    snakemake(remote, *PROFILE_ARGS, env=cluster)
+    finish(local_run)
+    train = [j for j in sacct_jobs(since) if j["Comment"].startswith(TRAIN_JOB)]
+    assert [j["Comment"] for j in train] == ["rule_train_bundle_train"], train
+    # one GPU for the bundle (gpu is bundle-local in the profile), its cells in series: 16 x the per-cell runtime
+    assert train[0]["State"] == "COMPLETED" and "gres/gpu=1" in train[0]["AllocTRES"], train
+    assert train[0]["Timelimit"] == "16:00:00", train
+    a = read_store(remote / "results/bundle16/metrics.zarr")
+    b = read_store(local / "results/bundle16/metrics.zarr")
+    assert a.sizes["seed"] == 4 and a.sizes["depth"] == 2 and a.sizes["loss"] == 2
+    xr.testing.assert_identical(drop_timings(a), drop_timings(b))
+
+
+def test_cell_longer_than_its_time_limit_resumes_after_timeout(cluster, tmp_path):
+    """A ~2-minute training under a 1-minute limit: SLURM's SIGTERM makes it checkpoint, the retry resumes there,
+    and the metrics equal an uninterrupted local run's."""
+    study = {**STUDY, "study": "timeout", "grid": {"depth": [6], "loss": ["ce"]}, "plots": [],
+             "fixed": {**STUDY["fixed"], "width": 256, "batch_size": 128, "steps": 12000, "log_every": 1000,
+                       "eval_every": 4000},
+             "checkpoint": {"every": 0, "minutes": 0.2, "keep": False}}
+    remote, local = tmp_path / "slurm", tmp_path / "local"
+    for workdir in (remote, local):
+        write_study(workdir, study)
+    since = now()
+    local_run = start_local(local)  # the reference, meanwhile
+    # a command-line --set-resources replaces the profile's whole set-resources (train then has no gpu, and no
+    # --signal=TERM@120, which would exceed a 1-minute limit anyway): this is SLURM's own SIGTERM at the limit
+    snakemake(remote, *PROFILE_ARGS, "--set-resources", "train:runtime=1", "train:slurm_extra=''", "--retries", "6",
+              env=cluster)
+    finish(local_run)
+    train = [j for j in sacct_jobs(since) if j["Comment"].startswith(TRAIN_JOB)]
+    states = [j["State"] for j in train]
+    assert len(states) >= 2 and states[-1] == "COMPLETED" and set(states[:-1]) == {"TIMEOUT"}, train
+    log = (remote / "results/timeout/logs/train/depth~6/loss~ce.log").read_text()
+    assert "resumed from step" in log, log[-3000:]
+    a = read_store(remote / "results/timeout/metrics.zarr")
+    b = read_store(local / "results/timeout/metrics.zarr")
+    assert int(a["step"].max()) == 12000
+    xr.testing.assert_identical(drop_timings(a), drop_timings(b))
