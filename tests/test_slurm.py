@@ -108,7 +108,7 @@ def test_slurm_profile_store_equals_local_run(slurm_run, tmp_path):
     xr.testing.assert_identical(drop_timings(remote), drop_timings(local))
     # the jobs really ran in SLURM, and training jobs got one (fake) GPU each from the profile's gpu=1
     jobs = sacct_jobs()
-    assert sum(j["State"] == "COMPLETED" for j in jobs) >= 5  # dataset, init(s), the train bundle, collect, plots
+    assert sum(j["State"] == "COMPLETED" for j in jobs) >= 4  # dataset, the train bundle, collect, plots
     assert sum("gres/gpu=1" in j["AllocTRES"] for j in jobs) >= 1
 
 
