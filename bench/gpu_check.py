@@ -66,15 +66,16 @@ def trim_grid(grid: dict[str, list], max_cells: int) -> dict[str, list]:
 
 
 def shorten(config: dict, steps: int, max_cells: int) -> dict:
-    """A tiny copy of a study config: same name, axes and fixed keys, fewer cells and steps, no explicit cells or
-    figures (figures do not depend on the device)."""
+    """A tiny copy of a study config: same name, axes and fixed keys, fewer cells and steps, no explicit cells,
+    figures or claims (they do not depend on the device; a trimmed grid lacks the values claims select)."""
     fixed = dict(config.get("fixed", {}))
     every = {"log_every": max(1, steps // 4), "eval_every": max(1, steps // 2)}
     fixed.update(steps=steps, **every)
     if "layer_steps" in fixed:
         fixed["layer_steps"] = steps
-    if fixed.get("curvature_every"):
-        fixed["curvature_every"] = max(1, steps // 2)
+    for every in ("curvature_every", "neuron_every"):
+        if fixed.get(every):
+            fixed[every] = max(1, steps // 2)
     if "quantize_every" in fixed:
         fixed["quantize_every"] = min(fixed["quantize_every"], max(1, steps // 4))
     if "cascade_epochs" in fixed:
@@ -85,7 +86,8 @@ def shorten(config: dict, steps: int, max_cells: int) -> dict:
         fixed["train_subset"] = min(fixed.get("train_subset") or SUBSETS[0], SUBSETS[0])
         fixed["test_subset"] = min(fixed.get("test_subset") or SUBSETS[1], SUBSETS[1])
         fixed["batch_size"] = min(fixed.get("batch_size", 128), fixed["train_subset"])
-    return {**config, "grid": trim_grid(config["grid"], max_cells), "fixed": fixed, "cells": [], "plots": []}
+    return {**config, "grid": trim_grid(config["grid"], max_cells), "fixed": fixed, "cells": [], "plots": [],
+            "claims": []}
 
 
 def paths_study(steps: int) -> dict:
