@@ -46,6 +46,17 @@ def test_combine_places_each_cell_and_keeps_dtypes(tmp_path):
     assert holes["config"].isnull().sum() == 2
 
 
+def test_dims_without_coordinates_are_positions():
+    """e.g. a reconstruction's (y, x): cells of different sizes are padded with NaN, no coordinate is invented."""
+    cells = {f"c{n}": xr.Dataset({"image": (("y", "x"), np.full((n, n), float(n)))}, attrs={"config": str(n)})
+             for n in (2, 3)}
+    study = combine_cells(cells, {"c2": {"size": 2}, "c3": {"size": 3}}, ["size"])
+    assert study["image"].dims == ("size", "y", "x") and "y" not in study.coords
+    np.testing.assert_array_equal(study["image"].sel(size=2).values,
+                                  [[2.0, 2.0, np.nan], [2.0, 2.0, np.nan], [np.nan] * 3])
+    assert (study["image"].sel(size=3) == 3.0).all()
+
+
 def test_mismatched_dims_name_the_cell():
     params = {"a": {"depth": 1}, "b": {"depth": 2}}
     odd = cell(2, 0, 3).assign(entropy=("step", np.zeros(3)))

@@ -123,7 +123,7 @@ def combine_cells(cells: Mapping[str, xr.Dataset], params: dict[str, dict], axes
         arrays["config"][at] = ds.attrs["config"]
         filled["config"] += 1
         for name, var in ds.data_vars.items():
-            own = [[position[d][v] for v in (ds[d].values if d in ds.coords else range(ds.sizes[d])).tolist()]
+            own = [[position[d][v] for v in (ds[d].values if d in ds.coords else np.arange(ds.sizes[d])).tolist()]
                    for d in var.dims]
             arrays[name][at + np.ix_(*own)] = var.values
             filled[name] += var.size
