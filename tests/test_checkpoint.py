@@ -124,7 +124,7 @@ def test_killed_snakemake_resumes_the_cell_with_identical_metrics(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert checkpoint.exists(), "no checkpoint before the kill (or the run finished first)"
-    assert not (killed / "results/resume/cells/depth~3/train.zarr").exists()
+    assert not (killed / "results/resume/cells/depth~3/train.zarr/zarr.json").exists()  # no store where a reader looks
     snakemake(killed, "--unlock")
     snakemake(killed)
     log = (killed / "results/resume/logs/train/depth~3.log").read_text()
