@@ -55,6 +55,26 @@ def collect_benchmark(workdir: Path, name: str) -> tuple[float, float]:
     return float(row["s"]), float(row["max_rss"])
 
 
+class Rows(list):
+    """The table, printed a row at a time (a 1,000-cell run takes a while): ms per cell, and for dry runs the
+    extra ms per cell over the smallest one."""
+
+    def __init__(self, smallest: int):
+        super().__init__()
+        self.smallest, self.base = smallest, None
+        print(f"{'':44} {'seconds':>9} {'ms/cell':>9} {'+ms/cell vs smallest dry run':>30}", flush=True)
+
+    def append(self, row: tuple[str, float, int | None]) -> None:
+        what, seconds, n = row
+        if what.startswith("dry") and n == self.smallest:
+            self.base = seconds
+        per = f"{1000 * seconds / n:9.1f}" if n else f"{'':9}"
+        extra = f"{1000 * (seconds - self.base) / (n - self.smallest):30.2f}" \
+            if self.base is not None and what.startswith("dry") and n > self.smallest else ""
+        print(f"{what:44} {seconds:9.2f} {per} {extra}", flush=True)
+        super().append(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
@@ -64,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dag_scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows = Rows(min(args.sizes))
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "--version"], check=True, capture_output=True)
     rows.append(("snakemake --version", time.perf_counter() - start, None))
@@ -80,13 +100,6 @@ def main() -> None:
         rows.append(("rerun with 10 added cells", snakemake(workdir, tiny, f"-c{args.cores}"), args.cells + 10))
         seconds, rss = collect_benchmark(workdir, "tiny")
         rows.append((f"  its collect job (peak {rss:.0f} MB)", seconds, args.cells + 10))
-    base = next((s / n for what, s, n in rows if n == min(args.sizes) and what.startswith("dry")), None)
-    print(f"{'':44} {'seconds':>9} {'ms/cell':>9} {'+ms/cell vs smallest dry run':>30}")
-    for what, seconds, n in rows:
-        per = f"{1000 * seconds / n:9.1f}" if n else f"{'':9}"
-        extra = f"{1000 * (seconds - base * min(args.sizes)) / (n - min(args.sizes)):30.2f}" \
-            if n and base and what.startswith("dry") and n > min(args.sizes) else ""
-        print(f"{what:44} {seconds:9.2f} {per} {extra}")
     print(f"(work folder: {workdir})")
 
 
