@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # stop-slurm.sh - stop the daemons started by start-slurm.sh, using only their PID files.
 # Adapted from ../shared/notes/stop-slurm.sh.
-# Usage: stop-slurm.sh [--purge]   (--purge also deletes slurm state, logs and the mariadb datadir)
+# Usage: stop-slurm.sh [--purge]   (--purge also deletes slurm state, logs, the mariadb datadir and slurm.conf:
+# with a slurm.conf and no controller, every Snakemake start pays ~9 s in the SLURM plugin's `scontrol` retries)
 set -uo pipefail
 BASE=${SLURM_CI_DIR:-/tmp/layerlab-slurm}
 RUN=$BASE/run
@@ -24,5 +25,6 @@ stop_pidfile mariadbd  "$RUN/mysql/mariadb.pid"
 stop_pidfile munged    "$RUN/munge/munged.pid"
 if [ "${1:-}" = "--purge" ]; then
   rm -rf "$BASE/state" "$BASE/log" "$BASE/mysql-data" "$RUN"
-  echo "purged state/log/mysql-data under $BASE"
+  rm -f /etc/slurm/slurm.conf   # start-slurm.sh writes it again
+  echo "purged state/log/mysql-data under $BASE and /etc/slurm/slurm.conf"
 fi
