@@ -33,7 +33,7 @@ DEFAULTS = {k: v["default"] for k, v in yaml.safe_load((ROOT / "workflow/schemas
     "properties"].items()}
 NETWORKS = {
     "default study, depth 50 FNN (digits)": ({"depth": 50, "width": 256, "batch_size": 128}, (1, 8, 8), 1437),
-    "ResNet-1202 (CIFAR shape, batch 16)": ({"model": "resnet", "depth": 1202, "width": 16, "bn_variant": "bn_gamma_beta",
+    "ResNet-1202 (CIFAR, batch 16)": ({"model": "resnet", "depth": 1202, "width": 16, "bn_variant": "bn_gamma_beta",
                                    "init": "he_fan_out", "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
                                    "nesterov": True, "batch_size": 16}, (3, 32, 32), 64),
 }
