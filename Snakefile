@@ -16,7 +16,7 @@ from snakemake.utils import min_version
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json  # noqa: E402
+from layerlab.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canonical_json  # noqa: E402
 from layerlab.data import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
 from layerlab.registry import MEASUREMENTS, resolve  # noqa: E402
 from layerlab.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402

@@ -15,6 +15,9 @@ import json
 import re
 from typing import Any
 
+# A store's Snakemake output is its root metadata file (workflow/rules/common.smk `zarr_store`, layerlab.store): a
+# directory() output would be deleted before its job ran and get a `.snakemake_timestamp` that zarr warns about.
+STORE_FILE = "zarr.json"
 CELL_ID_PATTERN = r"[A-Za-z0-9_]+~[^/]+(?:/[A-Za-z0-9_]+~[^/]+)*"
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from layerlab.config import ConfigError
 from layerlab.validate import nearest
-from layerlab.variables import study_variables
 
 # kind -> (variable keys with their defaults, facet keys with their defaults, required keys, dims allowed as facets)
 KINDS: dict[str, tuple[dict[str, str | None], dict[str, str | None], set[str], set[str]]] = {
@@ -77,12 +76,9 @@ def grid_values(config: dict, cells: dict[str, dict]) -> dict[str, list]:
     return {a: list(dict.fromkeys(c[a] for c in cells.values())) for a in config["grid"]}
 
 
-def check_plots(config: dict, cells: dict[str, dict]) -> None:
-    """Raise ConfigError naming each bad plot (`plots[i] (name)`) of a validated `config` with these `cells`."""
-    if not config["plots"]:
-        return
-    variables = study_variables(cells, config["probes"], config["grid"])
-    axes = grid_values(config, cells)
+def check_plots(config: dict, axes: dict[str, list], variables: set[str]) -> None:
+    """Raise ConfigError naming each bad plot (`plots[i] (name)`) of a validated `config` whose cells take the grid
+    values `axes` (grid_values) and produce `variables` (layerlab.variables.study_variables)."""
     problems = []
     names = [p["name"] for p in config["plots"]]
     for i, spec in enumerate(config["plots"]):

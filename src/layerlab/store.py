@@ -11,11 +11,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from layerlab.config import STORE_FILE
 from layerlab.variables import axis_variable
-
-# A store's Snakemake output is its root metadata file: a directory() output would be deleted before its job ran
-# and would get a `.snakemake_timestamp` inside, which zarr warns about on every open.
-STORE_FILE = "zarr.json"
 
 
 def store_dir(path: str | os.PathLike) -> Path:

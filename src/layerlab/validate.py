@@ -221,8 +221,8 @@ def check_study(config: dict, cli: Mapping[str, Any] | None = None) -> dict[str,
     from layerlab.plotcheck import STORE_DIMS, check_plots, grid_values
     from layerlab.variables import study_variables
 
-    check_plots(config, cells)
-    if config["claims"]:
-        variables = study_variables(cells, config["probes"], config["grid"])
-        check_claims(config, grid_values(config, cells), variables, STORE_DIMS)
+    if config["plots"] or config["claims"]:  # both against the grid values and the variables the study produces
+        axes, variables = grid_values(config, cells), study_variables(cells, config["probes"], config["grid"])
+        check_plots(config, axes, variables)
+        check_claims(config, axes, variables, STORE_DIMS)
     return cells

@@ -2,8 +2,8 @@
 
 
 def zarr_store(path: str) -> str:
-    """A store as a Snakemake output: its root metadata file (see layerlab.store.STORE_FILE)."""
-    return f"{path}/zarr.json"
+    """A store as a Snakemake output: its root metadata file (layerlab.config.STORE_FILE)."""
+    return f"{path}/{STORE_FILE}"
 
 
 def cell_json(wildcards) -> str:
