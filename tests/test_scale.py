@@ -30,6 +30,8 @@ def test_combine_places_each_cell_and_keeps_dtypes(tmp_path):
         write_store(cell(p["depth"], p["seed"], steps=3), tmp_path / f"{cid}.zarr")
     lazy = {cid: read_store(tmp_path / f"{cid}.zarr/zarr.json", load=False) for cid in params}
     study = combine_cells(lazy, params, ["depth", "seed"])
+    # the cells were read into copies: the lazily opened stores hold no arrays (memory: the study + one cell)
+    assert not any(v.variable._in_memory for ds in lazy.values() for v in ds.data_vars.values())
     assert list(study["depth"].values) == [2, 4] and list(study["seed"].values) == [0, 1]  # numbers ascending
     assert study["entropy"].dims == ("depth", "seed", "layer") and list(study["layer"].values) == [0, 1, 2, 3]
     # a 2-layer cell has NaN for layers 2, 3; every value sits at its (depth, seed, layer)

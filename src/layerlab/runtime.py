@@ -6,13 +6,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from layerlab import gpus
 from layerlab.data import Dataset, DatasetUnavailable, load
+from layerlab.jobs import run_script, start_log  # noqa: F401  (re-exported: editing the dataset script would rerun every study)
 from layerlab.layers import Network
 from layerlab.models import build_model, load_init, save_init
 from layerlab.registry import load_plugins
@@ -35,19 +35,6 @@ def setup(threads: int) -> torch.device:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     return device()
-
-
-def run_script(main: Callable[[], None], *expected: type[Exception]) -> None:
-    """Run a job's main; an expected error ends the job with its message alone, not a traceback."""
-    try:
-        main()
-    except expected as err:
-        sys.exit(f"layerlab: {err}")
-
-
-def start_log(snakemake) -> None:
-    """The job's log file (the rule's `log:`) receives the library's log lines."""
-    logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s", force=True)
 
 
 def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,17 @@ def _fill_dtype(dtypes: list[np.dtype]) -> np.dtype:
     return np.dtype(float)
 
 
+def _each_loaded(cells: Mapping[str, xr.Dataset]) -> Iterator[tuple[str, xr.Dataset]]:
+    """The cells one at a time, each read into memory as a copy (a lazily opened cell stays lazy). One event loop
+    for all of them reads a cell's arrays concurrently: 2-3x faster than one variable at a time."""
+    loop = asyncio.new_event_loop()
+    try:
+        for cid, ds in cells.items():
+            yield cid, loop.run_until_complete(ds.copy(deep=False).load_async())
+    finally:
+        loop.close()
+
+
 def combine_cells(cells: Mapping[str, xr.Dataset], params: dict[str, dict], axes: list[str]) -> xr.Dataset:
     """Stack per-cell Datasets along the grid axes (dims named after them; missing combinations are NaN, and so
     are variables a cell does not have, e.g. BatchNorm's gamma in a network without BatchNorm).
@@ -115,7 +127,7 @@ def combine_cells(cells: Mapping[str, xr.Dataset], params: dict[str, dict], axes
               for name in dims}
     arrays["config"] = np.full(shape, np.nan, dtype=object)
     filled = dict.fromkeys(arrays, 0)
-    for cid, ds in cells.items():  # pass 2: each cell's values into its place
+    for cid, ds in _each_loaded(cells):  # pass 2: each cell's values into its place
         at = tuple(position[a][params[cid][a]] for a in axes)
         arrays["config"][at] = ds.attrs["config"]
         filled["config"] += 1
