@@ -88,7 +88,8 @@ def test_ordered_network_loses_information_critical_keeps_it(digits_unit):
 def test_prediction_agreement_and_cost():
     cells = []
     for depth, acc, cutoff in [(10, 0.9, 30), (20, 0.2, 30), (40, 0.1, 30)]:
-        ds = xr.Dataset({"cutoff_depth": cutoff, "cascade_seconds": 2.0, "train_seconds": 8.0, "train_acc": acc})
+        ds = xr.Dataset({"cutoff_depth": cutoff, "cutoff_depth_diff_entropy": 15, "cascade_seconds": 2.0,
+                         "train_seconds": 8.0, "train_acc": acc})
         cells.append(add_cascade_prediction(ds, {"depth": depth}, is_source=depth == 40).expand_dims(depth=[depth]))
     study = xr.concat(cells, "depth")
     study["config"] = ("depth", np.array(["a", "b", "c"], dtype=object))
@@ -97,5 +98,35 @@ def test_prediction_agreement_and_cost():
     assert list(study["predicted_trainable"].values) == [True, True, False]
     assert list(study["trainable"].values) == [1, 0, 0]
     assert study_summary(study) == {"cells": 3, "diverged": 0, "trainable": 1}
-    assert cascade_summary(study) == {"agreement": pytest.approx(2 / 3), "median_cost_ratio": 0.25}
+    assert list(study["predicted_trainable_diff_entropy"].values) == [True, False, False]
+    assert cascade_summary(study) == {"agreement": pytest.approx(2 / 3), "agreement_diff_entropy": 1.0,
+                                      "predictors_agreement": pytest.approx(2 / 3), "median_cost_ratio": 0.25}
     assert list(study["prediction_agrees"].values) == [1, 0, 1]
+    assert list(study["prediction_agrees_diff_entropy"].values) == [1, 1, 1]
+    assert list(study["predictors_agree"].values) == [1, 0, 1]
+
+
+def paper_cutoff(curve: list[float], eta: float) -> int:
+    """App. A.2 read literally: l* = L; walk down from layer L until |RE(L) - RE(l_i)| > eta |RE(L)|: l* = l_i + 1."""
+    last = len(curve)
+    for layer in range(last - 1, 0, -1):  # 1-based l_i
+        if abs(curve[-1] - curve[layer - 1]) > eta * abs(curve[-1]):
+            return layer + 1
+    return 1
+
+
+def test_diff_entropy_cutoff_follows_the_paper_rule(digits_unit):
+    """l*_S of an ordered and a critical 40-layer net equals App. A.2's rule applied to S; the ordered net's S
+    reaches its floor (information lost, S ~ -19) inside the network, the critical net's is still falling at 40."""
+    torch.set_num_threads(1)
+    out = {}
+    for sw2 in (0.5, 1.76):
+        cell = make_cell(depth=40, width=64, activation="tanh", init="gaussian", sigma_w2=sw2, sigma_b2=0.05,
+                         input_scaling="unit", cascade_epochs=7, cascade_images=0)
+        model = build_model(cell, digits_unit.input_shape, digits_unit.n_classes)
+        ds = run_cascade(cell, digits_unit, {"init": model}, torch.device("cpu"))
+        out[sw2] = int(ds["cutoff_depth_diff_entropy"])
+        assert out[sw2] == paper_cutoff(list(ds["re_diff_entropy"].values), 0.005)
+        if sw2 == 0.5:
+            assert float(ds["re_diff_entropy"][-1]) < -17
+    assert 1 < out[0.5] < 40 and out[1.76] == 40

@@ -38,13 +38,19 @@ def test_cascade_runs_on_the_deepest_cell_and_predicts_all(tmp_path):
     for sw2 in (0.5, 1.76):
         cut = ds["cutoff_depth"].sel(sigma_w2=sw2)
         assert float(cut.sel(depth=3)) == float(cut.sel(depth=6))
+        cut_s = ds["cutoff_depth_diff_entropy"].sel(sigma_w2=sw2)
         for depth in (3, 6):
             assert bool(ds["predicted_trainable"].sel(sigma_w2=sw2, depth=depth)) == (depth <= float(cut.sel(depth=6)))
+            assert bool(ds["predicted_trainable_diff_entropy"].sel(sigma_w2=sw2, depth=depth)) == (
+                depth <= float(cut_s.sel(depth=6)))
     assert ds["cost_ratio"].sel(depth=3).isnull().all() and (ds["cost_ratio"].sel(depth=6) > 0).all()
     summary = pd.read_csv(out / "study_summary.csv")
     agree = ds["prediction_agrees"].values.mean()
     assert summary.loc[0, "cells"] == 4 and summary.loc[0, "agreement"] == pytest.approx(agree)
     assert ds.attrs["agreement"] == pytest.approx(agree)
+    assert summary.loc[0, "agreement_diff_entropy"] == pytest.approx(ds["prediction_agrees_diff_entropy"].mean())
+    both = (ds["predicted_trainable"] == ds["predicted_trainable_diff_entropy"]).mean()
+    assert summary.loc[0, "predictors_agreement"] == pytest.approx(float(both))
     assert {"cutoff_depth", "predicted_trainable", "trainable", "cost_ratio"} <= set(pd.read_csv(out / "summary.csv"))
     for name in ("phase", "entropy", "recon"):
         assert (out / f"figures/{name}.png").stat().st_size > 10_000

@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+PREDICTORS = {"": "cutoff_depth", "_diff_entropy": "cutoff_depth_diff_entropy"}  # variable suffix -> its cutoff
+
 
 def add_cascade_prediction(ds: xr.Dataset, cell: dict, is_source: bool) -> xr.Dataset:
-    """Paper 003's prediction for one cell from the cutoff of its deepest sibling: trainable iff depth <= l*.
+    """Paper 003's predictions for one cell from the cutoffs of its deepest sibling: trainable iff depth <= l*
+    (relative entropy), and iff depth <= l*_S (differential entropy).
 
     The cost ratio (cascade time / training time of the same network) is defined on the deepest cell only.
     """
-    ds["predicted_trainable"] = xr.DataArray(cell["depth"] <= int(ds["cutoff_depth"]))
+    for suffix, cutoff in PREDICTORS.items():
+        ds[f"predicted_trainable{suffix}"] = xr.DataArray(cell["depth"] <= int(ds[cutoff]))
     ds["cost_ratio"] = xr.DataArray(float(ds["cascade_seconds"] / ds["train_seconds"]) if is_source else np.nan)
     return ds
 
@@ -24,11 +28,18 @@ def add_trainability(study: xr.Dataset, metric: str, threshold: float) -> xr.Dat
 
 
 def cascade_summary(study: xr.Dataset) -> dict[str, float]:
-    """Whether each cascade prediction matches the trained ground truth; their agreement and median cost ratio."""
-    both = study["trainable"].notnull() & study["predicted_trainable"].notnull()
-    study["prediction_agrees"] = (study["predicted_trainable"] == study["trainable"]).where(both)
-    return {"agreement": float(study["prediction_agrees"].mean()),  # NaN (absent cells) skipped
-            "median_cost_ratio": float(np.nanmedian(study["cost_ratio"].values))}
+    """Whether each cascade prediction matches the trained ground truth and whether the two predictors agree;
+    the agreements (NaN cells skipped) and the median cost ratio."""
+    summary = {}
+    for suffix in PREDICTORS:
+        predicted = study[f"predicted_trainable{suffix}"]
+        both = study["trainable"].notnull() & predicted.notnull()
+        study[f"prediction_agrees{suffix}"] = (predicted == study["trainable"]).where(both)
+        summary[f"agreement{suffix}"] = float(study[f"prediction_agrees{suffix}"].mean())
+    relative, differential = study["predicted_trainable"], study["predicted_trainable_diff_entropy"]
+    study["predictors_agree"] = (relative == differential).where(relative.notnull() & differential.notnull())
+    return summary | {"predictors_agreement": float(study["predictors_agree"].mean()),
+                      "median_cost_ratio": float(np.nanmedian(study["cost_ratio"].values))}
 
 
 def study_summary(study: xr.Dataset) -> dict[str, float]:

@@ -124,8 +124,9 @@ def channel_step_heatmap(ds: xr.Dataset, spec: dict) -> plt.Figure:
 
 
 def phase_diagram(ds: xr.Dataset, spec: dict) -> plt.Figure:
-    """Paper 003, Fig. 3: trained `metric` over (sigma_w2, depth), the cascade cutoff l* of the deepest network
-    per sigma_w2, and the mean-field depth scales xi_c and 6 xi_c."""
+    """Paper 003, Fig. 3: trained `metric` over (sigma_w2, depth), the cascade cutoffs l* (relative entropy) and
+    l*_S (differential entropy) of the deepest network per sigma_w2, and the mean-field depth scales xi_c and
+    6 xi_c."""
     from layerlab.theory import critical_sigma_w2, xi_c
 
     metric = _reduce(ds[spec["metric"]], {"sigma_w2", "depth"}).transpose("depth", "sigma_w2")
@@ -133,9 +134,11 @@ def phase_diagram(ds: xr.Dataset, spec: dict) -> plt.Figure:
     mesh = ax.pcolormesh(metric["sigma_w2"], metric["depth"], metric, cmap="magma", shading="nearest",
                          vmin=0, vmax=1)
     fig.colorbar(mesh, ax=ax, label=ds[spec["metric"]].attrs.get("long_name", spec["metric"]))
-    if "cutoff_depth" in ds:
-        cutoff = _reduce(ds["cutoff_depth"], {"sigma_w2", "depth"}).isel(depth=-1)
-        ax.plot(cutoff["sigma_w2"], cutoff, "o-", color="tab:cyan", label="cascade l*")
+    cutoffs = [("cutoff_depth", "o-", "cascade l*"), ("cutoff_depth_diff_entropy", "s--", "cascade l*_S")]
+    for var, style, label in cutoffs:
+        if var in ds:
+            cutoff = _reduce(ds[var], {"sigma_w2", "depth"}).isel(depth=-1)
+            ax.plot(cutoff["sigma_w2"], cutoff, style, color="tab:cyan", ms=4, label=label)
     sigma_b2 = json.loads(str(ds["config"].stack(c=ds["config"].dims).dropna("c")[0].item()))["sigma_b2"]
     grid = np.linspace(float(ds["sigma_w2"].min()), float(ds["sigma_w2"].max()), 200)
     xi = np.array([xi_c(s, sigma_b2) for s in grid])
@@ -145,8 +148,8 @@ def phase_diagram(ds: xr.Dataset, spec: dict) -> plt.Figure:
     ax.set(xlabel=r"$\sigma_w^2$", ylabel="depth", ylim=(0, float(ds["depth"].max()) * 1.05))
     ax.legend(fontsize=6, loc="upper right")
     if "agreement" in ds.attrs:
-        ax.set_title(f"agreement {ds.attrs['agreement']:.2f}, cascade/training time "
-                     f"{ds.attrs['median_cost_ratio']:.2f}", fontsize=8)
+        ax.set_title(f"agreement l* {ds.attrs['agreement']:.2f}, l*_S {ds.attrs['agreement_diff_entropy']:.2f}, "
+                     f"cascade/training time {ds.attrs['median_cost_ratio']:.2f}", fontsize=8)
     return fig
 
 

@@ -11,12 +11,17 @@ CASCADE = {
     "re_kl_mean": ("relative entropy of reconstruction vs original, mean over samples", "nat"),
     "re_diff_entropy": ("reconstruction differential entropy S", "nat"),
     "cutoff_depth": ("cascade cutoff l* (layers until the relative entropy saturates)", "layers"),
+    "cutoff_depth_diff_entropy": ("cascade cutoff l*_S (layers until the differential entropy saturates)", "layers"),
     "cascade_seconds": ("wall time of cascade training and evaluation", "s"),
     "reconstruction": ("reconstruction of test images from each layer", "input units"),
     "original": ("test images that were reconstructed", "input units"),
     "predicted_trainable": ("cascade prediction: depth <= l* of the deepest network with these parameters", "1"),
     "cost_ratio": ("cascade time / training time", "1"),
     "prediction_agrees": ("cascade prediction matches trained ground truth", "1"),
+    "predicted_trainable_diff_entropy": ("differential-entropy prediction: depth <= l*_S of the deepest network",
+                                         "1"),
+    "prediction_agrees_diff_entropy": ("differential-entropy prediction matches trained ground truth", "1"),
+    "predictors_agree": ("the relative-entropy and differential-entropy predictions agree", "1"),
 }
 REPRESENTATION = {
     "lsd_train": ("LSD 1/m ||Y - [Z,1][Z,1]^+ Y||^2 of the linear probe on the probe subset", "1"),

@@ -10,7 +10,8 @@ The cascade C^l = c^1 o ... o c^l reconstructs the input from layer l.
 Per layer: the relative entropy between original and reconstruction (official code's normalisation: per-image
 min-shift + 1e-12, sum to one; per-sample curves divided by their last value, median over samples) and the
 reconstruction differential entropy (per-pixel Gaussian entropy across reconstructions). The cutoff l* is
-where the relative entropy saturates within the relative tolerance eta.
+where the relative entropy saturates within the relative tolerance eta; l*_S is the same rule applied to the
+differential entropy S (App. A.2, the paper's second predictor; official code: rtol 0.005 on S itself).
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def run_cascade(cell: dict, data: Dataset, networks: dict[str, Network], device:
             "re_kl_mean": ("layer", kl.mean(axis=1)),
             "re_diff_entropy": ("layer", entropy),
             "cutoff_depth": cutoff_depth(kl_curve, cell["cutoff_eta"]),
+            "cutoff_depth_diff_entropy": cutoff_depth(entropy, cell["cutoff_eta_diff_entropy"]),
             "cascade_seconds": seconds,
             "reconstruction": (("layer", "image", "y", "x"), shown.astype(np.float32)),
             "original": (("image", "y", "x"), x[:n_shown].mean(1).cpu().numpy()),
