@@ -29,9 +29,11 @@ def resnet_cell(**overrides) -> dict:
                         "init": "he_fan_out", **overrides})
 
 
-def test_architecture_matches_a_hand_written_forward_pass():
+@pytest.mark.parametrize("residual", [True, False])
+def test_architecture_matches_a_hand_written_forward_pass(residual):
+    """The original ResNet, and without shortcuts paper 004's VGG-style net (E7): the same convs in a plain stack."""
     torch.manual_seed(0)
-    model = build_model(resnet_cell(depth=8, seed=3), (1, 14, 14), 10).double().eval()
+    model = build_model(resnet_cell(depth=8, seed=3, residual=residual), (1, 14, 14), 10).double().eval()
     for p in model.parameters():  # non-trivial BN parameters and statistics, so that eval mode is a real check
         p.data.add_(0.1 * torch.randn_like(p))
     for name, buf in model.named_buffers():
@@ -50,7 +52,7 @@ def test_architecture_matches_a_hand_written_forward_pass():
         a = F.relu(conv_bn(model.layers[1 + 2 * block], h, stride))
         b = conv_bn(model.layers[2 + 2 * block], a, 1)
         skip = h if stride == 1 else torch.cat([h[:, :, ::2, ::2], torch.zeros_like(h[:, :, ::2, ::2])], 1)
-        h = F.relu(b + skip)
+        h = F.relu(b + skip if residual else b)
     expected = model.head[-1](h.mean((2, 3)))
     logits, hidden = model(x)
     assert len(model.layers) == len(hidden) == 7  # depth - 1 hidden convs
@@ -59,11 +61,13 @@ def test_architecture_matches_a_hand_written_forward_pass():
     assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
-@pytest.mark.parametrize("last_bn", [True, False])
-def test_preresnet_matches_a_hand_written_forward_pass(last_bn):
-    """PreResNet (last_bn: the final BN) and PreResNet_v1, against fb.resnet.torch's preresnet.lua by hand."""
+@pytest.mark.parametrize(("last_bn", "residual"), [(True, True), (False, True), (True, False)])
+def test_preresnet_matches_a_hand_written_forward_pass(last_bn, residual):
+    """PreResNet (last_bn: the final BN) and PreResNet_v1, against fb.resnet.torch's preresnet.lua by hand; without
+    shortcuts (residual false) a plain pre-activation stack."""
     torch.manual_seed(0)
-    model = build_model(resnet_cell(model="preresnet", depth=8, last_bn=last_bn), (1, 14, 14), 10).double().eval()
+    model = build_model(resnet_cell(model="preresnet", depth=8, last_bn=last_bn, residual=residual), (1, 14, 14),
+                        10).double().eval()
     for p in model.parameters():
         p.data.add_(0.1 * torch.randn_like(p))
 
@@ -85,7 +89,7 @@ def test_preresnet_matches_a_hand_written_forward_pass(last_bn):
         else:
             a = preact_conv(first, h, stride)
             skip = torch.cat([h[:, :, ::2, ::2], torch.zeros_like(h[:, :, ::2, ::2])], 1)
-        h = preact_conv(second, a, 1) + skip
+        h = preact_conv(second, a, 1) + (skip if residual else 0)
     features = F.relu(bn(model.head[0], h) if last_bn else h).mean((2, 3))
     logits, hidden = model(x)
     assert len(hidden) == 7 and sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 7
@@ -152,6 +156,8 @@ def test_input_pooling(tmp_path):
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"model": "resnet", "depth": 21}, "depth is 6n \\+ 2"),
     ({"model": "fnn", "last_bn": True}, "last_bn .* needs model 'resnet' or 'preresnet'"),
+    ({"model": "cnn", "residual": False}, "residual \\(false removes the shortcuts\\) needs model 'resnet' or "
+     "'preresnet' \\(got 'cnn'\\)"),
     ({"model": "resnet", "depth": 20, "bn_variant": "bn", "bn_last_layer": True}, "bn_last_layer is not defined"),
     ({"model": "resnet", "depth": 8, "freeze_weights": "1111111"}, "one digit per layer .* 8 \\(got"),
 ])

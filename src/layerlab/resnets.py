@@ -9,7 +9,8 @@ A basic block is conv3x3 -> BN -> ReLU -> conv3x3 -> BN, plus the shortcut, then
 the shortcut; the net's first block pre-activates its input for both branches ('both_preact'); after the last
 block come BN (PreResNet; `last_bn`) and ReLU (both) before the pooling. Shortcuts are type A: the identity, or
 at a stage transition a stride-2 subsample zero-padded to the new channel count (parameter-free). Convs have no
-bias.
+bias. `residual: false` drops every shortcut: paper 004's "VGG-style" ResNet (App. E7, Fig. A8), a plain stack of
+the same convs.
 
 Every conv is one hidden *layer* (with its BN and ReLU; the second conv of a block also adds the shortcut), so
 `layers` holds depth - 1 modules with exactly one conv each and `hidden` the output of each (post-ReLU in the
@@ -40,11 +41,12 @@ def shortcut(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class ResNet(nn.Module):
     """`layers[0]` is the stem; `layers[2b + 1]`, `layers[2b + 2]` are block b's two convs."""
 
-    def __init__(self, layers: list[nn.Module], activation: Callable[[], nn.Module], head: nn.Module):
+    def __init__(self, layers: list[nn.Module], activation: Callable[[], nn.Module], head: nn.Module,
+                 residual: bool = True):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.acts = nn.ModuleList(activation() for _ in layers)
-        self.head = head
+        self.head, self.residual = head, residual
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`hidden`: each conv layer's output after its BN, shortcut and activation."""
@@ -55,7 +57,7 @@ class ResNet(nn.Module):
             h = self.acts[i](self.layers[i](block_input))
             hidden.append(h)
             out = self.layers[i + 1](h)
-            h = self.acts[i + 1](out + shortcut(block_input, out))
+            h = self.acts[i + 1](out + shortcut(block_input, out) if self.residual else out)
             hidden.append(h)
         return self.head(h), hidden
 
@@ -63,10 +65,10 @@ class ResNet(nn.Module):
 class PreResNet(nn.Module):
     """Pre-activation layout: `layers[i]` = (BN, activation, conv) except the stem (conv only)."""
 
-    def __init__(self, layers: list[nn.Module], head: nn.Module):
+    def __init__(self, layers: list[nn.Module], head: nn.Module, residual: bool = True):
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.head = head
+        self.head, self.residual = head, residual
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`hidden`: each conv layer's output (with the shortcut added after a block's second conv)."""
@@ -78,7 +80,7 @@ class PreResNet(nn.Module):
             h = first[-1](block_input) if i == 1 else first(h)
             hidden.append(h)
             out = self.layers[i + 1](h)
-            h = out + shortcut(block_input, out)
+            h = out + shortcut(block_input, out) if self.residual else out
             hidden.append(h)
         return self.head(h), hidden
 
@@ -94,7 +96,7 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, cell: dict,
     """The cell's ResNet (`model` resnet or preresnet): `depth` = 6n + 2, `width` = stem channels (16 in the
     paper), `bn_variant` the BatchNorm of every conv (the paper's: bn_gamma_beta), `last_bn` one full BatchNorm
     before the classifier: BatchNorm1d between pooling and classifier (ResNet_LastBN), or the final BatchNorm2d
-    of PreResNet (without it: PreResNet_v1)."""
+    of PreResNet (without it: PreResNet_v1); `residual` false removes the shortcuts (VGG-style)."""
     n, width, norm, pre = blocks_per_stage(cell["depth"]), cell["width"], cell["bn_variant"], \
         cell["model"] == "preresnet"
 
@@ -114,5 +116,6 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, cell: dict,
     last_bn = batch_norm(c_in, "bn_gamma_beta") if cell["last_bn"] else []
     pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     if pre:
-        return PreResNet(layers, nn.Sequential(*last_bn, activation(), *pool, nn.Linear(c_in, n_classes)))
-    return ResNet(layers, activation, nn.Sequential(*pool, *last_bn, nn.Linear(c_in, n_classes)))
+        return PreResNet(layers, nn.Sequential(*last_bn, activation(), *pool, nn.Linear(c_in, n_classes)),
+                         cell["residual"])
+    return ResNet(layers, activation, nn.Sequential(*pool, *last_bn, nn.Linear(c_in, n_classes)), cell["residual"])

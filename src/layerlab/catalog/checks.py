@@ -14,9 +14,10 @@ def check_model(cell: dict) -> None:
                           f"'{cell['bn_variant']}', bn_last_layer {cell['bn_last_layer']})")
     if cell["bn_last_layer"] and cell["bn_variant"] == "none":
         raise ConfigError("bn_last_layer needs a BatchNorm variant (bn_variant is 'none')")
-    if cell["last_bn"] and cell["model"] not in ("resnet", "preresnet"):
-        raise ConfigError(f"last_bn (a BatchNorm before the classifier) needs model 'resnet' or 'preresnet' "
-                          f"(got '{cell['model']}')")
+    for key, what, applies in [("last_bn", "a BatchNorm before the classifier", cell["last_bn"]),
+                               ("residual", "false removes the shortcuts", not cell["residual"])]:
+        if applies and cell["model"] not in ("resnet", "preresnet"):
+            raise ConfigError(f"{key} ({what}) needs model 'resnet' or 'preresnet' (got '{cell['model']}')")
     if (widths := cell["widths"]) and (cell["model"] != "fnn" or len(widths) != cell["depth"]):
         raise ConfigError(f"widths {widths} needs model 'fnn' and depth = its length {len(widths)} "
                           f"(got model '{cell['model']}', depth {cell['depth']})")
