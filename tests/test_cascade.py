@@ -69,15 +69,21 @@ def test_cascade_maps_each_layer_back_to_the_input():
 
 
 
-def test_ordered_network_loses_information_critical_keeps_it(digits_unit):
-    """Seed notes' smoke test: S_L(0.5) < S_L(1.76) - 3 and l*(1.76) > l*(0.5)."""
+def ordered_and_critical(data, depth: int, images: int) -> dict[float, xr.Dataset]:
+    """The cascade of an untrained tanh net of width 64 at sigma_w2 = 0.5 (ordered) and 1.76 (critical)."""
     torch.set_num_threads(1)
     out = {}
     for sw2 in (0.5, 1.76):
-        cell = make_cell(depth=20, width=64, activation="tanh", init="gaussian", sigma_w2=sw2, sigma_b2=0.05,
-                         input_scaling="unit", cascade_epochs=7, cascade_images=2)
-        model = build_model(cell, digits_unit.input_shape, digits_unit.n_classes)
-        out[sw2] = run_cascade(cell, digits_unit, {"init": model}, torch.device("cpu"))
+        cell = make_cell(depth=depth, width=64, activation="tanh", init="gaussian", sigma_w2=sw2, sigma_b2=0.05,
+                         input_scaling="unit", cascade_epochs=7, cascade_images=images)
+        model = build_model(cell, data.input_shape, data.n_classes)
+        out[sw2] = run_cascade(cell, data, {"init": model}, torch.device("cpu"))
+    return out
+
+
+def test_ordered_network_loses_information_critical_keeps_it(digits_unit):
+    """Seed notes' smoke test: S_L(0.5) < S_L(1.76) - 3 and l*(1.76) > l*(0.5)."""
+    out = ordered_and_critical(digits_unit, depth=20, images=2)
     ordered, critical = out[0.5], out[1.76]
     assert float(ordered["re_diff_entropy"][-1]) < float(critical["re_diff_entropy"][-1]) - 3
     assert int(critical["cutoff_depth"]) > int(ordered["cutoff_depth"])
@@ -118,15 +124,10 @@ def paper_cutoff(curve: list[float], eta: float) -> int:
 def test_diff_entropy_cutoff_follows_the_paper_rule(digits_unit):
     """l*_S of an ordered and a critical 40-layer net equals App. A.2's rule applied to S; the ordered net's S
     reaches its floor (information lost, S ~ -19) inside the network, the critical net's is still falling at 40."""
-    torch.set_num_threads(1)
-    out = {}
-    for sw2 in (0.5, 1.76):
-        cell = make_cell(depth=40, width=64, activation="tanh", init="gaussian", sigma_w2=sw2, sigma_b2=0.05,
-                         input_scaling="unit", cascade_epochs=7, cascade_images=0)
-        model = build_model(cell, digits_unit.input_shape, digits_unit.n_classes)
-        ds = run_cascade(cell, digits_unit, {"init": model}, torch.device("cpu"))
-        out[sw2] = int(ds["cutoff_depth_diff_entropy"])
-        assert out[sw2] == paper_cutoff(list(ds["re_diff_entropy"].values), 0.005)
+    cut = {}
+    for sw2, ds in ordered_and_critical(digits_unit, depth=40, images=0).items():
+        cut[sw2] = int(ds["cutoff_depth_diff_entropy"])
+        assert cut[sw2] == paper_cutoff(list(ds["re_diff_entropy"].values), 0.005)
         if sw2 == 0.5:
             assert float(ds["re_diff_entropy"][-1]) < -17
-    assert 1 < out[0.5] < 40 and out[1.76] == 40
+    assert 1 < cut[0.5] < 40 and cut[1.76] == 40

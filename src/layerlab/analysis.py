@@ -30,14 +30,14 @@ def add_trainability(study: xr.Dataset, metric: str, threshold: float) -> xr.Dat
 def cascade_summary(study: xr.Dataset) -> dict[str, float]:
     """Whether each cascade prediction matches the trained ground truth and whether the two predictors agree;
     the agreements (NaN cells skipped) and the median cost ratio."""
+    def agrees(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
+        return (a == b).where(a.notnull() & b.notnull())
+
     summary = {}
     for suffix in PREDICTORS:
-        predicted = study[f"predicted_trainable{suffix}"]
-        both = study["trainable"].notnull() & predicted.notnull()
-        study[f"prediction_agrees{suffix}"] = (predicted == study["trainable"]).where(both)
+        study[f"prediction_agrees{suffix}"] = agrees(study[f"predicted_trainable{suffix}"], study["trainable"])
         summary[f"agreement{suffix}"] = float(study[f"prediction_agrees{suffix}"].mean())
-    relative, differential = study["predicted_trainable"], study["predicted_trainable_diff_entropy"]
-    study["predictors_agree"] = (relative == differential).where(relative.notnull() & differential.notnull())
+    study["predictors_agree"] = agrees(*(study[f"predicted_trainable{suffix}"] for suffix in PREDICTORS))
     return summary | {"predictors_agreement": float(study["predictors_agree"].mean()),
                       "median_cost_ratio": float(np.nanmedian(study["cost_ratio"].values))}
 
