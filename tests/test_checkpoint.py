@@ -61,6 +61,10 @@ CELLS = {
                                      augment="crop_flip", bn_variant="bn_gamma_beta", weight_decay=1e-4),
     "layerwise_mid_stage": dict(training="layerwise", depth=3, layer_steps=10, input_dropout=0.2, grad_dropout=0.3,
                                 layer_lr_decay=0.8, optimizer="sgd", lr=0.05, momentum=0.9, grad_rms_probe=True),
+    "random_robin_second_round": dict(training="random_robin", depth=3, layer_steps=4, rounds=2, input_dropout=0.2,
+                                      grad_dropout=0.3, layer_lr_decay=0.8, optimizer="sgd", lr=0.05, momentum=0.9,
+                                      lr_milestones=[6], grad_rms_probe=True, bn_variant="bn"),
+    "round_robin_adam": dict(training="round_robin", depth=3, layer_steps=5, rounds=2, layer_head="linear"),
     "curvature": dict(curvature_every=5, curvature_labels="sampled", curvature_samples=100, weight_entropy_bits=4,
                       quantize_bits=6, quantize_every=3),
 }
@@ -70,7 +74,9 @@ CELLS = {
 def test_resumed_run_equals_uninterrupted(name, digits, tmp_path, caplog):
     cell = make_cell(**{"depth": 4, "width": 16, "steps": 20, "batch_size": 64, "log_every": 5, "eval_every": 10,
                         "lr": 1e-3, **CELLS[name]})
-    k = 17 if name == "layerwise_mid_stage" else 12  # layer-wise: step 7 of the second stage
+    # layer-wise: step 7 of the second stage; round robin: in the second round (stage 4), whose layer's optimizer,
+    # head and schedule were last used a round earlier
+    k = {"layerwise_mid_stage": 17, "random_robin_second_round": 17, "round_robin_adam": 22}.get(name, 12)
     whole = train(cell, digits)
     with pytest.raises(Interrupted, match=f"at step {k}; rerun to resume"):
         train(cell, digits, StopAt(tmp_path, cell, k))

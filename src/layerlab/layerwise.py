@@ -191,14 +191,13 @@ def memory_profile(cell: dict, model: LayerStack, x: torch.Tensor, y: torch.Tens
     return backprop, memories
 
 
-class Staged(Regime):
-    """Layer-wise (segment_size 1) and segment-wise training: one stage per window, bottom-up."""
+class LayerRegime(Regime):
+    """What the staged regimes share (layer-wise, segment-wise, round robin): one layer-wise network per stage,
+    `layer_steps` updates each, the per-layer results, the seeded stream of the thesis's dropout masks."""
 
     def __init__(self, cell, data, model, extra):
         super().__init__(cell, data, model, extra)
-        self.windows = windows(len(model.layers), 1 if cell["training"] == "layerwise" else cell["segment_size"])
         self.steps = cell["layer_steps"] or cell["steps"]
-        self.total_steps = len(self.windows) * self.steps
         self.results = {name: np.full(len(model.layers), np.nan) for name in ("layer_test_acc", "layer_test_loss",
                                                                              "layer_lr", "layer_weight_decay")}
         self.noise_generator = torch.Generator(device=data.train.x.device).manual_seed(cell["seed"])
@@ -206,31 +205,37 @@ class Staged(Regime):
         self.epoch_steps = max(1, n // min(cell["batch_size"], n))
 
     def noise(self, t: int) -> Noise:
-        """Forward dropout decayed per epoch within the stage, backward dropout fixed."""
+        """Forward dropout decayed per epoch of the trained layer's updates `t`, backward dropout fixed."""
         cell = self.cell
         return Noise(cell["input_dropout"] * cell["input_dropout_decay"] ** (t // self.epoch_steps),
                      cell["grad_dropout"], self.noise_generator)
 
-    def stages(self) -> Iterator[Stage]:
-        cell, model = self.cell, self.model
-        x0 = first_batch(cell, self.data.train.x, self.data.train.y)[0]
-        model.requires_grad_(False)
-        for i, window in enumerate(self.windows):
-            last = i == len(self.windows) - 1
-            net = stage_network(cell, model, i, window, last, self.data.n_classes, x0)
-            trainable = [p for p in net.parameters() if p.requires_grad]
-            stage_cell = stage_schedule(cell, i)
-            top = window[1] - 1
-            self.results["layer_lr"][top] = stage_cell["lr"]
-            self.results["layer_weight_decay"][top] = stage_cell["weight_decay"]
-            optimizer = make_optimizer(stage_cell, trainable)
-            yield Stage(i, i * self.steps, self.steps, i == 0, last, net, trainable, optimizer,
-                        torch.optim.lr_scheduler.MultiStepLR(optimizer, cell["lr_milestones"], gamma=0.1),
-                        forward=partial(self.forward, net), memory_loss=memory_loss(cell, x0.device),
-                        memory_optimizer=partial(make_optimizer, stage_cell), top=top)
+    def forward(self, net: StageNet, before: int, x: torch.Tensor, t: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Step t of a stage whose layer had `before` updates in earlier stages."""
+        return net(x, self.noise(before + t))
 
-    def forward(self, net: StageNet, x: torch.Tensor, t: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return net(x, self.noise(t))
+    def stage(self, index: int, i: int, net: StageNet, optimizer: torch.optim.Optimizer,
+              schedule: torch.optim.lr_scheduler.LRScheduler, top: int, last: bool, before: int = 0,
+              **options) -> Stage:
+        """Stage `index` (global steps from index x layer_steps) training `net` with stage i's schedule; `top`:
+        the layer its results go to. Records the schedule's lr and weight decay at `top`."""
+        stage_cell = stage_schedule(self.cell, i)
+        self.results["layer_lr"][top] = stage_cell["lr"]
+        self.results["layer_weight_decay"][top] = stage_cell["weight_decay"]
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        return Stage(index, index * self.steps, self.steps, index == 0, last, net, trainable, optimizer, schedule,
+                     forward=partial(self.forward, net, before), memory_loss=memory_loss(self.cell, self.device),
+                     memory_optimizer=partial(make_optimizer, stage_cell), top=top, **options)
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.train.x.device
+
+    def optimizer(self, i: int, net: StageNet) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Stage i's optimizer (lr x decay^i, wd x growth^i) over the trainable parameters of `net`, and its
+        schedule (x0.1 at each of `lr_milestones`, counted in the stage's own updates)."""
+        optimizer = make_optimizer(stage_schedule(self.cell, i), [p for p in net.parameters() if p.requires_grad])
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, self.cell["lr_milestones"], gamma=0.1)
 
     def state_dict(self) -> dict:
         return {"results": self.results, "noise": self.noise_generator.get_state()}
@@ -255,3 +260,21 @@ class Staged(Regime):
             },
             coords={"step": np.asarray(run.steps), "layer": np.arange(len(acc))},
         )
+
+
+class Staged(LayerRegime):
+    """Layer-wise (segment_size 1) and segment-wise training: one stage per window, bottom-up."""
+
+    def __init__(self, cell, data, model, extra):
+        super().__init__(cell, data, model, extra)
+        self.windows = windows(len(model.layers), 1 if cell["training"] == "layerwise" else cell["segment_size"])
+        self.total_steps = len(self.windows) * self.steps
+
+    def stages(self) -> Iterator[Stage]:
+        cell, model = self.cell, self.model
+        x0 = first_batch(cell, self.data.train.x, self.data.train.y)[0]
+        model.requires_grad_(False)
+        for i, window in enumerate(self.windows):
+            last = i == len(self.windows) - 1
+            net = stage_network(cell, model, i, window, last, self.data.n_classes, x0)
+            yield self.stage(i, i, net, *self.optimizer(i, net), top=window[1] - 1, last=last)

@@ -273,8 +273,9 @@ def layer_accuracy(ds: xr.Dataset, spec: dict) -> plt.Figure:
             if final.size:
                 ax.axhline(final.mean(), color=color, ls="--", lw=1.2, label=f"{value} (final)")
                 ax.axhspan(final.mean() - final.std(), final.mean() + final.std(), color=color, alpha=0.15, lw=0)
-    ax.set(xlabel="layer (decision head on its output)",
-           ylabel="head test accuracy" if var == "layer_test_acc" else ds[var].attrs.get("long_name", var))
+    heads = var == "layer_test_acc"
+    ax.set(xlabel="layer (decision head on its output)" if heads else "layer (1-based; last: output layer)",
+           ylabel="head test accuracy" if heads else ds[var].attrs.get("long_name", var))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(title=hue, fontsize=6, title_fontsize=7)
     return fig

@@ -151,9 +151,10 @@ class Loop:
                 return False
             state = self.forward(stage, t, to_log)
             if (t in to_eval and (t > 0 or stage.first)) or not state.finite:
-                test = self.run.evaluate(stage.net, state.step, self.data.test)
+                net = final_net(stage) if t == stage.steps else stage.net
+                test = self.run.evaluate(net, state.step, self.data.test)
                 if t == stage.steps:
-                    self.regime.end_stage(stage, *test)
+                    self.regime.end_stage(stage, *(test if net is stage.net else evaluate(stage.net, self.data.test)))
             if state.logged:
                 self.progress(state.step, stage, self.run)
             if not state.finite:
@@ -255,10 +256,16 @@ def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
         if diverged:
             break
     seconds = loop.seconds()
-    train_acc, train_loss = evaluate(stage.net, data.train)
+    train_acc, train_loss = evaluate(final_net(stage), data.train)
     model.requires_grad_(True)
     loop.objective.requires_grad_(True)
     return loop.dataset(train_acc, train_loss, seconds), model
+
+
+def final_net(stage: Stage) -> nn.Module:
+    """The network the final metrics describe: the last stage's `final` (round robin whose last stage trains a
+    lower layer: the whole network), else the network it trains."""
+    return stage.net if stage.final is None else stage.final
 
 
 def run_dataset(run: Run, diverged_step: int, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:

@@ -1,10 +1,11 @@
 """Built-in measurements beside training (`probes:` in a study; implementations: layerlab.probes.cascade,
-layerlab.probes.representation; per-cell and study-level derivations: layerlab.analysis)."""
+layerlab.probes.representation, layerlab.probes.stable_rank; per-cell and study-level derivations:
+layerlab.analysis)."""
 
 from __future__ import annotations
 
 from layerlab.config import ConfigError, canonical_json
-from layerlab.registry import register_measurement
+from layerlab.registry import MODELS, register_measurement
 
 CASCADE = {
     "re_kl": ("relative entropy of reconstruction vs original, / last layer, median over samples", "1"),
@@ -37,6 +38,10 @@ REPRESENTATION = {
     "rep_heldout_samples": ("held-out test rows for the held-out LSD", "1"),
     "representation_seconds": ("wall time of the representation probe (all checkpoints)", "s"),
 }
+STABLE_RANK = {
+    "stable_rank": ("stable rank ||W||_F^2 / ||W||_2^2", "1"),  # conv kernels as (C_out, C_in k k) matrices
+    "stable_rank_gap": ("mean over layers of |log stable rank - log that of backprop|", "1"),
+}
 CASCADE_MODELS = ("fnn", "cascade_cnn", "cascade_resnet")  # models whose layers the cascade can reconstruct
 
 
@@ -62,6 +67,12 @@ def check_cascade(cell: dict) -> None:
                           f"'{cell['bn_variant']}')")
 
 
+def check_stable_rank(cell: dict) -> None:
+    if not MODELS[cell["model"]].one_map_per_layer:
+        raise ConfigError(f"the stable_rank probe reads one Linear/Conv map per layer; model '{cell['model']}' has "
+                          f"layers with several")
+
+
 def check_representation(cell: dict) -> None:
     if cell["representation_k"] >= cell["representation_samples"]:
         raise ConfigError(f"representation_k ({cell['representation_k']}) must be smaller than "
@@ -75,3 +86,7 @@ register_measurement("cascade", "layerlab.probes.cascade:run_cascade", CASCADE, 
 # paper 001 ch. 5: per-layer LSD, k-redundancy and selection entropy of the init and final networks
 register_measurement("representation", "layerlab.probes.representation:run_representation", REPRESENTATION,
                      reads=("init", "final"), check=check_representation)
+# paper 001 ch. 6, Fig. 6.3: stable rank of every layer's weight, init and final networks
+register_measurement("stable_rank", "layerlab.probes.stable_rank:run_stable_rank", STABLE_RANK,
+                     reads=("init", "final"), summarize="layerlab.probes.stable_rank:stable_rank_summary",
+                     check=check_stable_rank)

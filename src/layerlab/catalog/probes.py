@@ -66,7 +66,8 @@ NEURON_STATES = {
 }
 MEMORY = {
     "peak_memory_bytes": ("peak memory of one training step (tracked: saved activations + parameters + gradients "
-                          "+ optimizer state + batch; layer-wise: max over stages)", "B"),
+                          "+ optimizer state + batch; layer-wise: max over stages; round robin: with every other "
+                          "layer's resident head and optimizer state)", "B"),
     "cuda_peak_memory_bytes": ("CUDA allocator peak of one training step above the resident data (NaN off CUDA)",
                                "B"),
     "peak_memory_parts": ("parts of the tracked peak memory", "B"),

@@ -1,5 +1,5 @@
 """Built-in training regimes (paper 001 ch. 6) and the variables the one training loop writes in every regime
-(implementations: layerlab.train, layerlab.layerwise)."""
+(implementations: layerlab.train, layerlab.layerwise, layerlab.robin)."""
 
 from __future__ import annotations
 
@@ -40,17 +40,30 @@ STAGED_VARIABLES = {  # what a staged regime means by the per-step variables, an
     "peak_test_acc": ("highest per-layer head test accuracy (selected on the test set, as the thesis)", "1"),
 }
 
+ROBIN_VARIABLES = {  # round robin (Algorithm 4): a stage is one (round, layer)
+    **STAGED_VARIABLES,
+    "stage": ("round-robin stage trained at this step: round x layers + position in the round's order", "1"),
+    "layer_test_acc": ("test accuracy of the decision head on this layer after its layer's last stage", "1"),
+    "layer_test_loss": ("test cross-entropy of the decision head on this layer after its layer's last stage", "nat"),
+    "layer_lr": ("learning rate of this layer's optimizer (lr x layer_lr_decay^layer)", "1"),
+    "layer_weight_decay": ("weight decay of this layer's optimizer (weight_decay x layer_wd_growth^layer)", "1"),
+    "robin_round": ("round-robin round (from 0) of the stage trained at this step", "1"),
+    "robin_layer": ("hidden layer trained at this step (with its head; the last layer with the output layer)", "1"),
+    "robin_order": ("layer order of each round (random robin: a seeded permutation per round)", "1"),
+}
+
 
 
 def check_staged(cell: dict) -> None:
-    """Layer-wise (DLL) and segment-wise (DSL) training split a plain stack into windows, with CE decision heads."""
+    """Layer-wise (DLL), segment-wise (DSL) and round-robin training split a plain stack into windows (round robin:
+    single layers), with CE decision heads."""
     regime, model = cell["training"], MODELS[cell["model"]]
     if not model.stack:
         stacks = ", ".join(spec.name for spec in MODELS.values() if spec.stack)
         raise ConfigError(f"training '{regime}' needs a plain stack of layers ({stacks}); model "
                           f"'{cell['model']}' has residual/skip structure that a per-layer split would cut")
-    if regime == "layerwise" and cell["segment_size"] != 1:
-        raise ConfigError(f"training 'layerwise' trains one layer per stage (segment_size 1, got "
+    if regime != "segmentwise" and cell["segment_size"] != 1:
+        raise ConfigError(f"training '{regime}' trains one layer per stage (segment_size 1, got "
                           f"{cell['segment_size']}); use training 'segmentwise' for windows of several layers")
     if cell["segment_size"] > (n := model.hidden_layers(cell)):
         raise ConfigError(f"segment_size {cell['segment_size']} exceeds the {n} hidden layers of model "
@@ -66,3 +79,5 @@ def check_staged(cell: dict) -> None:
 register_regime("backprop", "layerlab.train:Backprop")
 register_regime("layerwise", "layerlab.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged)
 register_regime("segmentwise", "layerlab.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged)
+register_regime("round_robin", "layerlab.robin:Robin", variables=ROBIN_VARIABLES, check=check_staged)
+register_regime("random_robin", "layerlab.robin:Robin", variables=ROBIN_VARIABLES, check=check_staged)

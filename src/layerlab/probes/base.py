@@ -16,7 +16,7 @@ again for the stage it resumes in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ class Stage:
     memory_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # one step's loss, for memory
     memory_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
     top: int | None = None  # staged regimes: the layer whose results this stage reports
+    final: nn.Module | None = None  # the last stage: the network its final evaluation reports (None: `net`)
+    held: dict[str, int] = field(default_factory=dict)  # bytes per memory part (layerlab.probes.memory.PARTS)
+    # the regime keeps resident beside `net` and its step (round robin: the other layers' training states)
 
 
 @dataclass

@@ -13,11 +13,15 @@ the run it describes is untouched (global RNG state restored, batch = the first 
 - `cuda` (CUDA only, else NaN): `torch.cuda.max_memory_allocated()` during the step minus `memory_allocated()`
   before it, with the copy of the network created inside the window, so the dataset and the original model
   that stay resident are excluded.
+
+A regime that keeps more resident than the stage's network (round robin: every other layer with its decision head
+and its optimizer state, `Stage.held`) has those bytes added to both (`StepMemory.plus`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -48,6 +52,17 @@ class StepMemory:
 
     def parts(self) -> list[int]:
         return [getattr(self, p) for p in PARTS]
+
+    def plus(self, held: dict[str, int]) -> StepMemory:
+        """This step's memory with `held` bytes per part resident beside it (counted in the CUDA peak too: the
+        held tensors are allocated before the step, where the step's own copy is made inside the window)."""
+        if not held:
+            return self
+        unknown = set(held) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown memory parts {sorted(unknown)}; known: {', '.join(PARTS)}")
+        return dataclasses.replace(self, **{p: getattr(self, p) + held.get(p, 0) for p in PARTS},
+                                   cuda=self.cuda + sum(held.values()))
 
 
 def _key(t: torch.Tensor) -> tuple[str, int]:
@@ -147,6 +162,18 @@ def memory_variables(memories: list[StepMemory], layers: list[int] | None = None
     return out
 
 
+def optimizer_state_bytes(make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+                          params: list[nn.Parameter]) -> int:
+    """Bytes of the state `make_optimizer` keeps for `params` once it has updated them (momentum buffers, Adam's
+    moments and step counters): measured on one step of stand-ins of their shapes, device and dtype."""
+    standins = [nn.Parameter(torch.zeros_like(p)) for p in params]
+    for p in standins:
+        p.grad = torch.zeros_like(p)
+    optimizer = make_optimizer(standins)
+    optimizer.step()
+    return storage_bytes(v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))
+
+
 def first_batch(cell: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of the training batch size (own storage) for the memory measurement: only shapes matter."""
     n = min(cell["batch_size"], len(y))
@@ -166,7 +193,7 @@ class MemoryProbe(TrainingProbe):
     state = ("stages",)
 
     def start_stage(self, stage: Stage) -> None:
-        memory = step_memory(stage.net, stage.memory_loss, stage.memory_optimizer, *self.batch)
+        memory = step_memory(stage.net, stage.memory_loss, stage.memory_optimizer, *self.batch).plus(stage.held)
         self.stages[stage.index] = memory, stage.top  # a resumed stage measures again: the same shapes
 
     def variables(self, steps: list[int]) -> xr.Dataset:
