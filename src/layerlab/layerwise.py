@@ -41,7 +41,7 @@ from layerlab.layers import LayerStack
 from layerlab.models import init_weights
 from layerlab.optim import make_optimizer
 from layerlab.probes.base import Stage
-from layerlab.probes.memory import StepMemory, first_batch, step_memory
+from layerlab.probes.memory import StepMemory, first_batch, step_memory, storage_bytes
 from layerlab.train import Regime, Run, ce_step_loss
 
 STAGE_SEED = 7919  # head of stage i is initialised from seed * STAGE_SEED + i (independent of the global RNG)
@@ -129,6 +129,21 @@ def windows(n_layers: int, k: int) -> list[tuple[int, int]]:
     return [(i, i + k) for i in range(n_layers - k + 1)]
 
 
+def partitions(n_layers: int, k: int) -> list[tuple[int, int]]:
+    """Consecutive partitions [start, stop) of k layers without overlap, bottom-up; the top one may be shorter
+    (partition-wise training, DPL)."""
+    if not 1 <= k <= n_layers:
+        raise ValueError(f"segment_size {k} must be between 1 and the number of hidden layers ({n_layers})")
+    return [(i, min(i + k, n_layers)) for i in range(0, n_layers, k)]
+
+
+def stage_windows(cell: dict, n_layers: int) -> list[tuple[int, int]]:
+    """The windows of the cell's staged regime: single layers, sliding windows or partitions."""
+    if cell["training"] == "partitionwise":
+        return partitions(n_layers, cell["segment_size"])
+    return windows(n_layers, 1 if cell["training"] == "layerwise" else cell["segment_size"])
+
+
 def stage_schedule(cell: dict, stage: int) -> dict:
     """The cell with stage `stage`'s learning rate and weight decay (lr x decay^i, wd x growth^i)."""
     return {**cell, "lr": cell["lr"] * cell["layer_lr_decay"] ** stage,
@@ -180,7 +195,7 @@ def memory_profile(cell: dict, model: LayerStack, x: torch.Tensor, y: torch.Tens
     backprop = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
     flags = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
-    stages = windows(len(model.layers), 1 if cell["training"] == "layerwise" else cell["segment_size"])
+    stages = stage_windows(cell, len(model.layers))
     memories = []
     for i, window in enumerate(stages):
         stage = stage_network(cell, model, i, window, i == len(stages) - 1, n_classes, x)
@@ -262,13 +277,34 @@ class LayerRegime(Regime):
         )
 
 
+@dataclass
+class LossFilter:
+    """The thesis's loss filtering (Sec. 6.8.4): from update `start` of a stage, each mini-batch loses the
+    `fraction` of its examples with the lowest loss of the trained first partition (its layers and own head,
+    frozen, eval mode) before it reaches the stage's partition."""
+
+    net: StageNet
+    fraction: float
+    start: int
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if t < self.start:
+            return x, y
+        with torch.no_grad():
+            losses = F.cross_entropy(self.net(x)[0], y, reduction="none")
+        keep = torch.argsort(losses, descending=True, stable=True)[:len(y) - int(self.fraction * len(y))]
+        keep = keep.sort().values  # the batch's own order
+        return x[keep], y[keep]
+
+
 class Staged(LayerRegime):
-    """Layer-wise (segment_size 1) and segment-wise training: one stage per window, bottom-up."""
+    """Layer-wise (segment_size 1), segment-wise and partition-wise training: one stage per window, bottom-up."""
 
     def __init__(self, cell, data, model, extra):
         super().__init__(cell, data, model, extra)
-        self.windows = windows(len(model.layers), 1 if cell["training"] == "layerwise" else cell["segment_size"])
+        self.windows = stage_windows(cell, len(model.layers))
         self.total_steps = len(self.windows) * self.steps
+        self.filter: LossFilter | None = None
 
     def stages(self) -> Iterator[Stage]:
         cell, model = self.cell, self.model
@@ -277,4 +313,17 @@ class Staged(LayerRegime):
         for i, window in enumerate(self.windows):
             last = i == len(self.windows) - 1
             net = stage_network(cell, model, i, window, last, self.data.n_classes, x0)
-            yield self.stage(i, i, net, *self.optimizer(i, net), top=window[1] - 1, last=last)
+            held = {"parameters": storage_bytes(self.filter.net.head.parameters())} if self.filter else {}
+            yield self.stage(i, i, net, *self.optimizer(i, net), top=window[1] - 1, last=last, select=self.filter,
+                             held=held)
+            if i == 0 and cell["loss_filter"] > 0:  # the first partition, with its head, filters the others' batches
+                self.filter = LossFilter(net.eval(), cell["loss_filter"], cell["loss_filter_from"])
+
+    def state_dict(self) -> dict:
+        head = None if self.filter is None else self.filter.net.head.state_dict()
+        return {**super().state_dict(), "filter_head": head}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if state["filter_head"] is not None:
+            self.filter.net.head.load_state_dict(state["filter_head"])

@@ -170,6 +170,8 @@ class Loop:
         x, y = self.data.train.x[idx := next(self.stream).to(self.data.train.x.device)], self.data.train.y[idx]
         if self.augment is not None:
             x = crop_flip(x, self.augment)
+        if stage.select is not None:
+            x, y = stage.select(x, y, t)
         logits, hidden = stage.forward(x, t)
         loss, ce, lbe = self.objective(logits, y, hidden)
         finite = bool(torch.isfinite(loss))

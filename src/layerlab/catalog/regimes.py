@@ -62,12 +62,17 @@ def check_staged(cell: dict) -> None:
         stacks = ", ".join(spec.name for spec in MODELS.values() if spec.stack)
         raise ConfigError(f"training '{regime}' needs a plain stack of layers ({stacks}); model "
                           f"'{cell['model']}' has residual/skip structure that a per-layer split would cut")
-    if regime != "segmentwise" and cell["segment_size"] != 1:
+    if regime not in ("segmentwise", "partitionwise") and cell["segment_size"] != 1:
         raise ConfigError(f"training '{regime}' trains one layer per stage (segment_size 1, got "
-                          f"{cell['segment_size']}); use training 'segmentwise' for windows of several layers")
+                          f"{cell['segment_size']}); use training 'segmentwise' or 'partitionwise' for windows of "
+                          f"several layers")
     if cell["segment_size"] > (n := model.hidden_layers(cell)):
         raise ConfigError(f"segment_size {cell['segment_size']} exceeds the {n} hidden layers of model "
                           f"'{cell['model']}'")
+    if cell["loss_filter"] and (regime != "partitionwise" or cell["segment_size"] >= model.hidden_layers(cell)):
+        raise ConfigError(f"loss_filter {cell['loss_filter']} filters the batches of the upper partitions by the "
+                          f"first one's loss: it needs training 'partitionwise' with segment_size below the number "
+                          f"of hidden layers (got training '{regime}', segment_size {cell['segment_size']})")
     if cell["loss"] != "ce":
         raise ConfigError(f"training '{regime}' trains cross-entropy decision heads; loss '{cell['loss']}' is only "
                           f"available with backprop")
@@ -79,5 +84,6 @@ def check_staged(cell: dict) -> None:
 register_regime("backprop", "layerlab.train:Backprop")
 register_regime("layerwise", "layerlab.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged)
 register_regime("segmentwise", "layerlab.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged)
+register_regime("partitionwise", "layerlab.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged)
 register_regime("round_robin", "layerlab.robin:Robin", variables=ROBIN_VARIABLES, check=check_staged)
 register_regime("random_robin", "layerlab.robin:Robin", variables=ROBIN_VARIABLES, check=check_staged)

@@ -47,6 +47,8 @@ class Stage:
     final: nn.Module | None = None  # the last stage: the network its final evaluation reports (None: `net`)
     held: dict[str, int] = field(default_factory=dict)  # bytes per memory part (layerlab.probes.memory.PARTS)
     # the regime keeps resident beside `net` and its step (round robin: the other layers' training states)
+    select: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    # (x, y, t) -> the examples of the step's batch the stage trains on (loss filtering); None: all
 
 
 @dataclass

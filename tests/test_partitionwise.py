@@ -1,0 +1,114 @@
+"""Partition-wise training (DPL, paper 001 Sec. 6.8) and loss filtering (Sec. 6.8.4): windows, a hand-written
+reference loop, the filter against a numpy selection, config errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from conftest import make_cell
+from torch.nn import functional as F
+
+import layerlab.layerwise as lw
+from layerlab.catalog import check_cell
+from layerlab.config import ConfigError
+from layerlab.models import build_model
+from layerlab.optim import Batches
+from layerlab.train import train_cell
+
+
+def cell(**overrides) -> dict:
+    return make_cell(**{"training": "partitionwise", "depth": 4, "width": 16, "segment_size": 2, "optimizer": "sgd",
+                        "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "layer_lr_decay": 0.5,
+                        "layer_wd_growth": 0.5, "layer_steps": 6, "log_every": 3, "eval_every": 6, **overrides})
+
+
+def run(c: dict, data) -> tuple[xr.Dataset, torch.nn.Module]:
+    torch.set_num_threads(1)
+    return train_cell(c, data, build_model(c, data.input_shape, data.n_classes), torch.device("cpu"))
+
+
+def test_partitions_do_not_overlap_and_cover_every_layer():
+    assert lw.partitions(4, 2) == [(0, 2), (2, 4)]
+    assert lw.partitions(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    assert lw.partitions(3, 3) == [(0, 3)] and lw.partitions(3, 1) == lw.windows(3, 1)
+    with pytest.raises(ValueError, match="segment_size 4"):
+        lw.partitions(3, 4)
+
+
+def test_matches_a_hand_written_bottom_up_loop(digits):
+    """Partition 0 trains layers 0-1 with a fresh head; partition 1 trains layers 2-3 with the output layer at
+    lr x 0.5 and wd x 0.5, layers 0-1 frozen: the same weights as a plain torch loop over the same batches."""
+    c = cell()
+    ds, model = run(c, digits)
+    ref = build_model(c, digits.input_shape, digits.n_classes)
+    x_all, y_all = digits.train.x, digits.train.y
+    batches = Batches(len(y_all), c["batch_size"], torch.Generator().manual_seed(c["seed"]))
+
+    def hidden(x: torch.Tensor, layers: range) -> torch.Tensor:
+        h = x.flatten(1)
+        for i in layers:
+            h = ref.acts[i](ref.layers[i](h))
+        return h
+
+    head0 = lw.make_head(c, (16,), digits.n_classes, 0)
+    for i, (layers, head) in enumerate([(range(0, 2), head0), (range(2, 4), ref.head)]):
+        params = [p for j in layers for p in ref.layers[j].parameters()] + list(head.parameters())
+        opt = torch.optim.SGD(params, lr=0.05 * 0.5**i, momentum=0.9, weight_decay=1e-3 * 0.5**i)
+        for _ in range(6):
+            idx = next(batches)
+            with torch.no_grad():
+                h = hidden(x_all[idx], range(0, layers.start))
+            for j in layers:
+                h = ref.acts[j](ref.layers[j](h))
+            opt.zero_grad()
+            F.cross_entropy(head(h), y_all[idx]).backward()
+            opt.step()
+    for (name, a), b in zip(model.state_dict().items(), ref.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert list(ds["stage"].values) == [0, 0, 1, 1, 1] and list(ds["step"].values) == [0, 3, 6, 9, 12]
+    np.testing.assert_allclose(ds["layer_lr"], [np.nan, 0.05, np.nan, 0.025])  # reported at each partition's top
+    assert np.isfinite(ds["layer_peak_memory_bytes"].values[[1, 3]]).all()  # the memory of each partition
+
+
+def test_one_layer_partitions_are_layerwise_training(digits):
+    a, _ = run(cell(segment_size=1, layer_lr_decay=0.8, layer_wd_growth=1.15), digits)
+    b, _ = run(cell(training="layerwise", segment_size=1, layer_lr_decay=0.8, layer_wd_growth=1.15), digits)
+    xr.testing.assert_identical(a.drop_vars("train_seconds"), b.drop_vars("train_seconds"))
+
+
+def test_loss_filter_drops_the_lowest_loss_examples_of_each_batch():
+    torch.manual_seed(0)
+    c = cell()
+    model = build_model(c, (8,), 3)
+    net = lw.StageNet(model, 0, 2, lw.make_head(c, (16,), 3, 0)).eval()
+    x, y = torch.randn(10, 8), torch.randint(0, 3, (10,))
+    losses = F.cross_entropy(net(x)[0], y, reduction="none").detach().numpy()
+    keep = np.sort(np.argsort(-losses, kind="stable")[:8])  # 0.25 x 10 = 2 dropped (rounded down)
+    flt = lw.LossFilter(net, 0.25, start=3)
+    xs, ys = flt(x, y, 3)
+    assert torch.equal(xs, x[keep]) and torch.equal(ys, y[keep])
+    assert losses[keep].min() >= np.delete(losses, keep).max()
+    assert flt(x, y, 2)[0] is x  # before `start`: the whole batch
+
+
+def test_loss_filter_changes_only_the_upper_partitions(digits):
+    plain, _ = run(cell(), digits)
+    filtered, _ = run(cell(loss_filter=0.5), digits)
+    stage0 = plain["stage"].values == 0
+    np.testing.assert_array_equal(plain["loss"].values[stage0], filtered["loss"].values[stage0])
+    assert not np.array_equal(plain["loss"].values[~stage0], filtered["loss"].values[~stage0])
+    late, _ = run(cell(loss_filter=0.5, loss_filter_from=7), digits)  # never on within the 6-update stages
+    np.testing.assert_array_equal(plain["loss"].values, late["loss"].values)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (dict(training="layerwise", segment_size=1, loss_filter=0.25), "loss_filter 0.25 .* training 'layerwise'"),
+    (dict(segment_size=4, loss_filter=0.25), "segment_size 4"),
+    (dict(segment_size=5), "segment_size 5 exceeds the 4 hidden layers"),
+    (dict(training="layerwise", segment_size=2), "'segmentwise' or 'partitionwise'"),
+])
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_cell(cell(**overrides))
