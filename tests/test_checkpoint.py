@@ -22,7 +22,7 @@ from layerlab.models import build_model
 from layerlab.store import read_store
 from layerlab.train import train_cell
 
-WALL_TIMES = {"train_seconds", "curvature_seconds"}
+WALL_TIMES = {"train_seconds", "curvature_seconds", "representation_dynamic_seconds", "k_filter_seconds"}
 
 
 class StopAt(Checkpoint):
@@ -63,6 +63,8 @@ CELLS = {
                                 layer_lr_decay=0.8, optimizer="sgd", lr=0.05, momentum=0.9, grad_rms_probe=True),
     "curvature": dict(curvature_every=5, curvature_labels="sampled", curvature_samples=100, weight_entropy_bits=4,
                       quantize_bits=6, quantize_every=3),
+    "representation_k_filter": dict(representation_every=5, representation_at=[3, 13], representation_samples=200,
+                                    representation_k=5, k_filter=3, k_filter_batch=500, bn_variant="bn"),
 }
 
 
