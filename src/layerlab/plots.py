@@ -88,19 +88,19 @@ def layer_step_heatmap(ds: xr.Dataset, spec: dict) -> plt.Figure:
 def layer_trajectories(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """A (layer x step) variable as one line per layer over steps (also a (step, rep_layer) one, e.g. the
     representation measures during training, `k_redundancy_dynamic`), faceted by `row` and `col`; `logy` for a
-    log scale; a legend of the layers when there are at most 12."""
+    log scale; a legend of the layers (first panel) when there are at most 12."""
     row, col = spec.get("row"), spec.get("col")
     dim = "rep_layer" if "rep_layer" in ds[spec["var"]].dims else "layer"
     da = _reduce(ds[spec["var"]], {row, col, dim, "step"})
     cmap = plt.get_cmap("viridis")
-    for ax, sub in _panels(da, row, col, along=dim):
+    for panel, (ax, sub) in enumerate(_panels(da, row, col, along=dim)):
         for k, layer in enumerate(sub[dim].values):
             line = sub.sel({dim: layer}).dropna("step")
             ax.plot(line["step"], line, color=cmap(k / max(1, sub.sizes[dim] - 1)), lw=0.8,
                     marker="o" if line.sizes["step"] < 20 else None, ms=2, label=str(layer))
         if spec.get("logy"):
             ax.set_yscale("log")
-        if sub.sizes[dim] <= 12:
+        if panel == 0 and sub.sizes[dim] <= 12:
             ax.legend(title=dim, fontsize=6, title_fontsize=7)
     fig = plt.gcf()
     fig.supylabel(textwrap.fill(da.attrs.get("long_name", spec["var"]), 45), fontsize=7)
