@@ -1,7 +1,8 @@
 """The one training loop of every cell: a regime supplies the stages, the registered probes measure.
 
 Each stage runs `stage.steps` updates on mini-batches drawn from tensors on the device (seeded permutation per
-epoch, last partial batch dropped; `augment` applied per batch). At every `log_every` steps (and the last) the
+epoch, last partial batch dropped; `augment` applied per batch; with `k_filter` the permutation runs over the rows
+k-filtering keeps, `layerlab.kfilter`). At every `log_every` steps (and the last) the
 loop records the loss terms, LBE's alpha and the progress log line; every `eval_every` steps (and the last) the
 test accuracy. Probes (`layerlab.probes.base`) run at their hooks. A non-finite loss ends the run early and marks
 the cell `diverged`: a result, not a crash.
