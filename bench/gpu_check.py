@@ -73,14 +73,17 @@ def shorten(config: dict, steps: int, max_cells: int) -> dict:
     fixed.update(steps=steps, **every)
     if "layer_steps" in fixed:
         fixed["layer_steps"] = steps
-    for every in ("curvature_every", "neuron_every"):
+    for every in ("curvature_every", "neuron_every", "representation_every"):
         if fixed.get(every):
             fixed[every] = max(1, steps // 2)
+    if "representation_at" in fixed:
+        fixed["representation_at"] = [s for s in fixed["representation_at"] if s <= steps]
     if "quantize_every" in fixed:
         fixed["quantize_every"] = min(fixed["quantize_every"], max(1, steps // 4))
     if "cascade_epochs" in fixed:
         fixed["cascade_epochs"] = min(fixed["cascade_epochs"], 1)
-    if "representation" in config.get("probes", []):
+    if "representation" in config.get("probes", []) or fixed.get("representation_every") or \
+            fixed.get("representation_at"):
         fixed["representation_samples"] = 200
     if fixed.get("dataset", "digits") != "digits":
         fixed["train_subset"] = min(fixed.get("train_subset") or SUBSETS[0], SUBSETS[0])

@@ -22,7 +22,7 @@ from layerlab.models import build_model
 from layerlab.store import read_store
 from layerlab.train import train_cell
 
-WALL_TIMES = {"train_seconds", "curvature_seconds"}
+WALL_TIMES = {"train_seconds", "curvature_seconds", "representation_dynamic_seconds", "k_filter_seconds"}
 
 
 class StopAt(Checkpoint):
@@ -67,6 +67,8 @@ CELLS = {
     "round_robin_adam": dict(training="round_robin", depth=3, layer_steps=5, rounds=2, layer_head="linear"),
     "curvature": dict(curvature_every=5, curvature_labels="sampled", curvature_samples=100, weight_entropy_bits=4,
                       quantize_bits=6, quantize_every=3),
+    "representation_k_filter": dict(representation_every=5, representation_at=[3, 13], representation_samples=200,
+                                    representation_k=5, k_filter=3, k_filter_batch=500, bn_variant="bn"),
 }
 
 

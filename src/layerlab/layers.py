@@ -71,3 +71,16 @@ def kept_buffers(model: nn.Module) -> Iterator[None]:
     finally:
         for m, name, buf in saved:
             setattr(m, name, buf)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """A measurement in eval mode (BatchNorm's running statistics, no dropout) that puts every module's own
+    train/eval flag back afterwards (a staged regime's frozen parts stay in eval mode)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training

@@ -22,7 +22,7 @@ KINDS: dict[str, tuple[dict[str, str | None], dict[str, str | None], set[str], s
     "reconstructions": ({"_": "reconstruction"}, {"row": None}, {"row"}, set()),
     "spectra": ({"var": None}, {"row": None, "col": None}, {"var"}, set()),
     "representation_layers": ({"var": None}, {"row": None, "col": None, "hue": "checkpoint"}, {"var"},
-                              {"checkpoint"}),
+                              {"checkpoint", "step"}),
     "layer_profile": ({"var": None}, {"row": None, "hue": None}, {"var"}, set()),
     "layer_accuracy": ({"var": "layer_test_acc", "metric": "test_acc"}, {"hue": "training"}, set(), set()),
     "regime_memory": ({"metric": "test_acc", "_": "peak_memory_parts"}, {"x": "training"}, set(), set()),

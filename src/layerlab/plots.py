@@ -86,17 +86,24 @@ def layer_step_heatmap(ds: xr.Dataset, spec: dict) -> plt.Figure:
 
 
 def layer_trajectories(ds: xr.Dataset, spec: dict) -> plt.Figure:
-    """A (layer x step) variable as one line per layer over steps, faceted by `row` and `col`."""
+    """A (layer x step) variable as one line per layer over steps (also a (step, rep_layer) one, e.g. the
+    representation measures during training, `k_redundancy_dynamic`), faceted by `row` and `col`; `logy` for a
+    log scale; a legend of the layers (first panel) when there are at most 12."""
     row, col = spec.get("row"), spec.get("col")
-    da = _reduce(ds[spec["var"]], {row, col, "layer", "step"})
+    dim = "rep_layer" if "rep_layer" in ds[spec["var"]].dims else "layer"
+    da = _reduce(ds[spec["var"]], {row, col, dim, "step"})
     cmap = plt.get_cmap("viridis")
-    for ax, sub in _panels(da, row, col):
-        for k, layer in enumerate(sub["layer"].values):
-            ax.plot(sub["step"], sub.sel(layer=layer), color=cmap(k / max(1, sub.sizes["layer"] - 1)), lw=0.8)
+    for panel, (ax, sub) in enumerate(_panels(da, row, col, along=dim)):
+        for k, layer in enumerate(sub[dim].values):
+            line = sub.sel({dim: layer}).dropna("step")
+            ax.plot(line["step"], line, color=cmap(k / max(1, sub.sizes[dim] - 1)), lw=0.8,
+                    marker="o" if line.sizes["step"] < 20 else None, ms=2, label=str(layer))
         if spec.get("logy"):
             ax.set_yscale("log")
+        if panel == 0 and sub.sizes[dim] <= 12:
+            ax.legend(title=dim, fontsize=6, title_fontsize=7)
     fig = plt.gcf()
-    fig.supylabel(da.attrs.get("long_name", spec["var"]), fontsize=8)
+    fig.supylabel(textwrap.fill(da.attrs.get("long_name", spec["var"]), 45), fontsize=7)
     return fig
 
 
@@ -211,13 +218,18 @@ def spectra(ds: xr.Dataset, spec: dict) -> plt.Figure:
 def representation_layers(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """A (checkpoint, rep_layer) measure of the representation probe (paper 001 ch. 5, e.g. k_redundancy) against
     the representation index (X, hidden layers, logits), one line per `hue` value (default: checkpoint, i.e. init
-    vs final), faceted by `row` and `col`; seeds averaged; `logy` for a log scale."""
+    vs final; `step` for a measure taken during training, e.g. `k_redundancy_dynamic`), faceted by `row` and `col`;
+    seeds averaged; `logy` for a log scale."""
     row, col, hue = spec.get("row"), spec.get("col"), spec.get("hue", "checkpoint")
     da = _reduce(ds[spec["var"]], {row, col, hue, "rep_layer"})
-    palette = dict(zip(da[hue].values, sns.color_palette("deep", da.sizes[hue]), strict=True))
+    if hue == "step":  # the measured steps only, early to late in one sequential palette
+        da = da.dropna("step", how="all")
+    colors = sns.color_palette("viridis" if hue == "step" else "deep", da.sizes[hue])
+    palette = dict(zip(da[hue].values, colors, strict=True))
     for ax, sub in _panels(da, row, col, along="rep_layer"):
         for value in sub[hue].values:
             ax.plot(sub["rep_layer"], sub.sel({hue: value}), "o-", ms=3, color=palette[value], label=str(value))
+        ax.set_xticks(sub["rep_layer"].values)
         if spec.get("logy"):
             ax.set_yscale("log")
         ax.legend(title=hue, fontsize=6, title_fontsize=7)

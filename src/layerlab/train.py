@@ -1,7 +1,8 @@
 """The one training loop of every cell: a regime supplies the stages, the registered probes measure.
 
 Each stage runs `stage.steps` updates on mini-batches drawn from tensors on the device (seeded permutation per
-epoch, last partial batch dropped; `augment` applied per batch). At every `log_every` steps (and the last) the
+epoch, last partial batch dropped; `augment` applied per batch; with `k_filter` the permutation runs over the rows
+k-filtering keeps, `layerlab.kfilter`). At every `log_every` steps (and the last) the
 loop records the loss terms, LBE's alpha and the progress log line; every `eval_every` steps (and the last) the
 test accuracy. Probes (`layerlab.probes.base`) run at their hooks. A non-finite loss ends the run early and marks
 the cell `diverged`: a result, not a crash.
@@ -26,6 +27,7 @@ from layerlab.catalog.checks import active_probes
 from layerlab.catalog.regimes import RUN_VARIABLES
 from layerlab.checkpoint import Checkpoint
 from layerlab.data import Dataset, Split
+from layerlab.kfilter import kept_rows
 from layerlab.layers import Network, unfrozen_parameters
 from layerlab.losses import Objective
 from layerlab.optim import Batches, evaluate, logged_steps, make_optimizer
@@ -126,7 +128,9 @@ class Loop:
                                                                        list(self.objective.parameters()))
         self.names = active_probes(cell)
         self.probes: list[TrainingProbe] = [resolve(PROBES[name].impl)(cell, model, data) for name in self.names]
-        self.stream = Batches(len(data.train.y), cell["batch_size"], torch.Generator().manual_seed(cell["seed"]))
+        self.rows, self.filter_seconds = training_rows(cell, data)
+        self.stream = Batches(len(data.train.y) if self.rows is None else len(self.rows), cell["batch_size"],
+                              torch.Generator().manual_seed(cell["seed"]))
         self.augment = torch.Generator().manual_seed(cell["seed"]) if cell["augment"] == "crop_flip" else None
         self.run, self.diverged_step, self.seconds_before = Run(), -1, 0.0
         self.progress = Progress(getattr(self.regime, "total_steps", cell["steps"]))
@@ -167,7 +171,10 @@ class Loop:
 
     def forward(self, stage: Stage, t: int, to_log: set[int]) -> StepState:
         """The step's batch, forward pass and loss; the logged records and the probes' after_forward."""
-        x, y = self.data.train.x[idx := next(self.stream).to(self.data.train.x.device)], self.data.train.y[idx]
+        idx = next(self.stream).to(self.data.train.x.device)
+        if self.rows is not None:  # k-filtering: batches of the kept rows
+            idx = self.rows[idx]
+        x, y = self.data.train.x[idx], self.data.train.y[idx]
         if self.augment is not None:
             x = crop_flip(x, self.augment)
         if stage.select is not None:
@@ -232,13 +239,27 @@ class Loop:
 
     def dataset(self, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
         """The run's, the regime's and every probe's variables, described by their declarations."""
-        parts = [run_dataset(self.run, self.diverged_step, train_acc, train_loss, seconds),
+        n = len(self.data.train.y)
+        rows = n if self.rows is None else len(self.rows)
+        kept = xr.Dataset({"train_rows": rows, "train_kept": rows / n, "k_filter_seconds": self.filter_seconds})
+        parts = [run_dataset(self.run, self.diverged_step, train_acc, train_loss, seconds), kept,
                  self.regime.variables(self.run), *(probe.variables(self.run.steps) for probe in self.probes)]
         ds = xr.merge([p for p in parts if p is not None], join="outer", compat="no_conflicts",
                       combine_attrs="override")
         for name in self.names:
             describe(ds, PROBES[name].variables)
         return describe(describe(ds, RUN_VARIABLES), REGIMES[self.cell["training"]].variables)
+
+
+def training_rows(cell: dict, data: Dataset) -> tuple[torch.Tensor | None, float]:
+    """The training rows the batches are drawn from (None: all) and the seconds k-filtering took."""
+    if not cell["k_filter"]:
+        return None, 0.0
+    start = time.perf_counter()
+    rows = kept_rows(data.train.x, data.train.y, cell["k_filter"], cell["k_filter_batch"])
+    log.info("k-filter (k %d, batches of %s rows): %d of %d training rows kept", cell["k_filter"],
+             cell["k_filter_batch"] or "all", len(rows), len(data.train.y))
+    return rows, time.perf_counter() - start
 
 
 def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,

@@ -32,6 +32,17 @@ def check_model(cell: dict) -> None:
                               f"{n_maps} (got '{pattern}')")
 
 
+def check_k_filter(cell: dict) -> None:
+    """k-filtering (paper 001 ch. 5) draws the batches of backprop's one stage from the kept rows."""
+    if not (k := cell["k_filter"]):
+        return
+    if cell["training"] != "backprop":
+        raise ConfigError(f"k_filter is an option of training 'backprop' (got training '{cell['training']}')")
+    if 0 < cell["k_filter_batch"] <= k:
+        raise ConfigError(f"k_filter_batch ({cell['k_filter_batch']}) must exceed k_filter ({k}): each row needs k "
+                          f"neighbours in its batch (0: the whole training split)")
+
+
 def active_probes(cell: dict) -> list[str]:
     """The training probes a cell runs, in registration order (a cell without a plug-in's parameters has their
     defaults)."""
@@ -62,6 +73,7 @@ def check_cell(cell: dict, measurements: list[str] | None = None) -> None:
     if regime.check:
         regime.check(cell)
     check_probes(cell)
+    check_k_filter(cell)
     for name in measurements or []:
         if (spec := MEASUREMENTS[name]).check:
             spec.check(cell)

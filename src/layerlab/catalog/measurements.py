@@ -24,6 +24,8 @@ CASCADE = {
     "prediction_agrees_diff_entropy": ("differential-entropy prediction matches trained ground truth", "1"),
     "predictors_agree": ("the relative-entropy and differential-entropy predictions agree", "1"),
 }
+REPRESENTATION_PER_LAYER = ("lsd_train", "lsd_heldout", "probe_acc_train", "probe_acc_heldout", "k_redundancy",
+                            "selection_entropy", "selection_skipped")  # the (checkpoint, rep_layer) measures
 REPRESENTATION = {
     "lsd_train": ("LSD 1/m ||Y - [Z,1][Z,1]^+ Y||^2 of the linear probe on the probe subset", "1"),
     "lsd_heldout": ("held-out LSD: the probe fitted on the probe subset, applied to test rows", "1"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from layerlab.catalog.measurements import REPRESENTATION, REPRESENTATION_PER_LAYER, check_representation
 from layerlab.config import ConfigError
 from layerlab.registry import register_probe
 
@@ -74,6 +75,27 @@ MEMORY = {
     "layer_peak_memory_bytes": ("tracked peak memory of one step of the stage whose window ends at this layer", "B"),
     "layer_cuda_peak_memory_bytes": ("CUDA allocator peak of one step of the stage ending at this layer", "B"),
 }
+DYNAMIC = "_dynamic"  # suffix of the representation measures taken during training (train.zarr)
+REPRESENTATION_DYNAMIC = {
+    **{f"{name}{DYNAMIC}": (f"{REPRESENTATION[name][0]}, during training", REPRESENTATION[name][1])
+       for name in REPRESENTATION_PER_LAYER},
+    f"representation{DYNAMIC}_seconds": ("wall time of the representation measures during training (part of "
+                                         "train_seconds)", "s"),
+}
+
+
+def representation_schedule(cell: dict) -> set[int]:
+    """The steps at which the training probe `representation_dynamic` measures: every `representation_every` (and
+    the last step), and `representation_at`."""
+    every = set(range(0, cell["steps"], cell["representation_every"])) | {cell["steps"]} \
+        if cell["representation_every"] else set()
+    return every | set(cell["representation_at"])
+
+
+def check_representation_dynamic(cell: dict) -> None:
+    check_representation(cell)
+    if late := sorted(s for s in cell["representation_at"] if s > cell["steps"]):
+        raise ConfigError(f"representation_at: steps {late} are after the last step ({cell['steps']})")
 
 
 def check_compression(cell: dict) -> None:
@@ -107,3 +129,8 @@ register_probe("memory", "layerlab.probes.memory:MemoryProbe", MEMORY)
 # paper 004 Sec. 4.2, Fig. A12: dying and full ReLU units per hidden layer
 register_probe("neuron_states", "layerlab.probes.neurons:NeuronStatesProbe", NEURON_STATES,
                enabled=lambda cell: cell["neuron_every"] > 0, keys=("neuron_every",), regimes=("backprop",))
+# paper 001 ch. 5: LSD, k-redundancy and selection entropy per representation at chosen steps of training
+register_probe("representation_dynamic", "layerlab.probes.representation_dynamic:RepresentationDynamicProbe",
+               REPRESENTATION_DYNAMIC, enabled=lambda cell: cell["representation_every"] > 0
+               or bool(cell["representation_at"]), keys=("representation_every", "representation_at"),
+               regimes=("backprop",), check=check_representation_dynamic)

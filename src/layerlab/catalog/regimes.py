@@ -23,6 +23,9 @@ RUN_VARIABLES = {  # written by layerlab.train for every cell
     "diverged": ("training hit a non-finite loss", "1"),
     "diverged_step": ("step of the first non-finite loss (-1: none)", "1"),
     "train_seconds": ("wall time of the training loop", "s"),
+    "train_rows": ("training rows the batches are drawn from (after k-filtering)", "1"),
+    "train_kept": ("fraction of the training split kept by k-filtering (1 without)", "1"),
+    "k_filter_seconds": ("wall time of k-filtering, before training (not part of train_seconds)", "s"),
 }
 
 STAGED_VARIABLES = {  # what a staged regime means by the per-step variables, and what it adds

@@ -99,14 +99,15 @@ class TrainingProbe:
         return None
 
 
-def step_layer_dataset(steps: list[int], records: dict[str, dict[int, np.ndarray]]) -> xr.Dataset | None:
-    """(step, layer) float32 variables from {name: {step: per-layer values}}; a logged step without a record is NaN
+def step_layer_dataset(steps: list[int], records: dict[str, dict[int, np.ndarray]],
+                       dim: str = "layer") -> xr.Dataset | None:
+    """(step, `dim`) float32 variables from {name: {step: per-layer values}}; a logged step without a record is NaN
     (e.g. the gradient at the last step, where no update happens). None without any record."""
     records = {name: rec for name, rec in records.items() if rec}
     if not records:
         return None
     n_layers = max(len(v) for rec in records.values() for v in rec.values())
     missing = np.full(n_layers, np.nan)
-    data = {name: (("step", "layer"), np.stack([rec.get(s, missing) for s in steps]).astype(np.float32))
+    data = {name: (("step", dim), np.stack([rec.get(s, missing) for s in steps]).astype(np.float32))
             for name, rec in records.items()}
-    return xr.Dataset(data, coords={"step": np.asarray(steps), "layer": np.arange(n_layers)})
+    return xr.Dataset(data, coords={"step": np.asarray(steps), dim: np.arange(n_layers)})

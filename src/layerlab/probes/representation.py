@@ -26,14 +26,13 @@ import torch
 import xarray as xr
 from torch.nn import functional as F
 
+from layerlab.catalog.measurements import REPRESENTATION_PER_LAYER as PER_LAYER
 from layerlab.data import Dataset
 from layerlab.layers import Network
 from layerlab.optim import EVAL_BATCH
 
 CHECKPOINTS = ("init", "final")
 KNN_CHUNK = 1024  # rows of the distance matrix computed at once
-PER_LAYER = ("lsd_train", "lsd_heldout", "probe_acc_train", "probe_acc_heldout", "k_redundancy",
-             "selection_entropy", "selection_skipped")
 
 
 def balanced_subset(labels: np.ndarray, m: int, seed: int) -> np.ndarray:
@@ -65,21 +64,27 @@ def lsd(z: torch.Tensor, labels: torch.Tensor, b: torch.Tensor, n_classes: int) 
     return float((residual**2).sum() / len(labels)), float((pred.argmax(1) == labels).double().mean())
 
 
-def k_redundancy(z: torch.Tensor, labels: torch.Tensor, k: int, chunk: int = KNN_CHUNK) -> float:
-    """Fraction of rows whose k nearest other rows (Euclidean, float64) all share their label."""
+def redundant(z: torch.Tensor, labels: torch.Tensor, k: int, chunk: int = KNN_CHUNK) -> torch.Tensor:
+    """Def. 8: which rows are redundant, i.e. their k nearest other rows (Euclidean, float64) all share their label
+    (a bool per row; the distance matrix `chunk` rows at a time)."""
     m = len(z)
     if not 0 < k < m:
         raise ValueError(f"k-redundancy needs 0 < k < samples (got k={k}, {m} samples)")
     z = z.double()
     sq = (z * z).sum(1)
-    redundant = 0
+    out = torch.empty(m, dtype=torch.bool, device=z.device)
     for start in range(0, m, chunk):
         rows = torch.arange(start, min(start + chunk, m), device=z.device)
         dist = sq[rows, None] + sq[None, :] - 2 * z[rows] @ z.T
         dist[torch.arange(len(rows), device=z.device), rows] = torch.inf  # not its own neighbour
         neighbours = dist.topk(k, dim=1, largest=False).indices
-        redundant += int((labels[neighbours] == labels[rows, None]).all(1).sum())
-    return redundant / m
+        out[rows] = (labels[neighbours] == labels[rows, None]).all(1)
+    return out
+
+
+def k_redundancy(z: torch.Tensor, labels: torch.Tensor, k: int, chunk: int = KNN_CHUNK) -> float:
+    """Fraction of rows whose k nearest other rows (Euclidean, float64) all share their label."""
+    return float(redundant(z, labels, k, chunk).double().mean())
 
 
 def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
@@ -134,10 +139,8 @@ def measure(model: Network, data: Dataset, train_rows: torch.Tensor, heldout_row
     return out
 
 
-def run_representation(cell: dict, data: Dataset, models: dict[str, Network],
-                       device: torch.device) -> xr.Dataset:
-    """The measures of every checkpoint in `models` (name -> network) on the cell's probe subsets."""
-    start = time.perf_counter()
+def probe_rows(cell: dict, data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cell's fixed probe subsets: class-balanced seeded rows of the training and of the test split."""
     m, k = cell["representation_samples"], cell["representation_k"]
     train_rows, heldout_rows = (
         torch.from_numpy(balanced_subset(split.y.cpu().numpy(), m, cell["seed"])).to(device)
@@ -146,6 +149,14 @@ def run_representation(cell: dict, data: Dataset, models: dict[str, Network],
     if k >= len(train_rows):
         raise ValueError(f"representation_k ({k}) must be smaller than the probe subset ({len(train_rows)} "
                          f"training rows available)")
+    return train_rows, heldout_rows
+
+
+def run_representation(cell: dict, data: Dataset, models: dict[str, Network],
+                       device: torch.device) -> xr.Dataset:
+    """The measures of every checkpoint in `models` (name -> network) on the cell's probe subsets."""
+    start = time.perf_counter()
+    train_rows, heldout_rows = probe_rows(cell, data, device)
     results = {name: measure(net.to(device), data, train_rows, heldout_rows, cell) for name, net in models.items()}
     first = next(iter(results.values()))
     label_counts = torch.bincount(data.train.y[train_rows].cpu(), minlength=data.n_classes).double()
