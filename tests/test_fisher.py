@@ -212,7 +212,7 @@ def test_fisher_probe_end_to_end(tmp_path: Path):
     out = tmp_path / "results/tiny_fisher"
     ds = read_store(out / "metrics.zarr")
     assert ds["kappa_block"].dims == ("bn_variant", "checkpoint", "fisher", "layer", "p")
-    assert int(ds["fisher_params"]) == 9 * 6 + 6 * 6 + 6 * 10 and int(ds["fisher_samples"]) == 64
+    assert int(ds["fisher_params"].squeeze()) == 9 * 6 + 6 * 6 + 6 * 10 and int(ds["fisher_rows"].squeeze()) == 64
     assert np.isfinite(ds["lmax_full"]).all() and list(ds["fisher"].values) == list(FISHER_TYPES)
     assert (out / "figures/kappa.png").stat().st_size > 10_000
     claims = (out / "claims.csv").read_text()

@@ -57,7 +57,7 @@ FISHER = {
     **{f"log10_{q}_{m}": (f"log10 {q} of the {what} (kappa: inf shown as 1e12)", "1")
        for q in ("kappa", "lmax") for m, what in (("full", "exact F"), ("block", "exact F_k"), ("kfac", "K-FAC"))},
     "fisher_params": ("parameters of F (the weights of every layer)", "1"),
-    "fisher_samples": ("probe rows the Fisher matrices average over", "1"),
+    "fisher_rows": ("probe rows the Fisher matrices average over", "1"),
     "fisher_seconds": ("wall time of the Fisher measurement (all checkpoints and types)", "s"),
 }
 FISHER_MAX_PARAMS = 20_000  # a dense P x P float64 matrix of 3.2 GB and its eigendecomposition

@@ -198,6 +198,6 @@ def run_fisher(cell: dict, data: Dataset, models: dict[str, Network], device: to
     ds["log10_kfac_kappa_ratio"] = ds["log10_kappa_kfac"] - ds["log10_kappa_block"]
     ds["log10_kappa_gap"] = ds["log10_kappa_full"] - ds["log10_kappa_block"].max("layer")
     ds["fisher_params"] = first["eig_full"].size
-    ds["fisher_samples"] = len(y)
+    ds["fisher_rows"] = len(y)
     ds["fisher_seconds"] = time.perf_counter() - tic
     return ds
