@@ -36,6 +36,9 @@ WHITE_NOISE_SIZES = (10_000, 2_000)
 # than the training split); tests/test_data.py checks them against prepared files
 SPLIT_SIZES = {"digits": (1437, 360), "fashion_mnist": (60_000, 10_000), "mnist": (60_000, 10_000),
                "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "white_noise": WHITE_NOISE_SIZES}
+# side of each dataset's square images, known before any job (input_crop is checked against it)
+IMAGE_SIDES = {"digits": 8, "fashion_mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32,
+               "white_noise": WHITE_NOISE_SHAPE[1]}
 
 
 class DatasetUnavailable(RuntimeError):
@@ -261,19 +264,39 @@ def read_provenance(npz_path: str | os.PathLike) -> dict:
     return json.loads(Path(npz_path).with_suffix(".json").read_text())
 
 
-def input_shape(meta: dict, pool: int = 1) -> tuple[int, ...]:
-    """(channels, height, width) of the images a network sees: the provenance's shape, average-pooled by `pool`."""
+def input_shape(meta: dict, pool: int = 1, crop: int = 0, resize: int = 0) -> tuple[int, ...]:
+    """(channels, height, width) of the images a network sees: the provenance's shape, centre-cropped to `crop`
+    pixels per side, resized to `resize`, then average-pooled by `pool` (0: no crop, no resize)."""
     channels, *size = meta["shapes"]["x_train"][1:]
+    if crop > min(size):
+        raise DatasetUnavailable(f"input_crop {crop} is larger than the {meta['dataset']} images {size}")
+    size = [resize] * 2 if resize else [crop] * 2 if crop else size
     if pool > min(size):
         raise DatasetUnavailable(f"input_pool {pool} is larger than the {meta['dataset']} images {size}")
     return channels, *(n // pool for n in size)
 
 
+def crop_resize(x: torch.Tensor, crop: int = 0, resize: int = 0) -> torch.Tensor:
+    """(N, C, H, W) images centre-cropped to crop x crop pixels (0: kept) and resized to resize x resize (0: kept) by
+    antialiased bilinear interpolation (paper 004's 12 x 12 MNIST: crop 20, resize 12, the seed notes' reading)."""
+    import torch
+
+    if crop:
+        top, left = (x.shape[2] - crop) // 2, (x.shape[3] - crop) // 2
+        x = x[:, :, top : top + crop, left : left + crop]
+    if resize:
+        x = torch.nn.functional.interpolate(x, size=(resize, resize), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    return x
+
+
 def load(path: Path, device: torch.device | str = "cpu", train_subset: int | None = None,
-         test_subset: int | None = None, scaling: str = "standardize", pool: int = 1) -> Dataset:
+         test_subset: int | None = None, scaling: str = "standardize", pool: int = 1, crop: int = 0,
+         resize: int = 0) -> Dataset:
     """Load a prepared dataset, verified against its provenance's sha256 (DatasetCorrupt). Pixels are mapped to
-    [0, 1] and average-pooled by `pool` (`scaling="unit"`), then, by default, standardized with the training
-    split's mean and std over all pixels (`standardize`) or per channel (`standardize_channels`)."""
+    [0, 1], centre-cropped to `crop`, resized to `resize` and average-pooled by `pool` (`crop_resize`; this is
+    `scaling="unit"`), then, by default, standardized with the training split's mean and std over all pixels
+    (`standardize`) or per channel (`standardize_channels`)."""
     import torch
 
     if not Path(path).exists():
@@ -283,10 +306,10 @@ def load(path: Path, device: torch.device | str = "cpu", train_subset: int | Non
         arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_subset], arrays["y_train"][:train_subset]
     if test_subset:
         arrays["x_test"], arrays["y_test"] = arrays["x_test"][:test_subset], arrays["y_test"][:test_subset]
-    input_shape(meta, pool)  # checks the pooling factor
+    input_shape(meta, pool, crop, resize)  # checks the crop and the pooling factor
 
     def pixels(x: np.ndarray) -> torch.Tensor:
-        xt = torch.from_numpy(x).float() / meta["scale"]
+        xt = crop_resize(torch.from_numpy(x).float() / meta["scale"], crop, resize)
         return torch.nn.functional.avg_pool2d(xt, pool) if pool > 1 else xt
 
     x_train, x_test = pixels(arrays["x_train"]), pixels(arrays["x_test"])

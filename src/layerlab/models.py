@@ -55,12 +55,12 @@ def output_layer(linear: nn.Module, n_classes: int, cell: dict) -> nn.Module:
 
 def fnn(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:
     """`depth` hidden Linear layers of `width` units (or of the per-layer `widths`, e.g. the thesis's
-    784-392-196-50-10 MLP), then a linear classifier."""
+    784-392-196-50-10 MLP), then a linear classifier; bias-free maps with `bias: false` (paper 004's MLP)."""
     norm = cell["bn_variant"]
     sizes = [math.prod(input_shape), *(cell["widths"] or [cell["width"]] * cell["depth"])]
-    layers = [block(nn.Linear(a, b), *batch_norm(b, norm)) for a, b in itertools.pairwise(sizes)]
-    return LayerwiseNet(layers, cell["activation"], output_layer(nn.Linear(sizes[-1], n_classes), n_classes, cell),
-                        flatten_input=True)
+    layers = [block(nn.Linear(a, b, bias=cell["bias"]), *batch_norm(b, norm)) for a, b in itertools.pairwise(sizes)]
+    head = output_layer(nn.Linear(sizes[-1], n_classes, bias=cell["bias"]), n_classes, cell)
+    return LayerwiseNet(layers, cell["activation"], head, flatten_input=True)
 
 
 def cnn(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> LayerwiseNet:

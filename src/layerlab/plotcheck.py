@@ -27,11 +27,13 @@ KINDS: dict[str, tuple[dict[str, str | None], dict[str, str | None], set[str], s
     "layer_accuracy": ({"var": "layer_test_acc", "metric": "test_acc"}, {"hue": "training"}, set(), set()),
     "regime_memory": ({"metric": "test_acc", "_": "peak_memory_parts"}, {"x": "training"}, set(), set()),
     "step_curves": ({"var": None}, {"hue": None, "col": None}, {"var", "hue"}, set()),
+    "fisher_layers": ({"var": "log10_kappa_block", "kfac": "log10_kappa_kfac", "full": "log10_kappa_full"},
+                      {"row": "fisher", "col": "checkpoint", "hue": None}, set(), {"checkpoint", "fisher"}),
 }
 NEEDS_AXES = {"phase_diagram": ("sigma_w2", "depth")}
 # dims of store variables besides the grid axes, which `select` may pick from (e.g. the curvature probe's `p`)
-STORE_DIMS = {"step", "eval_step", "layer", "channel", "eigen", "p", "checkpoint", "rep_layer", "memory_part",
-              "image", "y", "x"}
+STORE_DIMS = {"step", "eval_step", "layer", "channel", "eigen", "p", "checkpoint", "fisher", "rep_layer",
+              "memory_part", "image", "y", "x"}
 
 
 def plot_problems(spec: dict[str, Any], axes: dict[str, list], variables: set[str]) -> list[str]:

@@ -264,6 +264,35 @@ def layer_profile(ds: xr.Dataset, spec: dict) -> plt.Figure:
     return fig
 
 
+def fisher_layers(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """Paper 004 Figs. 1/2 (probe `fisher`): a per-layer quantity of the exact Fisher blocks F_k (`var`, solid) and
+    of their K-FAC approximations (`kfac`, dashed) against the layer, the full F's (`full`) as a dotted line, one
+    colour per `hue` value, panels by `row` (default: Fisher type) and `col` (default: checkpoint); seeds averaged;
+    `select` one `p` for condition numbers."""
+    row, col, hue = (spec.get(key, default if default in ds.dims else None)  # unless `select` fixed it
+                     for key, default in (("row", "fisher"), ("col", "checkpoint"), ("hue", None)))
+    names = {key: spec.get(key, f"log10_kappa_{part}") for key, part in
+             (("var", "block"), ("kfac", "kfac"), ("full", "full"))}
+    keep = {row, col, hue, "layer"}
+    parts = [_reduce(ds[names[key]], keep) for key in ("var", "kfac", "full")]
+    da = xr.concat([parts[0], parts[1], parts[2].broadcast_like(parts[0])], xr.Variable("part", ["F_k", "K-FAC", "F"]),
+                   coords="minimal", compat="override")
+    values = list(da[hue].values) if hue else [None]
+    for k, (ax, sub) in enumerate(_panels(da, row, col)):
+        for color, value in zip(sns.color_palette("deep", len(values)), values, strict=True):
+            line, tag = (sub.sel({hue: value}), f" {value}") if hue else (sub, "")
+            ax.plot(line["layer"], line.sel(part="F_k"), "o-", ms=3, color=color, label=f"F_k{tag}")
+            ax.plot(line["layer"], line.sel(part="K-FAC"), "x--", ms=3, color=color, label=f"K-FAC{tag}")
+            ax.axhline(float(line.sel(part="F").mean()), ls=":", color=color, label=f"full F{tag}")
+        ax.set_xticks(sub["layer"].values)
+        if k == 0:
+            ax.legend(fontsize=5)
+    fig = plt.gcf()
+    fig.supxlabel("layer (last: output layer)")
+    fig.supylabel(names["var"].removesuffix("_block"), fontsize=8)  # the legend tells the lines apart
+    return fig
+
+
 def layer_accuracy(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """Paper 001 Ch. 6: the test accuracy of each layer's decision head (`var`, default layer_test_acc) against the
     layer, one line per `hue` value (default: training), mean and sd over seeds. A hue value without per-layer

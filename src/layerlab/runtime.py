@@ -47,7 +47,7 @@ def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
     device = setup(snakemake.threads)
     try:
         data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"],
-                    cell["input_scaling"], cell["input_pool"])
+                    cell["input_scaling"], cell["input_pool"], cell["input_crop"], cell["input_resize"])
     except DatasetUnavailable as err:  # a missing or corrupt dataset: its message alone, naming the fix
         sys.exit(f"layerlab: {err}")
     if "init" in snakemake.input.keys():  # a measurement: the network the train job initialised

@@ -18,6 +18,8 @@ def check_model(cell: dict) -> None:
                                ("residual", "false removes the shortcuts", not cell["residual"])]:
         if applies and cell["model"] not in ("resnet", "preresnet"):
             raise ConfigError(f"{key} ({what}) needs model 'resnet' or 'preresnet' (got '{cell['model']}')")
+    if not cell["bias"] and cell["model"] != "fnn":
+        raise ConfigError(f"bias false (bias-free Linear maps) needs model 'fnn' (got '{cell['model']}')")
     if (widths := cell["widths"]) and (cell["model"] != "fnn" or len(widths) != cell["depth"]):
         raise ConfigError(f"widths {widths} needs model 'fnn' and depth = its length {len(widths)} "
                           f"(got model '{cell['model']}', depth {cell['depth']})")
@@ -41,6 +43,18 @@ def check_k_filter(cell: dict) -> None:
     if 0 < cell["k_filter_batch"] <= k:
         raise ConfigError(f"k_filter_batch ({cell['k_filter_batch']}) must exceed k_filter ({k}): each row needs k "
                           f"neighbours in its batch (0: the whole training split)")
+
+
+def check_input(cell: dict) -> None:
+    from layerlab.data import IMAGE_SIDES  # numpy, not needed by the other checks
+
+    side = IMAGE_SIDES[cell["dataset"]]
+    if cell["input_crop"] > side:
+        raise ConfigError(f"input_crop {cell['input_crop']} is larger than the {cell['dataset']} images "
+                          f"({side}x{side})")
+    if (size := cell["input_resize"] or cell["input_crop"] or side) < cell["input_pool"]:
+        raise ConfigError(f"input_pool {cell['input_pool']} is larger than the {size}x{size} images "
+                          f"(after input_crop/input_resize)")
 
 
 def active_probes(cell: dict) -> list[str]:
@@ -67,6 +81,7 @@ def check_probes(cell: dict) -> None:
 
 def check_cell(cell: dict, measurements: list[str] | None = None) -> None:
     """Every plug-in's constraints on `cell` (model, loss, regime, training probes, the study's measurements)."""
+    check_input(cell)
     check_model(cell)
     check_loss(cell)
     regime = REGIMES[cell["training"]]

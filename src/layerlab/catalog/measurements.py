@@ -1,8 +1,10 @@
 """Built-in measurements beside training (`probes:` in a study; implementations: layerlab.probes.cascade,
-layerlab.probes.representation, layerlab.probes.stable_rank; per-cell and study-level derivations:
-layerlab.analysis)."""
+layerlab.probes.representation, layerlab.probes.stable_rank, layerlab.probes.fisher; per-cell and study-level
+derivations: layerlab.analysis)."""
 
 from __future__ import annotations
+
+import itertools
 
 from layerlab.config import ConfigError, canonical_json
 from layerlab.registry import MODELS, register_measurement
@@ -44,6 +46,28 @@ STABLE_RANK = {
     "stable_rank": ("stable rank ||W||_F^2 / ||W||_2^2", "1"),  # conv kernels as (C_out, C_in k k) matrices
     "stable_rank_gap": ("mean over layers of |log stable rank - log that of backprop|", "1"),
 }
+FISHER = {
+    "lmax_full": ("lambda_max of the exact Fisher F over all layers' weights", "1"),
+    "kappa_full": ("general condition number kappa_p of the exact F", "1"),
+    "kappa_nz_full": ("lambda_max / smallest non-zero eigenvalue of the exact F", "1"),
+    "eig_full": ("eigenvalues of the exact F, descending, clamped at >= 0", "1"),
+    "lmax_block": ("lambda_max of the exact diagonal block F_k of layer k's weight", "1"),
+    "kappa_block": ("kappa_p of the exact block F_k", "1"),
+    "kappa_nz_block": ("lambda_max / smallest non-zero eigenvalue of F_k", "1"),
+    "lmax_kfac": ("lambda_max of the K-FAC approximation G_k (x) A_k of F_k", "1"),
+    "kappa_kfac": ("kappa_p of the K-FAC approximation (sorted product spectrum)", "1"),
+    "kappa_nz_kfac": ("lambda_max / smallest non-zero eigenvalue of the K-FAC approximation", "1"),
+    "kfac_rel_error": ("||F_k - G_k (x) A_k||_F / ||F_k||_F", "1"),
+    "kfac_lmax_ratio": ("lambda_max(K-FAC) / lambda_max(F_k)", "1"),
+    "log10_kfac_kappa_ratio": ("log10 kappa_p(K-FAC) - log10 kappa_p(F_k) (inf shown as 1e12)", "1"),
+    "log10_kappa_gap": ("log10 kappa_p(F) - max over layers log10 kappa_p(F_k)", "1"),
+    **{f"log10_{q}_{m}": (f"log10 {q} of the {what} (kappa: inf shown as 1e12)", "1")
+       for q in ("kappa", "lmax") for m, what in (("full", "exact F"), ("block", "exact F_k"), ("kfac", "K-FAC"))},
+    "fisher_params": ("parameters of F (the weights of every layer)", "1"),
+    "fisher_rows": ("probe rows the Fisher matrices average over", "1"),
+    "fisher_seconds": ("wall time of the Fisher measurement (all checkpoints and types)", "s"),
+}
+FISHER_MAX_PARAMS = 20_000  # a dense P x P float64 matrix of 3.2 GB and its eigendecomposition
 CASCADE_MODELS = ("fnn", "cascade_cnn", "cascade_resnet")  # models whose layers the cascade can reconstruct
 
 
@@ -81,6 +105,23 @@ def check_representation(cell: dict) -> None:
                           f"representation_samples ({cell['representation_samples']}): k neighbours besides the sample")
 
 
+def check_fisher(cell: dict) -> None:
+    from layerlab.data import IMAGE_SIDES, SPLIT_SIZES  # numpy, not needed by the other checks
+
+    if cell["model"] != "fnn" or cell["loss"] != "ce":
+        raise ConfigError(f"the fisher probe computes the Fisher of softmax cross-entropy for an MLP: it needs model "
+                          f"'fnn' and loss 'ce' (got '{cell['model']}', '{cell['loss']}')")
+    side = (cell["input_resize"] or cell["input_crop"] or IMAGE_SIDES[cell["dataset"]]) // cell["input_pool"]
+    sizes = [side * side * (3 if cell["dataset"].startswith("cifar") else 1),
+             *(cell["widths"] or [cell["width"]] * cell["depth"]), 10 if cell["dataset"] != "cifar100" else 100]
+    if (params := sum(a * b for a, b in itertools.pairwise(sizes))) > FISHER_MAX_PARAMS:
+        raise ConfigError(f"the fisher probe's dense matrix over {params} weights is too large (at most "
+                          f"{FISHER_MAX_PARAMS}): reduce width/depth or the input (input_resize, input_pool)")
+    rows = min(SPLIT_SIZES[cell["dataset"]][0], cell["train_subset"] or SPLIT_SIZES[cell["dataset"]][0])
+    if cell["fisher_samples"] > rows:
+        raise ConfigError(f"fisher_samples {cell['fisher_samples']} is larger than the training split ({rows} rows)")
+
+
 # paper 003: reconstruction-entropy cascade of the untrained network, on the deepest sibling of each cell
 register_measurement("cascade", "layerlab.probes.cascade:run_cascade", CASCADE, reads=("init",), source=deepest_sibling,
                      collect="layerlab.analysis:add_cascade_prediction", summarize="layerlab.analysis:cascade_summary",
@@ -92,3 +133,6 @@ register_measurement("representation", "layerlab.probes.representation:run_repre
 register_measurement("stable_rank", "layerlab.probes.stable_rank:run_stable_rank", STABLE_RANK,
                      reads=("init", "final"), summarize="layerlab.probes.stable_rank:stable_rank_summary",
                      check=check_stable_rank)
+# paper 004 (E1/E2): exact full Fisher, its layer blocks and their K-FAC approximations, init and final networks
+register_measurement("fisher", "layerlab.probes.fisher:run_fisher", FISHER, reads=("init", "final"),
+                     check=check_fisher, gpu=True)

@@ -6,6 +6,6 @@ from layerlab.registry import register_plot
 
 KINDS = ("metric_vs_axis", "layer_step_heatmap", "layer_trajectories", "channel_step_heatmap", "phase_diagram",
          "layer_curves", "reconstructions", "spectra", "representation_layers", "layer_profile", "layer_accuracy",
-         "regime_memory", "step_curves")
+         "regime_memory", "step_curves", "fisher_layers")
 for kind in KINDS:
     register_plot(kind, f"layerlab.plots:{kind}")

@@ -145,10 +145,24 @@ def layer_record(weight: torch.Tensor, sigma_x: torch.Tensor, sigma_g: torch.Ten
     if weight_grad is not None:  # Definition 1: weight domination when sigma_max(dL/dW) << sigma_max(W)
         rec["domination"] = sigma_max(weight_grad) / sigma_max(weight)
     for name, eig in (("x", ex), ("g", eg), ("kron", ek)):
-        rec[f"lmax_{name}"] = float(eig[0])
-        rec[f"kappa_{name}"] = np.array([kappa_p(eig, p) for p in P_LEVELS])
-        rec[f"kappa_nz_{name}"] = kappa_nonzero(eig)
+        rec.update(spectral_summary(eig, name))
     return rec
+
+
+def spectral_summary(eig: np.ndarray, name: str) -> dict[str, float | np.ndarray]:
+    """lmax_<name>, kappa_<name> (at P_LEVELS) and kappa_nz_<name> of a descending spectrum."""
+    return {f"lmax_{name}": float(eig[0]), f"kappa_{name}": np.array([kappa_p(eig, p) for p in P_LEVELS]),
+            f"kappa_nz_{name}": kappa_nonzero(eig)}
+
+
+def log10_kappa(kappa: xr.DataArray) -> xr.DataArray:
+    """log10 of condition numbers for plots and claims, inf (a numerically zero denominator) shown as 12."""
+    return np.log10(kappa.where(np.isfinite(kappa), 1 / NONZERO_RTOL))
+
+
+def log10_positive(values: xr.DataArray) -> xr.DataArray:
+    """log10 of positive values, NaN elsewhere."""
+    return np.log10(values.where(values > 0))
 
 
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
@@ -186,11 +200,10 @@ def curvature_dataset(steps: list[int], records: list[list[dict[str, np.ndarray]
             data[key] = (("step", "layer"), np.array([[r[key] for r in rec] for rec in records]))
     ds = xr.Dataset(data, coords=coords)
     for name in ("x", "g", "kron"):
-        kappa = ds[f"kappa_{name}"]
-        ds[f"log10_kappa_{name}"] = np.log10(kappa.where(np.isfinite(kappa), 1 / NONZERO_RTOL))
-        ds[f"log10_lmax_{name}"] = np.log10(ds[f"lmax_{name}"].where(ds[f"lmax_{name}"] > 0))
+        ds[f"log10_kappa_{name}"] = log10_kappa(ds[f"kappa_{name}"])
+        ds[f"log10_lmax_{name}"] = log10_positive(ds[f"lmax_{name}"])
     if "domination" in ds:
-        ds["log10_domination"] = np.log10(ds["domination"].where(ds["domination"] > 0))
+        ds["log10_domination"] = log10_positive(ds["domination"])
     for name in ("x", "g"):
         k90 = ds[f"log10_kappa_{name}"].sel(p=0.9).mean("layer").values
         ds[f"log10_kappa90_{name}_init"] = float(k90[0]) if steps[0] == 0 else np.nan
