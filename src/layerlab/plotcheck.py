@@ -25,7 +25,8 @@ KINDS: dict[str, tuple[dict[str, str | None], dict[str, str | None], set[str], s
                               {"checkpoint"}),
     "layer_profile": ({"var": None}, {"row": None, "hue": None}, {"var"}, set()),
     "layer_accuracy": ({"var": "layer_test_acc", "metric": "test_acc"}, {"hue": "training"}, set(), set()),
-    "regime_memory": ({"metric": "test_acc", "_": "peak_memory_parts"}, {"x": "training"}, set(), set()),
+    "regime_memory": ({"metric": "test_acc", "_": "peak_memory_parts"}, {"x": "training", "hue": None}, set(),
+                      set()),
     "step_curves": ({"var": None}, {"hue": None, "col": None}, {"var", "hue"}, set()),
 }
 NEEDS_AXES = {"phase_diagram": ("sigma_w2", "depth")}
