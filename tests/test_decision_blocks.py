@@ -142,6 +142,21 @@ def test_search_picks_what_a_brute_force_enumeration_picks():
         assert totals[options.index(fit.heads[i])] == totals[options.index(best)], i
 
 
+def test_the_search_leaves_the_model_as_it_was():
+    """Stage networks put the feednet in eval mode; the search restores every module's mode and gradient flag, so a
+    later measurement of the same model (ALL-CNN-C's dropout masks) is unchanged."""
+    cell = make_cell(model="all_cnn_c", width_scale=0.05, training="layerwise", layer_head="decision_block",
+                     memory_target=0.3, decision_channels=4, batch_size=8)
+    model = build_model(cell, (3, 12, 12), 10)
+    model.layers[0].requires_grad_(False)
+    modes, flags = [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]
+    x, y = batch((3, 12, 12), 8)
+    before = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
+    lw.fit_heads(cell, model, x, y, 10)
+    assert [m.training for m in model.modules()] == modes and [p.requires_grad for p in model.parameters()] == flags
+    assert step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y).parts() == before.parts()
+
+
 def test_an_unreachable_target_gives_the_smallest_heads_and_says_so():
     cell = cnn(depth=4, memory_target=0.01)
     model = build_model(cell, (1, 8, 8), 10)
