@@ -61,6 +61,8 @@ CELLS = {
                                      augment="crop_flip", bn_variant="bn_gamma_beta", weight_decay=1e-4),
     "layerwise_mid_stage": dict(training="layerwise", depth=3, layer_steps=10, input_dropout=0.2, grad_dropout=0.3,
                                 layer_lr_decay=0.8, optimizer="sgd", lr=0.05, momentum=0.9, grad_rms_probe=True),
+    "decision_blocks_fitted": dict(training="layerwise", model="cnn", depth=3, width=4, layer_steps=10,
+                                   layer_head="decision_block", memory_target=0.5, decision_channels=8),
     "curvature": dict(curvature_every=5, curvature_labels="sampled", curvature_samples=100, weight_entropy_bits=4,
                       quantize_bits=6, quantize_every=3),
 }
@@ -70,7 +72,7 @@ CELLS = {
 def test_resumed_run_equals_uninterrupted(name, digits, tmp_path, caplog):
     cell = make_cell(**{"depth": 4, "width": 16, "steps": 20, "batch_size": 64, "log_every": 5, "eval_every": 10,
                         "lr": 1e-3, **CELLS[name]})
-    k = 17 if name == "layerwise_mid_stage" else 12  # layer-wise: step 7 of the second stage
+    k = 17 if CELLS[name].get("training") == "layerwise" else 12  # layer-wise: step 7 of the second stage
     whole = train(cell, digits)
     with pytest.raises(Interrupted, match=f"at step {k}; rerun to resume"):
         train(cell, digits, StopAt(tmp_path, cell, k))
