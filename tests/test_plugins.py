@@ -22,7 +22,7 @@ from layerlab.heads import HEADS
 from layerlab.models import ACTIVATIONS, INITS, build_model
 from layerlab.norm import BN_VARIANTS
 from layerlab.probes.batch_entropy import ENTROPY_CONSTANTS
-from layerlab.registry import MEASUREMENTS, MODELS, PLOTS, PROBES, REGIMES, extend_schema, load_plugins
+from layerlab.registry import DECISION_HEADS, MEASUREMENTS, MODELS, PLOTS, PROBES, REGIMES, extend_schema, load_plugins
 from layerlab.store import read_store
 from layerlab.train import train_cell
 
@@ -44,6 +44,7 @@ def test_schema_enums_equal_the_builtin_registries_and_tables():
     cell, config = schema("cell")["properties"], schema("config")["properties"]
     assert cell["model"]["enum"] == builtin(MODELS)
     assert cell["training"]["enum"] == builtin(REGIMES)
+    assert cell["layer_head"]["enum"] == builtin(DECISION_HEADS)
     assert config["probes"]["items"]["enum"] == builtin(MEASUREMENTS)
     assert config["plots"]["items"]["properties"]["kind"]["enum"] == builtin(PLOTS)
     assert cell["init"]["enum"] == list(INITS)

@@ -204,6 +204,8 @@ def test_optimizer_state_bytes_closed_form():
     ({"training": "random_robin", "loss": "mse"}, "loss 'mse' is only available with backprop"),
     ({"training": "round_robin", "curvature_every": 5}, "does not run with training 'round_robin'"),
     ({"training": "random_robin", "depth": 3, "freeze_weights": "1101"}, "freeze_weights .* option of training"),
+    ({"training": "round_robin", "model": "cnn", "layer_head": "decision_block", "memory_target": 0.3},
+     "training 'round_robin' keeps every layer's head resident"),
 ])
 def test_bad_robin_cells_fail_early(overrides, message):
     with pytest.raises(ConfigError, match=message):

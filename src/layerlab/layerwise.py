@@ -22,14 +22,24 @@ the step and eval-step curves describe the network of the current stage; `layer_
 of each stage's head, indexed by the top layer of its window, and the peak layer its argmax (the thesis's choice,
 a model selection on the test set: reported beside the final, last-layer accuracy `test_acc`). Peak memory of
 one training step per stage (layerlab.probes.memory); the cell's peak is the maximum over stages.
+
+Heads (`layer_head`, plug-ins of layerlab.registry.DECISION_HEADS; layerlab.decision). With `memory_target` the
+regime fits every stage's head before training (`fit_heads`, the thesis's search of Table 6.3, whose procedure it
+does not give): per stage, among the head's `search_space` (decision blocks: 0..decision_convs down-convs of
+1..decision_channels channels), the one whose tracked memory of one step (`step_memory`'s accounting, on the
+cell's first batch, extrapolated from two small dry steps, no training) is the closest to memory_target x
+backprop's, of those at most memory_tolerance above it (found by bisection along each family of the space);
+where none is, the smallest (the target is then missed, and the achieved relative memory says by how much). The
+last stage keeps the model's output layer. Deterministic: shapes only.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 
 import numpy as np
 import torch
@@ -37,13 +47,16 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.decision import head_config
 from layerlab.layers import LayerStack
 from layerlab.models import init_weights
 from layerlab.optim import make_optimizer
 from layerlab.probes.base import Stage
-from layerlab.probes.memory import StepMemory, first_batch, step_memory, storage_bytes
+from layerlab.probes.memory import StepMemory, extrapolated_step_memory, first_batch, step_memory, storage_bytes
+from layerlab.registry import DECISION_HEADS, resolve
 from layerlab.train import Regime, Run, ce_step_loss
 
+log = logging.getLogger("layerlab.layerwise")
 STAGE_SEED = 7919  # head of stage i is initialised from seed * STAGE_SEED + i (independent of the global RNG)
 
 
@@ -151,16 +164,18 @@ def stage_schedule(cell: dict, stage: int) -> dict:
 
 
 def make_head(cell: dict, shape: tuple[int, ...], n_classes: int, stage: int) -> nn.Module:
-    """A fresh decision head for features of `shape` (one example): `linear` (flatten + Linear) or
-    `pool_linear` (global average pool of conv maps, then Linear; plain Linear for vectors)."""
+    """A fresh decision head `layer_head` for features of `shape` (one example), seeded per stage."""
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
         torch.manual_seed(cell["seed"] * STAGE_SEED + stage)
-        if cell["layer_head"] == "pool_linear" and len(shape) == 3:
-            head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(shape[0], n_classes))
-        else:
-            head = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), n_classes))
+        head = resolve(DECISION_HEADS[cell["layer_head"]].build)(cell, shape, n_classes)
         init_weights(head, cell["init"], cell["sigma_w2"], cell["sigma_b2"])
     return head
+
+
+@torch.no_grad()
+def window_shape(model: LayerStack, stop: int, x: torch.Tensor) -> tuple[int, ...]:
+    """The shape of one example at the output of layer `stop - 1`."""
+    return tuple(StageNet(model, 0, stop, nn.Identity()).eval()(x[:1])[0].shape[1:])
 
 
 def stage_network(cell: dict, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
@@ -168,9 +183,7 @@ def stage_network(cell: dict, model: LayerStack, i: int, window: tuple[int, int]
     """Stage i's network on `window`: a fresh head (the model's own output layer for the last stage); only the
     window's and the head's parameters require gradients (call with all of `model`'s parameters frozen)."""
     start, stop = window
-    with torch.no_grad():  # the shape of one example at the window's output
-        shape = StageNet(model, 0, stop, nn.Identity()).eval()(x[:1])[0].shape[1:]
-    head = model.head if last else make_head(cell, tuple(shape), n_classes, i).to(x.device)
+    head = model.head if last else make_head(cell, window_shape(model, stop, x), n_classes, i).to(x.device)
     stage = StageNet(model, start, stop, head).train()  # window and head in training mode, feednet in eval mode
     for p in [*stage.trained.parameters(), *head.parameters()]:
         p.requires_grad_(True)
@@ -183,27 +196,114 @@ def memory_loss(cell: dict, device: torch.device) -> Callable[[nn.Module, torch.
     return lambda net, x, y: F.cross_entropy(net(x, noise)[0], y)
 
 
-def stage_memory(cell: dict, stage: StageNet, i: int, x: torch.Tensor, y: torch.Tensor) -> StepMemory:
+def stage_memory(cell: dict, stage: StageNet, i: int, x: torch.Tensor, y: torch.Tensor,
+                 measure: Callable[..., StepMemory] = step_memory) -> StepMemory:
     """Memory of one training step of stage i (its dropouts and optimizer included)."""
-    return step_memory(stage, memory_loss(cell, x.device), partial(make_optimizer, stage_schedule(cell, i)), x, y)
+    return measure(stage, memory_loss(cell, x.device), partial(make_optimizer, stage_schedule(cell, i)), x, y)
 
 
-def memory_profile(cell: dict, model: LayerStack, x: torch.Tensor, y: torch.Tensor,
-                   n_classes: int) -> tuple[StepMemory, list[StepMemory]]:
-    """(backprop step, every stage's step) of the cell's regime on the batch (x, y), without training: the
-    seed notes' E6b (relative memory from random tensors). `model` is left as it was."""
-    backprop = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
-    flags = [p.requires_grad for p in model.parameters()]
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """`model` with no parameter requiring gradients; the flags and the train/eval modes (stage networks set them)
+    restored afterwards."""
+    flags, modes = [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
     model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        for m, mode in zip(model.modules(), modes, strict=True):
+            m.training = mode
+
+
+def measure_stage(cell: dict, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
+                  x: torch.Tensor, y: torch.Tensor, measure: Callable[..., StepMemory] = step_memory) -> StepMemory:
+    """Memory of one step of stage i's network (call with `model` frozen)."""
+    stage = stage_network(cell, model, i, window, last, n_classes, x)
+    memory = stage_memory(cell, stage, i, x, y, measure)
+    stage.requires_grad_(False)
+    return memory
+
+
+def memory_profile(cell: dict, model: LayerStack, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                   heads: list[dict] | None = None) -> tuple[StepMemory, list[StepMemory]]:
+    """(backprop step, every stage's step) of the cell's regime on the batch (x, y), without training: the
+    seed notes' E6b (relative memory from random tensors); `heads`: per stage, cell overrides of its head (as
+    `fit_heads` chooses). `model` is left as it was."""
+    backprop = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
     stages = stage_windows(cell, len(model.layers))
-    memories = []
-    for i, window in enumerate(stages):
-        stage = stage_network(cell, model, i, window, i == len(stages) - 1, n_classes, x)
-        memories.append(stage_memory(cell, stage, i, x, y))
-        stage.requires_grad_(False)
-    for p, flag in zip(model.parameters(), flags, strict=True):
-        p.requires_grad_(flag)
+    heads = heads or [{}] * len(stages)
+    with frozen(model):
+        memories = [measure_stage({**cell, **head}, model, i, window, i == len(stages) - 1, n_classes, x, y)
+                    for i, (window, head) in enumerate(zip(stages, heads, strict=True))]
     return backprop, memories
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """The memory search's result: per stage the chosen head (cell overrides; {} for the last stage, the model's
+    own output layer) and the tracked memory of one step with it; the backprop step's memory."""
+
+    heads: list[dict]
+    memories: list[StepMemory]
+    backprop: StepMemory
+
+    @property
+    def relative_memory(self) -> float:
+        return max(m.total for m in self.memories) / self.backprop.total
+
+
+def last_within(n: int, cost: Callable[[int], int], budget: float) -> int | None:
+    """The largest j < n with cost(j) <= budget, for cost non-decreasing in j (bisection); None if cost(0) is over."""
+    if cost(0) > budget:
+        return None
+    low, high = 0, n - 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if cost(mid) <= budget else (low, mid - 1)
+    return low
+
+
+def fit_stage(cell: dict, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
+              x: torch.Tensor, y: torch.Tensor, families: list[list[dict]], target: float,
+              tolerance: float) -> tuple[dict, StepMemory]:
+    """Stage i's head among `families` and its memory: of the configurations within `target + tolerance` bytes the
+    one closest to `target` (per family: the last within the target and the one after it), else the smallest
+    first one of a family; ties: the first family."""
+
+    @cache
+    def memory(f: int, j: int) -> StepMemory:
+        return measure_stage({**cell, **families[f][j]}, model, i, window, last, n_classes, x, y,
+                             extrapolated_step_memory)
+
+    found = []
+    for f, family in enumerate(families):
+        j = last_within(len(family), lambda j, f=f: memory(f, j).total, target)
+        found += [(f, k) for k in ([0] if j is None else [j, j + 1])
+                  if k < len(family) and memory(f, k).total <= target + tolerance]
+    f, j = (min(found, key=lambda fj: abs(memory(*fj).total - target)) if found
+            else min(((f, 0) for f in range(len(families))), key=lambda fj: memory(*fj).total))
+    return families[f][j], memory(f, j)
+
+
+def fit_heads(cell: dict, model: LayerStack, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> HeadFit:
+    """Per stage, the configuration of the cell's head whose tracked step memory on the batch (x, y) is the closest
+    to memory_target x backprop's within memory_tolerance above it, else the smallest (module docstring). `model`
+    is left as it was."""
+    search_space = resolve(DECISION_HEADS[cell["layer_head"]].search_space)
+    backprop = extrapolated_step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
+    target, tolerance = cell["memory_target"] * backprop.total, cell["memory_tolerance"] * backprop.total
+    stages = stage_windows(cell, len(model.layers))
+    heads, memories = [], []
+    with frozen(model):
+        for i, window in enumerate(stages):
+            last = i == len(stages) - 1
+            families = [[{}]] if last else search_space(cell, window_shape(model, window[1], x))
+            head, memory = fit_stage(cell, model, i, window, last, n_classes, x, y, families, target, tolerance)
+            heads.append(head)
+            memories.append(memory)
+    return HeadFit(heads, memories, backprop)
 
 
 class LayerRegime(Regime):
@@ -213,8 +313,10 @@ class LayerRegime(Regime):
     def __init__(self, cell, data, model, extra):
         super().__init__(cell, data, model, extra)
         self.steps = cell["layer_steps"] or cell["steps"]
-        self.results = {name: np.full(len(model.layers), np.nan) for name in ("layer_test_acc", "layer_test_loss",
-                                                                             "layer_lr", "layer_weight_decay")}
+        self.results = {name: np.full(len(model.layers), np.nan) for name in (
+            "layer_test_acc", "layer_test_loss", "layer_lr", "layer_weight_decay", "layer_decision_convs",
+            "layer_decision_channels")}
+        self.fit: HeadFit | None = None  # heads fitted to memory_target (Staged)
         self.noise_generator = torch.Generator(device=data.train.x.device).manual_seed(cell["seed"])
         n = len(data.train.y)
         self.epoch_steps = max(1, n // min(cell["batch_size"], n))
@@ -237,6 +339,9 @@ class LayerRegime(Regime):
         stage_cell = stage_schedule(self.cell, i)
         self.results["layer_lr"][top] = stage_cell["lr"]
         self.results["layer_weight_decay"][top] = stage_cell["weight_decay"]
+        if net.head is not self.model.head:  # a decision head: its down-convs and channels
+            self.results["layer_decision_convs"][top], self.results["layer_decision_channels"][top] = (
+                head_config(net.head))
         trainable = [p for p in net.parameters() if p.requires_grad]
         return Stage(index, index * self.steps, self.steps, index == 0, last, net, trainable, optimizer, schedule,
                      forward=partial(self.forward, net, before), memory_loss=memory_loss(self.cell, self.device),
@@ -272,6 +377,7 @@ class LayerRegime(Regime):
                 **{k: ("layer", v.astype(np.float32 if "test" in k else np.float64)) for k, v in self.results.items()},
                 "peak_layer": float(peak) if peak >= 0 else np.nan,  # float: NaN-able in the study store
                 "peak_test_acc": float(acc[peak]) if peak >= 0 else np.nan,
+                "search_relative_memory": self.fit.relative_memory if self.fit else np.nan,
             },
             coords={"step": np.asarray(run.steps), "layer": np.arange(len(acc))},
         )
@@ -305,6 +411,11 @@ class Staged(LayerRegime):
         self.windows = stage_windows(cell, len(model.layers))
         self.total_steps = len(self.windows) * self.steps
         self.filter: LossFilter | None = None
+        if cell["memory_target"] is not None:  # the heads' search, before any training (shapes only)
+            self.fit = fit_heads(cell, model, *first_batch(cell, data.train.x, data.train.y), data.n_classes)
+            log.info("heads fitted to memory_target %g: %s; relative memory %.4f", cell["memory_target"],
+                     ", ".join(f"stage {i}: {head or 'output layer'}" for i, head in enumerate(self.fit.heads)),
+                     self.fit.relative_memory)
 
     def stages(self) -> Iterator[Stage]:
         cell, model = self.cell, self.model
@@ -312,7 +423,8 @@ class Staged(LayerRegime):
         model.requires_grad_(False)
         for i, window in enumerate(self.windows):
             last = i == len(self.windows) - 1
-            net = stage_network(cell, model, i, window, last, self.data.n_classes, x0)
+            head_cell = {**cell, **self.fit.heads[i]} if self.fit else cell
+            net = stage_network(head_cell, model, i, window, last, self.data.n_classes, x0)
             held = {"parameters": storage_bytes(self.filter.net.head.parameters())} if self.filter else {}
             yield self.stage(i, i, net, *self.optimizer(i, net), top=window[1] - 1, last=last, select=self.filter,
                              held=held)

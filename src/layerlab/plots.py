@@ -323,14 +323,17 @@ def layer_accuracy(ds: xr.Dataset, spec: dict) -> plt.Figure:
 
 
 def regime_memory(ds: xr.Dataset, spec: dict) -> plt.Figure:
-    """Paper 001 Ch. 6: peak training memory per value of `x` (default: training) as stacked parts (activations,
-    parameters, gradients, optimizer state, batch; MB, mean over seeds), labelled with the ratio to the first
-    value's total (backprop), beside the final `metric` (default test_acc, mean and sd over seeds)."""
-    x, metric = spec.get("x", "training"), spec.get("metric", "test_acc")
-    parts = _reduce(ds["peak_memory_parts"], {x, "memory_part"}).transpose(x, "memory_part") / 1e6
-    values = [str(v) for v in parts[x].values]
+    """Paper 001 Ch. 6: peak training memory per value of `x` (default: training), or per existing (x, `hue`) pair
+    (e.g. training and layer_head), as stacked parts (activations, parameters, gradients, optimizer state, batch;
+    MB, mean over seeds), labelled with the ratio to the first bar's total (backprop), beside the final `metric`
+    (default test_acc, mean and sd over seeds)."""
+    x, hue, metric = spec.get("x", "training"), spec.get("hue"), spec.get("metric", "test_acc")
+    keys = [x, hue] if hue else [x]
+    parts = _reduce(ds["peak_memory_parts"], {*keys, "memory_part"}).stack(bar=keys).transpose("bar", "memory_part")
+    parts = parts.isel(bar=np.flatnonzero(parts.notnull().any("memory_part").values)) / 1e6
+    values = ["\n".join(map(str, bar if isinstance(bar, tuple) else (bar,))) for bar in parts["bar"].values]
     totals = parts.sum("memory_part").values
-    fig, (left, right) = plt.subplots(1, 2, figsize=(7.5, 3.2), layout="constrained")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.5 if len(values) < 4 else 9.5, 3.2), layout="constrained")
     bottom = np.zeros(len(values))
     for part, color in zip(parts["memory_part"].values, sns.color_palette("deep", parts.sizes["memory_part"]),
                            strict=True):
@@ -341,10 +344,10 @@ def regime_memory(ds: xr.Dataset, spec: dict) -> plt.Figure:
         left.text(i, total, f"{total:.2f} MB\n({total / totals[0]:.0%})", ha="center", va="bottom", fontsize=6)
     left.set(ylabel="peak memory of one step (MB)", ylim=(0, 1.25 * np.nanmax(totals)))
     left.legend(fontsize=6)
-    frame = _reduce(ds[metric], {x, "seed"}).to_dataframe().reset_index().dropna(subset=[metric])
-    frame[x] = frame[x].astype(str)
-    sns.pointplot(frame, x=x, y=metric, order=values, errorbar="sd", capsize=0.2, linestyle="none", ax=right)
-    right.set_ylabel(ds[metric].attrs.get("long_name", metric))
+    frame = _reduce(ds[metric], {*keys, "seed"}).to_dataframe().reset_index().dropna(subset=[metric])
+    frame["bar"] = frame[keys].astype(str).agg("\n".join, axis=1)
+    sns.pointplot(frame, x="bar", y=metric, order=values, errorbar="sd", capsize=0.2, linestyle="none", ax=right)
+    right.set(xlabel=" / ".join(keys), ylabel=ds[metric].attrs.get("long_name", metric))
     return fig
 
 

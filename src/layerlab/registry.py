@@ -1,4 +1,4 @@
-"""Plug-in registries: training probes, measurements, models, training regimes and plot kinds.
+"""Plug-in registries: training probes, measurements, models, training regimes, decision heads and plot kinds.
 
 A plug-in is a *declaration* (torch-free: its name, when it is on, the cell parameters it adds, the variables it
 writes, the regimes it supports, its config checks) plus an *implementation* (a class or function, imported only
@@ -7,7 +7,8 @@ without importing torch. `impl` is the implementation itself or a lazy reference
 
 Built-in plug-ins are declared in `layerlab.catalog`; a study's `plugins: [module or path/to/file.py, ...]`
 imports more (see docs/PLUGINS.md). Each registry is one source of truth: the schema enums of `model`,
-`training`, `probes` and plot `kind` are extended from them, and a test keeps the built-in enums equal.
+`training`, `layer_head`, `probes` and plot `kind` are extended from them, and a test keeps the built-in enums
+equal.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def resolve(ref: Ref) -> Any:
 
 def always(cell: dict) -> bool:
     return True
+
+
+def no_conv_layers(cell: dict) -> int:
+    return 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class ModelSpec:
     stack: bool = False  # a plain stack of (layer, activation) blocks: layer-wise/segment-wise training may split it
     one_map_per_layer: bool = True  # each layer holds one Linear/Conv map: curvature, freeze_weights, grad RMS
     batch_norm: bool = True  # takes bn_variant / bn_last_layer
+    conv_layers: Callable[[dict], int] = no_conv_layers  # leading hidden layers that output conv maps (C, H, W)
     check: Check | None = None
     parameters: Mapping[str, dict] = field(default_factory=dict)
 
@@ -93,6 +99,20 @@ class RegimeSpec:
     name: str
     impl: Ref  # a layerlab.train.Regime subclass
     variables: Variables = field(default_factory=dict)
+    check: Check | None = None
+    parameters: Mapping[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A temporary decision head of the staged regimes (`layer_head: name`): `build(cell, shape, n_classes)` returns
+    the module on features of `shape` (one example). `search_space(cell, shape)` (optional) lists the head's
+    configurations for `memory_target`'s per-stage search: families of cell overrides, each in order of
+    non-decreasing memory (the search bisects along a family)."""
+
+    name: str
+    build: Ref
+    search_space: Ref | None = None
     check: Check | None = None
     parameters: Mapping[str, dict] = field(default_factory=dict)
 
@@ -149,6 +169,7 @@ PROBES: Registry[ProbeSpec] = Registry("training probe")
 MEASUREMENTS: Registry[MeasurementSpec] = Registry("measurement")
 MODELS: Registry[ModelSpec] = Registry("model")
 REGIMES: Registry[RegimeSpec] = Registry("training regime")
+DECISION_HEADS: Registry[HeadSpec] = Registry("decision head")
 PLOTS: Registry[PlotSpec] = Registry("plot kind")
 
 
@@ -166,6 +187,10 @@ def register_model(name: str, build: Ref, hidden_layers: Callable[[dict], int], 
 
 def register_regime(name: str, impl: Ref, **options: Any) -> RegimeSpec:
     return REGIMES.add(RegimeSpec(name, impl, **options))
+
+
+def register_head(name: str, build: Ref, **options: Any) -> HeadSpec:
+    return DECISION_HEADS.add(HeadSpec(name, build, **options))
 
 
 def register_plot(name: str, draw: Ref) -> PlotSpec:
@@ -198,7 +223,7 @@ def load_plugins(plugins: list[str], base: str | Path = ".") -> None:
 def plugin_parameters() -> dict[str, dict]:
     """Cell parameters added by the registered plug-ins (name -> JSON schema with `default`)."""
     params: dict[str, dict] = {}
-    for registry in (PROBES, MEASUREMENTS, MODELS, REGIMES):
+    for registry in (PROBES, MEASUREMENTS, MODELS, REGIMES, DECISION_HEADS):
         for spec in registry.values():
             params.update(spec.parameters)  # type: ignore[attr-defined]
     return params
@@ -206,11 +231,12 @@ def plugin_parameters() -> dict[str, dict]:
 
 def extend_schema(name: str, schema: dict) -> dict:
     """The `cell` or `config` schema (workflow/schemas, loaded) with the registries' names as the enums of `model`,
-    `training`, `probes` and plot `kind`, and the plug-ins' cell parameters (the YAML lists the built-ins; a test
-    keeps them equal)."""
+    `training`, `layer_head`, `probes` and plot `kind`, and the plug-ins' cell parameters (the YAML lists the
+    built-ins; a test keeps them equal)."""
     props = schema["properties"]
     if name == "cell":
         props["model"]["enum"], props["training"]["enum"] = MODELS.names(), REGIMES.names()
+        props["layer_head"]["enum"] = DECISION_HEADS.names()
         clashes = sorted(set(props) & set(plugin_parameters()))
         if clashes:
             raise ConfigError(f"plug-in cell parameter(s) {clashes} already exist")

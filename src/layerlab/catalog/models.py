@@ -10,6 +10,10 @@ def depth(cell: dict) -> int:
     return cell["depth"]
 
 
+def hidden_convs(cell: dict) -> int:
+    return cell["depth"] - 1
+
+
 def check_cascade_net(cell: dict) -> None:
     if cell["depth"] < 1 + cell["stem_downsample"]:
         raise ConfigError(f"model {cell['model']} needs depth >= {1 + cell['stem_downsample']}, its stem "
@@ -24,12 +28,13 @@ def check_residual(cell: dict) -> None:
 
 
 register_model("fnn", "layerlab.models:fnn", depth, stack=True)
-register_model("cnn", "layerlab.models:cnn", depth, stack=True)
-register_model("cnn_3c3d", "layerlab.models:cnn_3c3d", lambda cell: 5, stack=True)
-register_model("all_cnn_c", "layerlab.models:all_cnn_c", lambda cell: 8, stack=True)
-register_model("resnet", "layerlab.models:residual_net", lambda cell: cell["depth"] - 1, check=check_residual)
-register_model("preresnet", "layerlab.models:residual_net", lambda cell: cell["depth"] - 1, check=check_residual)
+register_model("cnn", "layerlab.models:cnn", depth, stack=True, conv_layers=hidden_convs)
+register_model("cnn_3c3d", "layerlab.models:cnn_3c3d", lambda cell: 5, stack=True, conv_layers=lambda cell: 3)
+register_model("all_cnn_c", "layerlab.models:all_cnn_c", lambda cell: 8, stack=True, conv_layers=lambda cell: 8)
+register_model("resnet", "layerlab.models:residual_net", hidden_convs, conv_layers=hidden_convs, check=check_residual)
+register_model("preresnet", "layerlab.models:residual_net", hidden_convs, conv_layers=hidden_convs,
+               check=check_residual)
 register_model("cascade_cnn", "layerlab.models:cascade_cnn", depth, one_map_per_layer=False, batch_norm=False,
-               check=check_cascade_net)  # its head holds a conv and a linear map
+               conv_layers=depth, check=check_cascade_net)  # its head holds a conv and a linear map
 register_model("cascade_resnet", "layerlab.models:cascade_resnet", depth, one_map_per_layer=False, batch_norm=False,
-               check=check_cascade_net)
+               conv_layers=depth, check=check_cascade_net)

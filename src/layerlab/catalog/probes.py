@@ -74,6 +74,8 @@ MEMORY = {
     "peak_memory_parts": ("parts of the tracked peak memory", "B"),
     "layer_peak_memory_bytes": ("tracked peak memory of one step of the stage whose window ends at this layer", "B"),
     "layer_cuda_peak_memory_bytes": ("CUDA allocator peak of one step of the stage ending at this layer", "B"),
+    "backprop_memory_bytes": ("tracked peak memory of one backprop step of the whole network (same batch)", "B"),
+    "relative_memory": ("peak_memory_bytes / backprop_memory_bytes (thesis Table 6.3's relative memory use)", "1"),
 }
 DYNAMIC = "_dynamic"  # suffix of the representation measures taken during training (train.zarr)
 REPRESENTATION_DYNAMIC = {

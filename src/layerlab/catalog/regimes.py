@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from layerlab.catalog.heads import check_head
 from layerlab.config import ConfigError
 from layerlab.registry import MODELS, register_regime
 
@@ -41,6 +42,10 @@ STAGED_VARIABLES = {  # what a staged regime means by the per-step variables, an
     "layer_weight_decay": ("weight decay of the stage whose window ends at this layer", "1"),
     "peak_layer": ("layer (0-based) whose head has the highest test accuracy (NaN: none)", "1"),
     "peak_test_acc": ("highest per-layer head test accuracy (selected on the test set, as the thesis)", "1"),
+    "layer_decision_convs": ("down-convs of the decision head on this layer (NaN: the model's output layer)", "1"),
+    "layer_decision_channels": ("channels of the decision head's down-convs on this layer (NaN: none)", "1"),
+    "search_relative_memory": ("relative memory of the heads fitted to memory_target (dry steps; NaN: no search)",
+                               "1"),
 }
 
 ROBIN_VARIABLES = {  # round robin (Algorithm 4): a stage is one (round, layer)
@@ -82,6 +87,11 @@ def check_staged(cell: dict) -> None:
     if cell["freeze_weights"]:
         raise ConfigError(f"freeze_weights (paper 004's weight domination) is an option of training 'backprop'; "
                           f"training '{regime}' freezes layers by its stages")
+    if cell["memory_target"] is not None and regime in ("round_robin", "random_robin"):
+        raise ConfigError(f"memory_target fits the heads of the layer-wise, segment-wise and partition-wise stages; "
+                          f"training '{regime}' keeps every layer's head resident (use layer_head and "
+                          f"decision_convs / decision_channels directly)")
+    check_head(cell)
 
 
 register_regime("backprop", "layerlab.train:Backprop")

@@ -16,6 +16,11 @@ the run it describes is untouched (global RNG state restored, batch = the first 
 
 A regime that keeps more resident than the stage's network (round robin: every other layer with its decision head
 and its optimizer state, `Stage.held`) has those bytes added to both (`StepMemory.plus`).
+Every tracked part is affine in the batch size (activations and the batch scale with it; parameters, gradients,
+optimizer state and the loss's scalars do not), so `extrapolated_step_memory` gets the tracked bytes of a full
+batch exactly from two steps on 2 and 4 of its rows: the cheap dry measurement of layerlab.layerwise's head search.
+Staged cells also measure the backprop step of the whole network on the same batch: `relative_memory`, the thesis's
+"relative memory use" (Table 6.3: peak over stages / backprop).
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ import copy
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import xarray as xr
 from torch import nn
 
+from layerlab.optim import make_optimizer
 from layerlab.probes.base import Stage, TrainingProbe
+from layerlab.train import ce_step_loss
 
 PARTS = ("activations", "parameters", "gradients", "optimizer_state", "batch")
 
@@ -136,6 +144,19 @@ def step_memory(net: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torc
     return memory
 
 
+def extrapolated_step_memory(net: nn.Module,
+                             loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+                             make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+                             x: torch.Tensor, y: torch.Tensor, small: tuple[int, int] = (2, 4)) -> StepMemory:
+    """The tracked part of `step_memory(net, loss_fn, make_optimizer, x, y)` from steps on the first `small` rows
+    (each part affine in the batch size: exact, integer arithmetic); CUDA peak NaN."""
+    n, (a, b) = len(y), small
+    if n <= b:
+        return StepMemory(*step_memory(net, loss_fn, make_optimizer, x, y).parts())
+    low, high = (step_memory(net, loss_fn, make_optimizer, x[:k].clone(), y[:k].clone()).parts() for k in small)
+    return StepMemory(*(p + (q - p) * (n - a) // (b - a) for p, q in zip(low, high, strict=True)))
+
+
 def as_arrays(memories: list[StepMemory]) -> dict[str, np.ndarray]:
     """Totals, CUDA peaks and parts (row per step measured) as float64 arrays."""
     return {"tracked": np.array([m.total for m in memories], dtype=np.float64),
@@ -182,13 +203,16 @@ def first_batch(cell: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Ten
 
 class MemoryProbe(TrainingProbe):
     """Peak memory of one training step of each stage, on a copy of its network (`step_memory`); staged regimes
-    add the per-layer peaks (`layer_*`, at each stage's top layer)."""
+    add the per-layer peaks (`layer_*`, at each stage's top layer). The ratio to the backprop step of the whole
+    network on the same batch is `relative_memory` (1 under backprop)."""
 
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)
         self.batch = first_batch(cell, data.train.x, data.train.y)
         self.n_layers = len(model.layers)
         self.stages: dict[int, tuple[StepMemory, int | None]] = {}  # stage index -> (memory, top layer)
+        self.backprop = None if cell["training"] == "backprop" else step_memory(  # staged: the reference step
+            model, ce_step_loss, partial(make_optimizer, cell), *self.batch)
 
     state = ("stages",)
 
@@ -198,5 +222,8 @@ class MemoryProbe(TrainingProbe):
 
     def variables(self, steps: list[int]) -> xr.Dataset:
         memories, tops = zip(*self.stages.values(), strict=True)
-        return xr.Dataset(memory_variables(list(memories), list(tops) if tops[0] is not None else None,
-                                           self.n_layers))
+        out = memory_variables(list(memories), list(tops) if tops[0] is not None else None, self.n_layers)
+        peak = float(out["peak_memory_bytes"])
+        backprop = float(self.backprop.total) if self.backprop else peak
+        return xr.Dataset({**out, "backprop_memory_bytes": xr.DataArray(backprop),
+                           "relative_memory": xr.DataArray(peak / backprop)})
