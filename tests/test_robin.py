@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 import layerlab.layerwise as lw
 from layerlab.catalog import check_cell
+from layerlab.catalog.probes import MEMORY as MEMORY_VARIABLES
 from layerlab.config import ConfigError
 from layerlab.data import Dataset, Split
 from layerlab.models import build_model
@@ -26,8 +27,7 @@ from layerlab.train import train_cell
 from layerlab.validate import check_study
 
 F32 = 4
-MEMORY = {"peak_memory_bytes", "cuda_peak_memory_bytes", "peak_memory_parts", "layer_peak_memory_bytes",
-          "layer_cuda_peak_memory_bytes"}
+MEMORY = set(MEMORY_VARIABLES) - {"backprop_memory_bytes"}  # robin holds more beside each step; backprop's is the same
 
 
 def robin(**overrides) -> dict:
