@@ -67,6 +67,9 @@ CELLS = {
     "round_robin_adam": dict(training="round_robin", depth=3, layer_steps=5, rounds=2, layer_head="linear"),
     "decision_blocks_fitted": dict(training="layerwise", model="cnn", depth=3, width=4, layer_steps=10,
                                    layer_head="decision_block", memory_target=0.5, decision_channels=8),
+    "partitionwise_filters": dict(training="partitionwise", segment_size=2, layer_steps=10, loss_filter=0.25,
+                                  k_filter=3, k_filter_batch=500, filter_from=2, optimizer="sgd", lr=0.05,
+                                  momentum=0.9),
     "curvature": dict(curvature_every=5, curvature_labels="sampled", curvature_samples=100, weight_entropy_bits=4,
                       quantize_bits=6, quantize_every=3),
     "representation_k_filter": dict(representation_every=5, representation_at=[3, 13], representation_samples=200,
@@ -81,7 +84,7 @@ def test_resumed_run_equals_uninterrupted(name, digits, tmp_path, caplog):
     # layer-wise: step 7 of the second stage; round robin: in the second round (stage 4), whose layer's optimizer,
     # head and schedule were last used a round earlier
     k = {"layerwise_mid_stage": 17, "random_robin_second_round": 17, "round_robin_adam": 22,
-         "decision_blocks_fitted": 17}.get(name, 12)
+         "decision_blocks_fitted": 17, "partitionwise_filters": 17}.get(name, 12)
     whole = train(cell, digits)
     with pytest.raises(Interrupted, match=f"at step {k}; rerun to resume"):
         train(cell, digits, StopAt(tmp_path, cell, k))

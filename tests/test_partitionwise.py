@@ -83,14 +83,57 @@ def test_loss_filter_drops_the_lowest_loss_examples_of_each_batch():
     c = cell()
     model = build_model(c, (8,), 3)
     net = lw.StageNet(model, 0, 2, lw.make_head(c, (16,), 3, 0)).eval()
-    x, y = torch.randn(10, 8), torch.randint(0, 3, (10,))
+    x, y, idx = torch.randn(10, 8), torch.randint(0, 3, (10,)), torch.arange(100, 110)
     losses = F.cross_entropy(net(x)[0], y, reduction="none").detach().numpy()
     keep = np.sort(np.argsort(-losses, kind="stable")[:8])  # 0.25 x 10 = 2 dropped (rounded down)
     flt = lw.LossFilter(net, 0.25, start=3)
-    xs, ys = flt(x, y, 3)
-    assert torch.equal(xs, x[keep]) and torch.equal(ys, y[keep])
+    np.testing.assert_array_equal(flt(idx, x, y, 3).numpy(), keep)
     assert losses[keep].min() >= np.delete(losses, keep).max()
-    assert flt(x, y, 2)[0] is x  # before `start`: the whole batch
+    np.testing.assert_array_equal(flt(idx, x, y, 2).numpy(), np.arange(10))  # before `start`: the whole batch
+
+
+def brute_force_redundant(z: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Def. 8 by hand: all k nearest other rows (Euclidean) share the row's label."""
+    d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.array([(y[np.argsort(d[i], kind="stable")[:k]] == y[i]).all() for i in range(len(y))])
+
+
+@pytest.mark.parametrize("cap", [1.0, 0.1])
+def test_online_k_filter_keeps_the_rows_whose_feednet_features_are_not_redundant(digits, cap):
+    """An upper partition's filter works on the frozen feednet's outputs of every training row; the cap re-admits
+    the redundant rows after the first cap x n (stored order); each batch keeps its kept rows."""
+    c = cell(k_filter=3, k_filter_batch=0, k_filter_cap=cap)
+    model = build_model(c, digits.input_shape, digits.n_classes)
+    split = type(digits.train)(digits.train.x[:300], digits.train.y[:300])
+    net = lw.stage_network(c, model, 1, (2, 4), True, digits.n_classes, split.x)
+    flt = lw.KFilter(c, net, split, start=2)
+    with torch.no_grad():
+        h = split.x.flatten(1)
+        for layer, act in zip(model.layers[:2], model.acts[:2], strict=True):
+            h = act(layer(h))
+    redundant = brute_force_redundant(h.double().numpy(), split.y.numpy(), 3)
+    removed = np.flatnonzero(redundant)[:int(cap * 300)]
+    expected = np.ones(300, bool)
+    expected[removed] = False
+    assert 0 < len(removed) < 300
+    idx = torch.arange(0, 300, 7)
+    np.testing.assert_array_equal(flt(idx, split.x[idx], split.y[idx], 1).numpy(), np.arange(len(idx)))  # not yet
+    np.testing.assert_array_equal(flt(idx, split.x[idx], split.y[idx], 2).numpy(), np.flatnonzero(expected[idx]))
+    np.testing.assert_array_equal(flt.keep.numpy(), expected)
+
+
+def test_chained_selections_compose_positions():
+    def drop_first(idx, x, y, t):
+        return torch.arange(1, len(y))
+
+    def even_rows(idx, x, y, t):
+        return torch.nonzero(idx % 2 == 0).flatten()
+
+    idx = torch.tensor([10, 11, 12, 13, 14])
+    both = lw.chain(drop_first, None, even_rows)
+    np.testing.assert_array_equal(both(idx, idx, idx, 0).numpy(), [2, 4])  # rows 12 and 14 of the batch
+    assert lw.chain(None, even_rows) is even_rows and lw.chain(None) is None
 
 
 def test_loss_filter_changes_only_the_upper_partitions(digits):
@@ -99,13 +142,26 @@ def test_loss_filter_changes_only_the_upper_partitions(digits):
     stage0 = plain["stage"].values == 0
     np.testing.assert_array_equal(plain["loss"].values[stage0], filtered["loss"].values[stage0])
     assert not np.array_equal(plain["loss"].values[~stage0], filtered["loss"].values[~stage0])
-    late, _ = run(cell(loss_filter=0.5, loss_filter_from=7), digits)  # never on within the 6-update stages
+    late, _ = run(cell(loss_filter=0.5, filter_from=7), digits)  # never on within the 6-update stages
     np.testing.assert_array_equal(plain["loss"].values, late["loss"].values)
+
+
+def test_online_k_filter_runs_in_the_upper_partitions_only(digits):
+    plain, _ = run(cell(), digits)
+    filtered, _ = run(cell(k_filter=5, k_filter_batch=500, filter_from=2), digits)
+    stage0 = plain["stage"].values == 0
+    np.testing.assert_array_equal(plain["loss"].values[stage0], filtered["loss"].values[stage0])
+    assert not np.array_equal(plain["loss"].values[~stage0], filtered["loss"].values[~stage0])
+    kept = filtered["layer_k_kept"].values
+    assert np.isnan(kept[[0, 1, 2]]).all() and 0.4 <= kept[3] < 1  # reported at the top of partition 1
+    assert int(filtered["train_rows"]) == len(digits.train.y)  # not the backprop pre-filter
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (dict(training="layerwise", segment_size=1, loss_filter=0.25), "loss_filter 0.25 .* training 'layerwise'"),
     (dict(segment_size=4, loss_filter=0.25), "segment_size 4"),
+    (dict(segment_size=4, k_filter=5), "k_filter 5 filters the batches of the upper partitions"),
+    (dict(training="segmentwise", k_filter=5), "k_filter is an option of training 'backprop'"),
     (dict(segment_size=5), "segment_size 5 exceeds the 4 hidden layers"),
     (dict(training="layerwise", segment_size=2), "'segmentwise' or 'partitionwise'"),
 ])

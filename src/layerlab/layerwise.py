@@ -47,11 +47,13 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.data import Split
 from layerlab.decision import head_config
+from layerlab.kfilter import kept_rows
 from layerlab.layers import LayerStack
 from layerlab.models import init_weights
 from layerlab.optim import make_optimizer
-from layerlab.probes.base import Stage
+from layerlab.probes.base import Select, Stage
 from layerlab.probes.memory import StepMemory, extrapolated_step_memory, first_batch, step_memory, storage_bytes
 from layerlab.registry import DECISION_HEADS, resolve
 from layerlab.train import Regime, Run, ce_step_loss
@@ -315,7 +317,7 @@ class LayerRegime(Regime):
         self.steps = cell["layer_steps"] or cell["steps"]
         self.results = {name: np.full(len(model.layers), np.nan) for name in (
             "layer_test_acc", "layer_test_loss", "layer_lr", "layer_weight_decay", "layer_decision_convs",
-            "layer_decision_channels")}
+            "layer_decision_channels", "layer_k_kept")}
         self.fit: HeadFit | None = None  # heads fitted to memory_target (Staged)
         self.noise_generator = torch.Generator(device=data.train.x.device).manual_seed(cell["seed"])
         n = len(data.train.y)
@@ -393,14 +395,56 @@ class LossFilter:
     fraction: float
     start: int
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
         if t < self.start:
-            return x, y
+            return torch.arange(len(y), device=y.device)
         with torch.no_grad():
             losses = F.cross_entropy(self.net(x)[0], y, reduction="none")
         keep = torch.argsort(losses, descending=True, stable=True)[:len(y) - int(self.fraction * len(y))]
-        keep = keep.sort().values  # the batch's own order
-        return x[keep], y[keep]
+        return keep.sort().values  # the batch's own order
+
+
+class KFilter:
+    """Online k-filtering of an upper partition (the thesis's DPL, Sec. 6.8.2): at update `start` of the stage, the
+    inputs of the partition (the frozen feednet's outputs) of every training row are k-filtered (`kept_rows`: within
+    batches of `k_filter_batch` rows, k = `k_filter`), at most `k_filter_cap` of the rows removed (the first redundant
+    ones in stored order); from then on each mini-batch keeps only its kept rows. Computed when first needed, so a
+    resumed stage filters with its restored feednet."""
+
+    def __init__(self, cell: dict, net: StageNet, data: Split, start: int):
+        self.cell, self.net, self.data, self.start = cell, net, data, start
+        self.keep: torch.Tensor | None = None
+
+    def kept(self) -> torch.Tensor:
+        """Bool per training row: kept by the filter."""
+        if self.keep is None:
+            x, y, chunk = self.data.x, self.data.y, self.cell["batch_size"]
+            z = torch.cat([self.net.features(x[i:i + chunk])[-1].flatten(1) for i in range(0, len(y), chunk)])
+            keep = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+            keep[kept_rows(z, y, self.cell["k_filter"], self.cell["k_filter_batch"])] = True
+            removed = torch.nonzero(~keep).flatten()
+            keep[removed[int(self.cell["k_filter_cap"] * len(y)):]] = True
+            self.keep = keep
+        return self.keep
+
+    def __call__(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
+        if t < self.start:
+            return torch.arange(len(y), device=y.device)
+        return torch.nonzero(self.kept()[idx]).flatten()
+
+
+def chain(*selects: Select | None) -> Select | None:
+    """The batch selections applied one after the other, each to what the previous kept (None: none)."""
+    active = [select for select in selects if select is not None]
+    if len(active) < 2:
+        return active[0] if active else None
+
+    def select(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
+        keep = torch.arange(len(y), device=y.device)
+        for one in active:
+            keep = keep[one(idx[keep], x[keep], y[keep], t)]
+        return keep
+    return select
 
 
 class Staged(LayerRegime):
@@ -411,6 +455,7 @@ class Staged(LayerRegime):
         self.windows = stage_windows(cell, len(model.layers))
         self.total_steps = len(self.windows) * self.steps
         self.filter: LossFilter | None = None
+        self.k_filters: list[KFilter | None] = []
         if cell["memory_target"] is not None:  # the heads' search, before any training (shapes only)
             self.fit = fit_heads(cell, model, *first_batch(cell, data.train.x, data.train.y), data.n_classes)
             log.info("heads fitted to memory_target %g: %s; relative memory %.4f", cell["memory_target"],
@@ -426,10 +471,14 @@ class Staged(LayerRegime):
             head_cell = {**cell, **self.fit.heads[i]} if self.fit else cell
             net = stage_network(head_cell, model, i, window, last, self.data.n_classes, x0)
             held = {"parameters": storage_bytes(self.filter.net.head.parameters())} if self.filter else {}
-            yield self.stage(i, i, net, *self.optimizer(i, net), top=window[1] - 1, last=last, select=self.filter,
-                             held=held)
+            k_filter = KFilter(cell, net, self.data.train, cell["filter_from"]) if i and cell["k_filter"] else None
+            self.k_filters.append(k_filter)
+            yield self.stage(i, i, net, *self.optimizer(i, net), top=window[1] - 1, last=last,
+                             select=chain(k_filter, self.filter), held=held)
+            if k_filter is not None and k_filter.keep is not None:
+                self.results["layer_k_kept"][window[1] - 1] = float(k_filter.keep.float().mean())
             if i == 0 and cell["loss_filter"] > 0:  # the first partition, with its head, filters the others' batches
-                self.filter = LossFilter(net.eval(), cell["loss_filter"], cell["loss_filter_from"])
+                self.filter = LossFilter(net.eval(), cell["loss_filter"], cell["filter_from"])
 
     def state_dict(self) -> dict:
         head = None if self.filter is None else self.filter.net.head.state_dict()

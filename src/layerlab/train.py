@@ -178,7 +178,8 @@ class Loop:
         if self.augment is not None:
             x = crop_flip(x, self.augment)
         if stage.select is not None:
-            x, y = stage.select(x, y, t)
+            keep = stage.select(idx, x, y, t)
+            x, y = x[keep], y[keep]
         logits, hidden = stage.forward(x, t)
         loss, ce, lbe = self.objective(logits, y, hidden)
         finite = bool(torch.isfinite(loss))
@@ -253,7 +254,7 @@ class Loop:
 
 def training_rows(cell: dict, data: Dataset) -> tuple[torch.Tensor | None, float]:
     """The training rows the batches are drawn from (None: all) and the seconds k-filtering took."""
-    if not cell["k_filter"]:
+    if not cell["k_filter"] or cell["training"] != "backprop":  # partitionwise: online, per partition
         return None, 0.0
     start = time.perf_counter()
     rows = kept_rows(data.train.x, data.train.y, cell["k_filter"], cell["k_filter_batch"])

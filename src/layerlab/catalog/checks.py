@@ -35,11 +35,13 @@ def check_model(cell: dict) -> None:
 
 
 def check_k_filter(cell: dict) -> None:
-    """k-filtering (paper 001 ch. 5) draws the batches of backprop's one stage from the kept rows."""
+    """k-filtering (paper 001 ch. 5) draws backprop's batches from the kept rows, or filters the batches of the
+    upper partitions of partition-wise training (Sec. 6.8.2)."""
     if not (k := cell["k_filter"]):
         return
-    if cell["training"] != "backprop":
-        raise ConfigError(f"k_filter is an option of training 'backprop' (got training '{cell['training']}')")
+    if cell["training"] not in ("backprop", "partitionwise"):
+        raise ConfigError(f"k_filter is an option of training 'backprop' (before training) and 'partitionwise' "
+                          f"(online, upper partitions); got training '{cell['training']}'")
     if 0 < cell["k_filter_batch"] <= k:
         raise ConfigError(f"k_filter_batch ({cell['k_filter_batch']}) must exceed k_filter ({k}): each row needs k "
                           f"neighbours in its batch (0: the whole training split)")

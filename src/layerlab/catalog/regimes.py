@@ -44,6 +44,8 @@ STAGED_VARIABLES = {  # what a staged regime means by the per-step variables, an
     "peak_test_acc": ("highest per-layer head test accuracy (selected on the test set, as the thesis)", "1"),
     "layer_decision_convs": ("down-convs of the decision head on this layer (NaN: the model's output layer)", "1"),
     "layer_decision_channels": ("channels of the decision head's down-convs on this layer (NaN: none)", "1"),
+    "layer_k_kept": ("partitionwise k_filter: fraction of the training rows the partition ending here trained on",
+                     "1"),
     "search_relative_memory": ("relative memory of the heads fitted to memory_target (dry steps; NaN: no search)",
                                "1"),
 }
@@ -77,10 +79,15 @@ def check_staged(cell: dict) -> None:
     if cell["segment_size"] > (n := model.hidden_layers(cell)):
         raise ConfigError(f"segment_size {cell['segment_size']} exceeds the {n} hidden layers of model "
                           f"'{cell['model']}'")
-    if cell["loss_filter"] and (regime != "partitionwise" or cell["segment_size"] >= model.hidden_layers(cell)):
+    if regime == "partitionwise" and cell["segment_size"] >= model.hidden_layers(cell):
+        for key in ("loss_filter", "k_filter"):
+            if cell[key]:
+                raise ConfigError(f"{key} {cell[key]} filters the batches of the upper partitions: it needs a "
+                                  f"segment_size below the number of hidden layers (got segment_size "
+                                  f"{cell['segment_size']})")
+    if cell["loss_filter"] and regime != "partitionwise":
         raise ConfigError(f"loss_filter {cell['loss_filter']} filters the batches of the upper partitions by the "
-                          f"first one's loss: it needs training 'partitionwise' with segment_size below the number "
-                          f"of hidden layers (got training '{regime}', segment_size {cell['segment_size']})")
+                          f"first one's loss: it needs training 'partitionwise' (got training '{regime}')")
     if cell["loss"] != "ce":
         raise ConfigError(f"training '{regime}' trains cross-entropy decision heads; loss '{cell['loss']}' is only "
                           f"available with backprop")

@@ -26,6 +26,9 @@ from torch import nn
 from layerlab.data import Dataset
 from layerlab.layers import Network
 
+Select = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# (training-row indices, x, y, step t in the stage) of a batch -> the positions in the batch to train on
+
 
 @dataclass
 class Stage:
@@ -47,8 +50,7 @@ class Stage:
     final: nn.Module | None = None  # the last stage: the network its final evaluation reports (None: `net`)
     held: dict[str, int] = field(default_factory=dict)  # bytes per memory part (layerlab.probes.memory.PARTS)
     # the regime keeps resident beside `net` and its step (round robin: the other layers' training states)
-    select: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
-    # (x, y, t) -> the examples of the step's batch the stage trains on (loss filtering); None: all
+    select: Select | None = None  # the examples of each batch the stage trains on (filtering); None: all
 
 
 @dataclass
