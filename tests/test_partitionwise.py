@@ -11,6 +11,7 @@ from conftest import make_cell
 from torch.nn import functional as F
 
 import layerlab.layerwise as lw
+from layerlab.batch_filters import KFilter, LossFilter, chain
 from layerlab.catalog import check_cell
 from layerlab.config import ConfigError
 from layerlab.models import build_model
@@ -86,7 +87,7 @@ def test_loss_filter_drops_the_lowest_loss_examples_of_each_batch():
     x, y, idx = torch.randn(10, 8), torch.randint(0, 3, (10,)), torch.arange(100, 110)
     losses = F.cross_entropy(net(x)[0], y, reduction="none").detach().numpy()
     keep = np.sort(np.argsort(-losses, kind="stable")[:8])  # 0.25 x 10 = 2 dropped (rounded down)
-    flt = lw.LossFilter(net, 0.25, start=3)
+    flt = LossFilter(net, 0.25, start=3)
     np.testing.assert_array_equal(flt(idx, x, y, 3).numpy(), keep)
     assert losses[keep].min() >= np.delete(losses, keep).max()
     np.testing.assert_array_equal(flt(idx, x, y, 2).numpy(), np.arange(10))  # before `start`: the whole batch
@@ -107,7 +108,7 @@ def test_online_k_filter_keeps_the_rows_whose_feednet_features_are_not_redundant
     model = build_model(c, digits.input_shape, digits.n_classes)
     split = type(digits.train)(digits.train.x[:300], digits.train.y[:300])
     net = lw.stage_network(c, model, 1, (2, 4), True, digits.n_classes, split.x)
-    flt = lw.KFilter(c, net, split, start=2)
+    flt = KFilter(c, net, split, start=2)
     with torch.no_grad():
         h = split.x.flatten(1)
         for layer, act in zip(model.layers[:2], model.acts[:2], strict=True):
@@ -131,9 +132,9 @@ def test_chained_selections_compose_positions():
         return torch.nonzero(idx % 2 == 0).flatten()
 
     idx = torch.tensor([10, 11, 12, 13, 14])
-    both = lw.chain(drop_first, None, even_rows)
+    both = chain(drop_first, None, even_rows)
     np.testing.assert_array_equal(both(idx, idx, idx, 0).numpy(), [2, 4])  # rows 12 and 14 of the batch
-    assert lw.chain(None, even_rows) is even_rows and lw.chain(None) is None
+    assert chain(None, even_rows) is even_rows and chain(None) is None
 
 
 def test_loss_filter_changes_only_the_upper_partitions(digits):

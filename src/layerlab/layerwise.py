@@ -23,6 +23,10 @@ of each stage's head, indexed by the top layer of its window, and the peak layer
 a model selection on the test set: reported beside the final, last-layer accuracy `test_acc`). Peak memory of
 one training step per stage (layerlab.probes.memory); the cell's peak is the maximum over stages.
 
+Partition-wise training (DPL, Sec. 6.8): consecutive windows of `segment_size` layers without overlap; the upper
+partitions may train on a selection of each batch (`layerlab.batch_filters`: loss filtering by the first
+partition's loss, online k-filtering by the partition's own inputs).
+
 Heads (`layer_head`, plug-ins of layerlab.registry.DECISION_HEADS; layerlab.decision). With `memory_target` the
 regime fits every stage's head before training (`fit_heads`, the thesis's search of Table 6.3, whose procedure it
 does not give): per stage, among the head's `search_space` (decision blocks: 0..decision_convs down-convs of
@@ -47,13 +51,12 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
-from layerlab.data import Split
+from layerlab.batch_filters import KFilter, LossFilter, chain
 from layerlab.decision import head_config
-from layerlab.kfilter import kept_rows
 from layerlab.layers import LayerStack
 from layerlab.models import init_weights
 from layerlab.optim import make_optimizer
-from layerlab.probes.base import Select, Stage
+from layerlab.probes.base import Stage
 from layerlab.probes.memory import StepMemory, extrapolated_step_memory, first_batch, step_memory, storage_bytes
 from layerlab.registry import DECISION_HEADS, resolve
 from layerlab.train import Regime, Run, ce_step_loss
@@ -383,68 +386,6 @@ class LayerRegime(Regime):
             },
             coords={"step": np.asarray(run.steps), "layer": np.arange(len(acc))},
         )
-
-
-@dataclass
-class LossFilter:
-    """The thesis's loss filtering (Sec. 6.8.4): from update `start` of a stage, each mini-batch loses the
-    `fraction` of its examples with the lowest loss of the trained first partition (its layers and own head,
-    frozen, eval mode) before it reaches the stage's partition."""
-
-    net: StageNet
-    fraction: float
-    start: int
-
-    def __call__(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
-        if t < self.start:
-            return torch.arange(len(y), device=y.device)
-        with torch.no_grad():
-            losses = F.cross_entropy(self.net(x)[0], y, reduction="none")
-        keep = torch.argsort(losses, descending=True, stable=True)[:len(y) - int(self.fraction * len(y))]
-        return keep.sort().values  # the batch's own order
-
-
-class KFilter:
-    """Online k-filtering of an upper partition (the thesis's DPL, Sec. 6.8.2): at update `start` of the stage, the
-    inputs of the partition (the frozen feednet's outputs) of every training row are k-filtered (`kept_rows`: within
-    batches of `k_filter_batch` rows, k = `k_filter`), at most `k_filter_cap` of the rows removed (the first redundant
-    ones in stored order); from then on each mini-batch keeps only its kept rows. Computed when first needed, so a
-    resumed stage filters with its restored feednet."""
-
-    def __init__(self, cell: dict, net: StageNet, data: Split, start: int):
-        self.cell, self.net, self.data, self.start = cell, net, data, start
-        self.keep: torch.Tensor | None = None
-
-    def kept(self) -> torch.Tensor:
-        """Bool per training row: kept by the filter."""
-        if self.keep is None:
-            x, y, chunk = self.data.x, self.data.y, self.cell["batch_size"]
-            z = torch.cat([self.net.features(x[i:i + chunk])[-1].flatten(1) for i in range(0, len(y), chunk)])
-            keep = torch.zeros(len(y), dtype=torch.bool, device=y.device)
-            keep[kept_rows(z, y, self.cell["k_filter"], self.cell["k_filter_batch"])] = True
-            removed = torch.nonzero(~keep).flatten()
-            keep[removed[int(self.cell["k_filter_cap"] * len(y)):]] = True
-            self.keep = keep
-        return self.keep
-
-    def __call__(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
-        if t < self.start:
-            return torch.arange(len(y), device=y.device)
-        return torch.nonzero(self.kept()[idx]).flatten()
-
-
-def chain(*selects: Select | None) -> Select | None:
-    """The batch selections applied one after the other, each to what the previous kept (None: none)."""
-    active = [select for select in selects if select is not None]
-    if len(active) < 2:
-        return active[0] if active else None
-
-    def select(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
-        keep = torch.arange(len(y), device=y.device)
-        for one in active:
-            keep = keep[one(idx[keep], x[keep], y[keep], t)]
-        return keep
-    return select
 
 
 class Staged(LayerRegime):
