@@ -396,7 +396,6 @@ class Staged(LayerRegime):
         self.windows = stage_windows(cell, len(model.layers))
         self.total_steps = len(self.windows) * self.steps
         self.filter: LossFilter | None = None
-        self.k_filters: list[KFilter | None] = []
         if cell["memory_target"] is not None:  # the heads' search, before any training (shapes only)
             self.fit = fit_heads(cell, model, *first_batch(cell, data.train.x, data.train.y), data.n_classes)
             log.info("heads fitted to memory_target %g: %s; relative memory %.4f", cell["memory_target"],
@@ -413,7 +412,6 @@ class Staged(LayerRegime):
             net = stage_network(head_cell, model, i, window, last, self.data.n_classes, x0)
             held = {"parameters": storage_bytes(self.filter.net.head.parameters())} if self.filter else {}
             k_filter = KFilter(cell, net, self.data.train, cell["filter_from"]) if i and cell["k_filter"] else None
-            self.k_filters.append(k_filter)
             yield self.stage(i, i, net, *self.optimizer(i, net), top=window[1] - 1, last=last,
                              select=chain(k_filter, self.filter), held=held)
             if k_filter is not None and k_filter.keep is not None:
