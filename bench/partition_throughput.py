@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-from train_speed import DEVICE, make_cell
+from train_speed import DEVICE, make_cell, prepared
 
-from layerlab.data import Dataset, load, prepare
+from layerlab.data import Dataset
 from layerlab.models import build_model
 from layerlab.train import train_cell
 
@@ -54,10 +52,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "fashion_mnist.npz"
-        prepare("fashion_mnist", path, Path(tmp) / "downloads")
-        data = load(path, DEVICE)
+    data = prepared("fashion_mnist")
     jobs = variants(args.steps, args.partitions)
     for cell in jobs.values():  # warm-up, not recorded
         examples_per_second({**cell, "steps": 5, "layer_steps": 5, "log_every": 6, "eval_every": 6}, data)

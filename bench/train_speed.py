@@ -43,6 +43,14 @@ def make_cell(**overrides: object) -> dict:
     return {**DEFAULTS, **overrides}
 
 
+def prepared(name: str) -> Dataset:
+    """Dataset `name` prepared offline into a temporary folder and loaded on DEVICE."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.npz"
+        prepare(name, path, Path(tmp) / "downloads")
+        return load(path, DEVICE)
+
+
 def bare(cell: dict, data: Dataset) -> float:
     """Steps/s of a plain training loop of the cell's model (timed: the loop only)."""
     model = build_model(cell, data.input_shape, data.n_classes).to(DEVICE).train()
@@ -104,10 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "digits.npz"
-        prepare("digits", path, Path(tmp) / "downloads")
-        data = load(path, DEVICE)
+    data = prepared("digits")
     start = time.perf_counter()
     samples = run(data, args.depth, args.steps, args.repeats)
 
