@@ -16,10 +16,10 @@ from snakemake.utils import min_version
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-from layerlab.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canonical_json  # noqa: E402
-from layerlab.data import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
-from layerlab.registry import MEASUREMENTS, resolve  # noqa: E402
-from layerlab.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
+from layerlab.core.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canonical_json  # noqa: E402
+from layerlab.core.registry import MEASUREMENTS, resolve  # noqa: E402
+from layerlab.data.datasets import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
+from layerlab.workflow.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
 
 min_version("9.0")
 
@@ -31,10 +31,10 @@ if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config/config.yaml"
 
 
-# Schemas compiled once (layerlab.validate): defaults filled, `--config KEY=VALUE` cell overrides applied, every
+# Schemas compiled once (layerlab.workflow.validate): defaults filled, `--config KEY=VALUE` cell overrides applied, every
 # cell checked (its plug-ins' constraints, batch size), plot specs checked against the grid and the variables the
 # study produces. The study's plug-ins first: their parameters and names join the schemas.
-from layerlab.validate import check_study  # noqa: E402
+from layerlab.workflow.validate import check_study  # noqa: E402
 
 try:
     CELLS = check_study(config, workflow.config_settings.config)
@@ -51,14 +51,14 @@ except DatasetUnavailable as err:
 STUDY = config["study"]
 OUT = f"results/{STUDY}"
 AXES = list(config["grid"])
-PROBES = config["probes"]  # the study's measurements (layerlab.registry.MEASUREMENTS)
+MEASURED = config["measurements"]  # the study's measurements (layerlab.core.registry.MEASUREMENTS)
 PLOTS = {p["name"]: p for p in config["plots"]}
 PLOT_CAPTIONS = {p["kind"]: (Path(workflow.basedir) / f"workflow/report/{p['kind']}.rst").read_text()
                  for p in PLOTS.values()}
 # which cell's store of each measurement a cell reads (the cascade's: its deepest sibling's)
-PROBE_SOURCES = {p: resolve(MEASUREMENTS[p].source)(CELLS) if MEASUREMENTS[p].source else {c: c for c in CELLS}
-                 for p in PROBES}
-# Local GPUs (layerlab.gpus): each training job claims one (device, slot) of this pool and sees only that device.
+MEASUREMENT_SOURCES = {p: resolve(MEASUREMENTS[p].source)(CELLS) if MEASUREMENTS[p].source else {c: c for c in CELLS}
+                 for p in MEASURED}
+# Local GPUs (layerlab.workflow.gpus): each training job claims one (device, slot) of this pool and sees only that device.
 # On a cluster SLURM binds the devices instead (profiles/slurm asks for gpu=1 per training job).
 GPUS, GPU_SLOTS = gpu_pool(config.get("gpus"))
 os.environ.update(gpu_env(GPUS, GPU_SLOTS, Path(".snakemake/layerlab-gpu-locks").resolve()))
@@ -71,10 +71,11 @@ wildcard_constraints:
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/models.smk"
-include: "workflow/rules/probes.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/measurements.smk"
 include: "workflow/rules/collect.smk"
+include: "workflow/rules/plots.smk"
 include: "workflow/rules/claims.smk"
 
 

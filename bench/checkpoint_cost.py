@@ -1,4 +1,5 @@
-"""Cost of one training checkpoint (layerlab.checkpoint) against the training it protects, side by side in one run.
+"""Cost of one training checkpoint (layerlab.training.checkpoint) against the training it protects, side by side in one
+run.
 
 For each network: the wall time of one training step, of taking the loop's state and writing it atomically (one
 `Checkpoint.save`), the file size, and the overhead of checkpointing at the default interval (every 10 minutes of
@@ -23,14 +24,14 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from layerlab.checkpoint import Checkpoint
-from layerlab.data import Dataset, Split
-from layerlab.models import build_model
-from layerlab.train import Loop
+from layerlab.data.datasets import Dataset, Split
+from layerlab.nets.models import build_model
+from layerlab.training.checkpoint import Checkpoint
+from layerlab.training.loop import Loop
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = {k: v["default"] for k, v in yaml.safe_load((ROOT / "workflow/schemas/cell.schema.yaml").read_text())[
-    "properties"].items()}
+SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
+DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 NETWORKS = {
     "default study, depth 50 FNN (digits)": ({"depth": 50, "width": 256, "batch_size": 128}, (1, 8, 8), 1437),
     "ResNet-1202 (CIFAR, batch 16)": ({"model": "resnet", "depth": 1202, "width": 16, "bn_variant": "bn_gamma_beta",
@@ -51,7 +52,7 @@ def measure(overrides: dict, shape: tuple[int, ...], n: int, repeats: int, every
     data = synthetic(shape, n)
     model = build_model(cell, shape, 10)
     loop = Loop(cell, data, model)
-    stage = next(loop.regime.stages())
+    stage = loop.regime.stage(0)
     stage.net.train()
     to_log = set()
     step_times = []

@@ -23,12 +23,12 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from layerlab.data import load
-from layerlab.models import build_model
+from layerlab.data.datasets import load
+from layerlab.nets.models import build_model
 from layerlab.probes.curvature import measure
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/cell.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
 DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 
 

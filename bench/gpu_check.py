@@ -39,8 +39,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from layerlab.data import DatasetUnavailable, input_shape, load, prepare, read_provenance, verify  # noqa: E402
-from layerlab.store import read_store  # noqa: E402
+from layerlab.core.store import read_store  # noqa: E402
+from layerlab.data.datasets import DatasetUnavailable, input_shape, load, prepare, read_provenance, verify  # noqa: E402
 
 TOLERANCES = {
     "loss0_rtol": 1e-2,  # loss at step 0: same init, same batch; differs only by float32 rounding (and TF32 convs)
@@ -82,7 +82,7 @@ def shorten(config: dict, steps: int, max_cells: int) -> dict:
         fixed["quantize_every"] = min(fixed["quantize_every"], max(1, steps // 4))
     if "cascade_epochs" in fixed:
         fixed["cascade_epochs"] = min(fixed["cascade_epochs"], 1)
-    if "representation" in config.get("probes", []) or fixed.get("representation_every") or \
+    if "representation" in config.get("measurements", []) or fixed.get("representation_every") or \
             fixed.get("representation_at"):
         fixed["representation_samples"] = 200
     if fixed.get("dataset", "digits") != "digits":
@@ -193,21 +193,21 @@ def default_cells(steps: int) -> dict[str, dict]:
     """The default study's cells with every schema default, at `steps` steps (the Snakefile's expansion)."""
     from snakemake.utils import validate
 
-    from layerlab.config import expand_cells
+    from layerlab.core.config import expand_cells
 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    validate(config, str(ROOT / "src/layerlab/workflow/schemas/config.schema.yaml"))
     cells = expand_cells(config)
     for cell in cells.values():
-        validate(cell, str(ROOT / "workflow/schemas/cell.schema.yaml"))
+        validate(cell, str(ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml"))
     return {cid: {**cell, "full_steps": cell["steps"], "steps": steps, "eval_every": min(cell["eval_every"], steps),
                   "log_every": min(cell["log_every"], steps)} for cid, cell in cells.items()}
 
 
 def train_in_process(cell: dict, datasets: Path, device: torch.device) -> tuple[dict, list[str]]:
     """Train one cell here as the train job does (init as scripts/init.py); (results, warning messages)."""
-    from layerlab.models import build_model
-    from layerlab.train import train_cell
+    from layerlab.nets.models import build_model
+    from layerlab.training.loop import train_cell
 
     path = datasets / f"{cell['dataset']}.npz"
     meta = read_provenance(path)
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets = args.datasets.resolve()
     datasets.mkdir(parents=True, exist_ok=True)
 
-    from layerlab.runtime import setup
+    from layerlab.workflow.runtime import setup
 
     setup(1)  # as every job: one thread, deterministic algorithms, CUBLAS_WORKSPACE_CONFIG before CUDA starts
     device = torch.device(accel)

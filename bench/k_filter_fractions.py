@@ -1,5 +1,5 @@
 """Table 5.1's kept fractions (paper 001 ch. 5.4): the share of a prepared dataset's training split that k-filtering
-keeps (layerlab.kfilter), per k, with the kNN in batches of `--batch` rows and/or exactly over the whole split.
+keeps (layerlab.training.kfilter), per k, with the kNN in batches of `--batch` rows and/or exactly over the whole split.
 Raw uint8 pixels, float64 distances; CUDA when available. FashionMNIST on one CPU core: ~20 s per k batched (6,144),
 ~4.5 min per k exact.
 
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from layerlab.kfilter import kept_rows
+from layerlab.training.kfilter import kept_rows
 
 
 def main() -> None:

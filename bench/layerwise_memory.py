@@ -6,8 +6,8 @@ defaults, then `--batch`, then the overrides below; CUDA when available (then al
 
 The second table compares the decision heads of layer-wise training (k = 1): `linear`, `pool_linear`, a fixed
 `decision_block` (schema defaults: 1 down-conv of 64 channels), the decision blocks fitted per stage by the memory
-search (`layerlab.layerwise.fit_heads`) to each `--targets` value (at most `--max-dc` down-convs of at most 256
-channels; the thesis: 0.3, Max. DC 4), and the floor (the smallest head of every stage: no target below it is
+search (`layerlab.training.regimes.layerwise.fit_heads`) to each `--targets` value (at most `--max-dc` down-convs of at
+most 256 channels; the thesis: 0.3, Max. DC 4), and the floor (the smallest head of every stage: no target below it is
 reachable). Each fitted profile is measured again directly at the full batch (`memory_profile`).
 
     .venv/bin/python bench/layerwise_memory.py [--batch 128] [--segment-size 1 2] [--targets 0.3] [--json OUT]
@@ -22,10 +22,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from layerlab.layerwise import fit_heads, memory_profile
-from layerlab.models import build_model
+from layerlab.nets.models import build_model
+from layerlab.training.head_search import memory_profile
+from layerlab.training.regimes.layerwise import fit_heads
 
-SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/cell.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "src/layerlab/workflow/schemas/cell.schema.yaml")
+                         .read_text())
 DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 NETWORKS = {  # name: (input shape, classes, cell overrides)
     "mlp_784-256x4_sgd": ((1, 28, 28), 10, {"model": "fnn", "depth": 4, "width": 256, "optimizer": "sgd",

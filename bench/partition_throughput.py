@@ -21,9 +21,9 @@ import time
 import torch
 from train_speed import DEVICE, make_cell, prepared
 
-from layerlab.data import Dataset
-from layerlab.models import build_model
-from layerlab.train import train_cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.models import build_model
+from layerlab.training.loop import train_cell
 
 
 def variants(steps: int, partitions: int) -> dict[str, dict]:

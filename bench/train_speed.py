@@ -2,7 +2,7 @@
 
 Variants, measured in one run with interleaved repetitions (so machine noise hits them alike):
   bare            plain loop: random batch, forward, cross-entropy, zero_grad, backward, Adam step
-  pipeline        layerlab.train.train_cell, probes/evals only at step 0 and the last step
+  pipeline        layerlab.training.loop.train_cell, probes/evals only at step 0 and the last step
   pipeline+probe  train_cell with the batch-entropy probe every step (log_every=1)
   pipeline+lbe    train_cell with loss=ce_lbe (batch entropy of every regularized layer each step)
 Each reports steps/s over the training loop only: train_cell's own `train_seconds` (which includes its
@@ -25,13 +25,13 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from layerlab.data import Dataset, load, prepare
-from layerlab.models import build_model
-from layerlab.optim import make_optimizer
-from layerlab.train import train_cell
+from layerlab.data.datasets import Dataset, load, prepare
+from layerlab.nets.models import build_model
+from layerlab.training.loop import train_cell
+from layerlab.training.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/cell.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
 DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 DEVICE = torch.device("cpu")
 

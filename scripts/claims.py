@@ -4,9 +4,9 @@ import json
 import logging
 from pathlib import Path
 
-from layerlab.claims import evaluate, summary_line, to_rst
-from layerlab.jobs import start_log
-from layerlab.store import read_store
+from layerlab.core.store import read_store
+from layerlab.report.claims import evaluate, summary_line, to_rst
+from layerlab.workflow.jobs import start_log
 
 snakemake = globals()["snakemake"]
 start_log(snakemake)

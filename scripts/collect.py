@@ -8,10 +8,10 @@ import pandas as pd
 import xarray as xr
 
 from layerlab import __version__
-from layerlab.analysis import add_trainability, study_summary
-from layerlab.jobs import start_log
-from layerlab.registry import MEASUREMENTS, load_plugins, resolve
-from layerlab.store import combine_cells, describe, read_store, store_dir, to_table, write_store
+from layerlab.core.registry import MEASUREMENTS, load_plugins, resolve
+from layerlab.core.store import combine_cells, describe, read_store, store_dir, to_table, write_store
+from layerlab.report.analysis import add_trainability, study_summary
+from layerlab.workflow.jobs import start_log
 
 snakemake = globals()["snakemake"]
 start_log(snakemake)

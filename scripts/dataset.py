@@ -1,9 +1,9 @@
-"""Rule `dataset`: prepare one dataset into resources/ (see layerlab.data)."""
+"""Rule `dataset`: prepare one dataset into resources/ (see layerlab.data.datasets)."""
 
 from pathlib import Path
 
-from layerlab.data import DatasetUnavailable, prepare
-from layerlab.runtime import run_script, start_log
+from layerlab.data.datasets import DatasetUnavailable, prepare
+from layerlab.workflow.runtime import run_script, start_log
 
 snakemake = globals()["snakemake"]
 start_log(snakemake)

@@ -2,10 +2,10 @@
 
 import torch
 
-from layerlab.models import load_init
-from layerlab.registry import MEASUREMENTS, resolve
-from layerlab.runtime import cell_job, run_script
-from layerlab.store import describe, write_store
+from layerlab.core.registry import MEASUREMENTS, resolve
+from layerlab.core.store import describe, write_store
+from layerlab.nets.models import load_init
+from layerlab.workflow.runtime import cell_job, run_script
 
 snakemake = globals()["snakemake"]
 

@@ -5,9 +5,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from layerlab.plots import save_plot
-from layerlab.registry import load_plugins
-from layerlab.store import read_store
+from layerlab.core.registry import load_plugins
+from layerlab.core.store import read_store
+from layerlab.report.plots import save_plot
 
 snakemake = globals()["snakemake"]
 load_plugins(snakemake.config["plugins"])

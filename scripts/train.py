@@ -6,10 +6,10 @@ import sys
 import torch
 
 from layerlab import __version__
-from layerlab.checkpoint import Checkpoint, Interrupted
-from layerlab.runtime import cell_job
-from layerlab.store import write_store
-from layerlab.train import train_cell
+from layerlab.core.store import write_store
+from layerlab.training.checkpoint import Checkpoint, Interrupted
+from layerlab.training.loop import train_cell
+from layerlab.workflow.runtime import cell_job
 
 snakemake = globals()["snakemake"]
 cell, device, data, model = cell_job(snakemake)

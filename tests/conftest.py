@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/cell.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
 DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 
 
@@ -57,7 +57,7 @@ TINY_STUDY = {
 @pytest.fixture(scope="session")
 def digits_path(tmp_path_factory) -> Path:
     """sklearn's digits, prepared once per test session."""
-    from layerlab.data import prepare
+    from layerlab.data.datasets import prepare
 
     path = tmp_path_factory.mktemp("data") / "digits.npz"
     prepare("digits", path, path.parent)
@@ -66,14 +66,14 @@ def digits_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def digits(digits_path):
-    from layerlab.data import load
+    from layerlab.data.datasets import load
 
     return load(digits_path)
 
 
 @pytest.fixture(scope="session")
 def digits_unit(digits_path):
-    from layerlab.data import load
+    from layerlab.data.datasets import load
 
     return load(digits_path, scaling="unit")
 

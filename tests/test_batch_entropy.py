@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from layerlab.losses import LBELoss, regularized
-from layerlab.probes.batch_entropy import batch_entropy, layer_entropies
+from layerlab.training.losses import LBELoss, batch_entropy, layer_entropies, regularized
 
 
 def reference_entropy(a: np.ndarray, constant: float) -> float:

@@ -9,14 +9,14 @@ import xarray as xr
 from conftest import make_cell
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.models import build_model
-from layerlab.norm import BN_VARIANTS, NEUTRAL, AblatedBatchNorm, batch_norm
-from layerlab.optim import make_optimizer
-from layerlab.plots import channel_step_heatmap
+from layerlab.core.config import ConfigError
+from layerlab.core.store import combine_cells
+from layerlab.nets.models import build_model
+from layerlab.nets.norm import BN_VARIANTS, NEUTRAL, AblatedBatchNorm, batch_norm
 from layerlab.probes.bn_params import norm_layers, trajectories
-from layerlab.store import combine_cells
-from layerlab.train import train_cell
+from layerlab.report.plots import channel_step_heatmap
+from layerlab.training.loop import train_cell
+from layerlab.training.optim import make_optimizer
 
 VARIANTS = [v for v in BN_VARIANTS if v != "none"]
 EPS = 1e-5

@@ -10,9 +10,7 @@ import torch
 import xarray as xr
 from conftest import make_cell
 
-from layerlab.analysis import add_cascade_prediction, add_trainability, cascade_summary, study_summary
-from layerlab.models import build_model
-from layerlab.probes.cascade import (
+from layerlab.measurements.cascade import (
     cutoff_depth,
     differential_entropy,
     make_cascade,
@@ -20,6 +18,8 @@ from layerlab.probes.cascade import (
     relative_entropy,
     run_cascade,
 )
+from layerlab.nets.models import build_model
+from layerlab.report.analysis import add_cascade_prediction, add_trainability, cascade_summary, study_summary
 
 
 def test_relative_entropy_matches_numpy_reference():

@@ -12,10 +12,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.models import Residual, build_model
-from layerlab.probes.cascade import conv_reconstruction, make_conv_cascade, reconstruct, run_cascade
-from layerlab.store import read_store
+from layerlab.core.config import ConfigError
+from layerlab.core.store import read_store
+from layerlab.measurements.cascade import conv_reconstruction, make_conv_cascade, reconstruct, run_cascade
+from layerlab.nets.models import Residual, build_model
 
 
 def conv_cell(**overrides) -> dict:
@@ -183,7 +183,7 @@ STUDY = {
     "fixed": {"dataset": "digits", "input_scaling": "unit", "stem_downsample": 1, "width": 4, "activation": "tanh",
               "init": "gaussian", "sigma_b2": 2e-5, "optimizer": "sgd", "lr": 1e-3, "batch_size": 64, "steps": 10,
               "log_every": 5, "eval_every": 5, "cascade_epochs": 1, "cascade_images": 2},
-    "probes": ["cascade"],
+    "measurements": ["cascade"],
     "trainability": {"metric": "train_acc", "threshold": 0.3},
     "plots": [
         {"name": "phase", "kind": "phase_diagram", "metric": "train_acc", "select": {"model": "cascade_cnn"}},

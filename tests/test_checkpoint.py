@@ -1,5 +1,5 @@
-"""Resumable training (layerlab.checkpoint): a run stopped at step k and resumed equals an uninterrupted one, in
-every regime and with the stateful probes; stale and corrupt checkpoints are reported and training starts fresh."""
+"""Resumable training (layerlab.training.checkpoint): a run stopped at step k and resumed equals an uninterrupted one,
+in every regime and with the stateful probes; stale and corrupt checkpoints are reported and training starts fresh."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import torch
 import xarray as xr
 from conftest import ROOT, make_cell, snakemake, write_study
 
-from layerlab.checkpoint import Checkpoint, Interrupted
-from layerlab.models import build_model
-from layerlab.store import read_store
-from layerlab.train import train_cell
+from layerlab.core.store import read_store
+from layerlab.nets.models import build_model
+from layerlab.training.checkpoint import Checkpoint, Interrupted
+from layerlab.training.loop import train_cell
 
 WALL_TIMES = {"train_seconds", "curvature_seconds", "representation_dynamic_seconds", "k_filter_seconds"}
 
@@ -89,7 +89,7 @@ def test_resumed_run_equals_uninterrupted(name, digits, tmp_path, caplog):
     with pytest.raises(Interrupted, match=f"at step {k}; rerun to resume"):
         train(cell, digits, StopAt(tmp_path, cell, k))
     assert (tmp_path / "checkpoint.pt").exists()
-    with caplog.at_level(logging.INFO, logger="layerlab.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
         resumed = train(cell, digits, Checkpoint(tmp_path, cell))
     assert f"resumed from step {k}" in caplog.text
     assert_identical(whole, resumed)
@@ -102,14 +102,14 @@ def test_interval_checkpoints_and_a_stale_or_corrupt_one_starts_fresh(digits, tm
     with pytest.raises(Interrupted):
         train(cell, digits, StopAt(tmp_path, cell, 8))
     changed = {**cell, "lr": 2e-3}
-    with caplog.at_level(logging.INFO, logger="layerlab.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
         fresh = train(changed, digits, Checkpoint(tmp_path, changed))
     assert "training starts fresh: it belongs to" in caplog.text and not (tmp_path / "checkpoint.pt").exists()
     assert_identical(fresh, train(changed, digits))  # nothing of the other cell's state was mixed in
     tmp_path.mkdir()
     (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="layerlab.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
         again = train(cell, digits, Checkpoint(tmp_path, cell, every=4))
     assert "it cannot be read" in caplog.text and "checkpoint at step 4" in caplog.text
     assert "checkpoint at step 8" in caplog.text

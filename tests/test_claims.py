@@ -1,4 +1,4 @@
-"""Claims (layerlab.claims): evaluation against hand-computed values on a synthetic store, the checks before any
+"""Claims (layerlab.report.claims): evaluation against hand-computed values on a synthetic store, the checks before any
 job, and a tiny study end to end (claims.csv and the report's opening)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import xarray as xr
 from conftest import TINY_STUDY, snakemake, write_study
 from scipy import stats
 
-from layerlab.claims import STATS, evaluate, to_rst
-from layerlab.config import ConfigError
-from layerlab.validate import check_study
+from layerlab.core.config import ConfigError
+from layerlab.report.claims import STATS, evaluate, to_rst
+from layerlab.workflow.validate import check_study
 
 # test_acc[depth, loss, seed]; batch_entropy[depth, loss, seed, step, layer]
 ACC = np.array([[[0.9, 0.8, 0.85], [0.95, 0.9, 0.92]],
@@ -206,7 +206,7 @@ def test_tiny_study_claims_csv_and_report(tmp_path):
 
 
 def test_claims_table_of_several_studies(store, tmp_path, capsys):
-    from layerlab.claims import main
+    from layerlab.report.claims import main
 
     for study, depth in (("a", 30), ("b", 10)):
         (tmp_path / study).mkdir()

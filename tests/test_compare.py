@@ -13,7 +13,7 @@ import xarray as xr
 from conftest import TINY_STUDY, snakemake, write_study
 from scipy import stats
 
-from layerlab.compare import compare, main
+from layerlab.report.compare import compare, main
 
 
 def store(depths: list[int], acc: np.ndarray, lr: float, extra_axis: dict | None = None) -> xr.Dataset:

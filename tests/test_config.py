@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from layerlab.config import CELL_ID_PATTERN, ConfigError, canonical_json, expand_cells
+from layerlab.core.config import CELL_ID_PATTERN, ConfigError, canonical_json, expand_cells
 
 
 def test_product_grid_with_readable_ids():

@@ -12,19 +12,13 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.models import LayerwiseNet, build_model
-from layerlab.plots import save_plot
-from layerlab.probes.curvature import (
-    P_LEVELS,
-    kappa_nonzero,
-    kappa_p,
-    layer_factors,
-    measure,
-    measured_layers,
-)
-from layerlab.store import combine_cells
-from layerlab.train import train_cell
+from layerlab.core.config import ConfigError
+from layerlab.core.store import combine_cells
+from layerlab.measurements.spectra import kappa_nonzero, kappa_p
+from layerlab.nets.models import LayerwiseNet, build_model
+from layerlab.probes.curvature import P_LEVELS, layer_factors, measure, measured_layers
+from layerlab.report.plots import save_plot
+from layerlab.training.loop import train_cell
 
 
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from layerlab.data import (
+from layerlab.data.datasets import (
     DEBIAN_FASHION_MNIST,
     DatasetCorrupt,
     DatasetUnavailable,
@@ -75,7 +75,7 @@ def test_flipped_byte_is_one_line_naming_the_files_and_the_fix(tmp_path, where):
 
 
 def test_verification_is_cached_per_file_version_and_preparing_again_keeps_timestamps(tmp_path, monkeypatch):
-    import layerlab.data as data
+    import layerlab.data.datasets as data
 
     npz = tmp_path / "digits.npz"
     prepare("digits", npz, tmp_path / "dl")

@@ -17,16 +17,18 @@ from conftest import TINY_STUDY, make_cell, snakemake, write_study
 from torch import nn
 from torch.nn import functional as F
 
-import layerlab.layerwise as lw
+import layerlab.training.head_search as hs
+import layerlab.training.regimes.stage_nets as sn
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.decision import decision_block, down_convs, head_config, search_space
-from layerlab.models import build_model
-from layerlab.optim import make_optimizer
-from layerlab.probes.memory import extrapolated_step_memory, first_batch, step_memory
-from layerlab.store import read_store
-from layerlab.train import ce_step_loss, train_cell
-from layerlab.validate import check_study
+from layerlab.core.config import ConfigError
+from layerlab.core.store import read_store
+from layerlab.nets.decision import decision_block, down_convs, head_config, search_space
+from layerlab.nets.models import build_model
+from layerlab.probes.memory import first_batch, step_memory
+from layerlab.training.loop import train_cell
+from layerlab.training.memory import ce_step_loss, extrapolated_step_memory
+from layerlab.training.optim import make_optimizer
+from layerlab.workflow.validate import check_study
 
 
 def n_params(module: nn.Module) -> int:
@@ -112,16 +114,16 @@ def test_search_meets_the_target_and_equals_direct_step_memory():
     cell = cnn(memory_target=0.3)
     model = build_model(cell, (1, 8, 8), 10)
     x, y = batch((1, 8, 8), 256)
-    fit = lw.fit_heads(cell, model, x, y, 10)
+    fit = hs.fit_heads(cell, model, x, y, 10)
     assert abs(fit.relative_memory - 0.3) <= 0.005
-    backprop, stages = lw.memory_profile(cell, model, x, y, 10, fit.heads)
+    backprop, stages = hs.memory_profile(cell, model, x, y, 10, fit.heads)
     assert backprop.parts() == fit.backprop.parts()
     assert [m.parts() for m in stages] == [m.parts() for m in fit.memories]
     assert max(m.total for m in stages) / backprop.total == fit.relative_memory
     assert fit.heads[-1] == {} and all(h["decision_convs"] >= 1 for h in fit.heads[:-1])
-    assert lw.fit_heads(cell, model, x, y, 10).heads == fit.heads
+    assert hs.fit_heads(cell, model, x, y, 10).heads == fit.heads
     # the linear head sits below the target here (the last stage, the FC layer, too): the blocks use the budget
-    linear_bp, linear = lw.memory_profile({**cell, "layer_head": "linear"}, model, x, y, 10)
+    linear_bp, linear = hs.memory_profile({**cell, "layer_head": "linear"}, model, x, y, 10)
     assert max(m.total for m in linear) / linear_bp.total < 0.295
 
 
@@ -129,13 +131,13 @@ def test_search_picks_what_a_brute_force_enumeration_picks():
     cell = cnn(depth=3, width=4, batch_size=64, decision_channels=6, memory_target=0.45, memory_tolerance=0.02)
     model = build_model(cell, (1, 8, 8), 10)
     x, y = batch((1, 8, 8), 64)
-    fit = lw.fit_heads(cell, model, x, y, 10)
+    fit = hs.fit_heads(cell, model, x, y, 10)
     bp = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y).total
     target, tol = 0.45 * bp, 0.02 * bp
-    for i, window in enumerate(lw.windows(3, 1)[:-1]):
-        options = [head for family in search_space(cell, lw.window_shape(model, window[1], x)) for head in family]
-        with lw.frozen(model):
-            totals = [lw.measure_stage({**cell, **head}, model, i, window, False, 10, x, y).total
+    for i, window in enumerate(sn.windows(3, 1)[:-1]):
+        options = [head for family in search_space(cell, sn.window_shape(model, window[1], x)) for head in family]
+        with sn.frozen(model):
+            totals = [hs.measure_stage({**cell, **head}, model, i, window, False, 10, x, y).total
                       for head in options]
         within = [(abs(t - target), k) for k, t in enumerate(totals) if t <= target + tol]
         best = options[min(within)[1]] if within else options[int(np.argmin(totals))]
@@ -152,7 +154,7 @@ def test_the_search_leaves_the_model_as_it_was():
     modes, flags = [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]
     x, y = batch((3, 12, 12), 8)
     before = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
-    lw.fit_heads(cell, model, x, y, 10)
+    hs.fit_heads(cell, model, x, y, 10)
     assert [m.training for m in model.modules()] == modes and [p.requires_grad for p in model.parameters()] == flags
     assert step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y).parts() == before.parts()
 
@@ -161,7 +163,7 @@ def test_an_unreachable_target_gives_the_smallest_heads_and_says_so():
     cell = cnn(depth=4, memory_target=0.01)
     model = build_model(cell, (1, 8, 8), 10)
     x, y = batch((1, 8, 8), 256)
-    fit = lw.fit_heads(cell, model, x, y, 10)
+    fit = hs.fit_heads(cell, model, x, y, 10)
     smallest = [{"decision_convs": 1, "decision_channels": 1}] * 3 + [{}]  # 1 channel, 4x4 -> pooled 2x2
     assert fit.heads == smallest and fit.relative_memory > 0.1
 
@@ -171,7 +173,7 @@ def test_training_uses_the_fitted_heads_and_the_probe_confirms_the_memory(digits
     torch.set_num_threads(1)
     model = build_model(cell, digits.input_shape, digits.n_classes)
     x, y = first_batch(cell, digits.train.x, digits.train.y)
-    fit = lw.fit_heads(cell, model, x, y, digits.n_classes)
+    fit = hs.fit_heads(cell, model, x, y, digits.n_classes)
     ds = train_cell(cell, digits, model, torch.device("cpu"))[0]
     np.testing.assert_array_equal(ds["layer_peak_memory_bytes"].values, [m.total for m in fit.memories])
     assert float(ds["backprop_memory_bytes"]) == fit.backprop.total
@@ -221,7 +223,7 @@ def test_decision_options_are_ignored_under_backprop_and_typed_by_the_schema():
 # --- the figure ----------------------------------------------------------------------------------------------------
 
 def test_regime_memory_draws_one_bar_per_existing_regime_and_head():
-    from layerlab.plots import regime_memory
+    from layerlab.report.plots import regime_memory
 
     parts = np.full((2, 2, 1, 2), np.nan)  # training x layer_head x seed x memory_part
     parts[0, 0, 0], parts[1, 0, 0], parts[1, 1, 0] = [4e6, 6e6], [2e6, 1e6], [2e6, 1e6 + 1e6]

@@ -17,12 +17,10 @@ from torch.func import functional_call, jacrev
 from torch.nn import functional as F
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.data import Dataset, Split, crop_resize, input_shape, load, prepare
-from layerlab.layers import measured_layers
-from layerlab.models import build_model
-from layerlab.probes.curvature import layer_factors, spectrum
-from layerlab.probes.fisher import (
+from layerlab.core.config import ConfigError
+from layerlab.core.store import read_store
+from layerlab.data.datasets import Dataset, Split, crop_resize, input_shape, load, prepare
+from layerlab.measurements.fisher import (
     FISHER_TYPES,
     Logits,
     analysis_copy,
@@ -31,7 +29,9 @@ from layerlab.probes.fisher import (
     kfac_factors,
     run_fisher,
 )
-from layerlab.store import read_store
+from layerlab.nets.layers import measured_layers
+from layerlab.nets.models import build_model
+from layerlab.probes.curvature import layer_factors, spectrum
 
 N, C, SHAPE = 16, 3, (1, 3, 3)
 
@@ -182,7 +182,7 @@ def test_config_errors():
         check_cell(make_cell(depth=1, width=32, dataset="fashion_mnist"), ["fisher"])
     with pytest.raises(ConfigError, match=r"bias false .* needs model 'fnn'"):
         check_cell(make_cell(model="cnn", bias=False))
-    schema = yaml.safe_load((ROOT / "workflow/schemas/cell.schema.yaml").read_text())["properties"]
+    schema = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())["properties"]
     assert tuple(schema["fisher_types"]["items"]["enum"]) == FISHER_TYPES  # one list of Fisher types
 
 
@@ -197,7 +197,7 @@ STUDY = {
     "fixed": {"dataset": "digits", "input_crop": 6, "input_resize": 3, "input_scaling": "unit", "depth": 2,
               "width": 6, "bias": False, "optimizer": "sgd", "lr": 0.1, "batch_size": 64, "steps": 20,
               "log_every": 10, "eval_every": 10, "fisher_samples": 64},
-    "probes": ["fisher"],
+    "measurements": ["fisher"],
     "plots": [{"name": "kappa", "kind": "fisher_layers", "hue": "bn_variant", "select": {"p": 0.5}}],
     "claims": [{"name": "full_above_blocks", "source": "test", "paper": "-", "metric": "log10_kappa_gap",
                 "select": {"bn_variant": "bn_gamma_beta", "checkpoint": "init", "fisher": "type2", "p": 0.5},

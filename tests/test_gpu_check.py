@@ -24,7 +24,7 @@ def test_trim_grid_keeps_axes_and_caps_cells():
 def test_every_quick_study_shortened_is_a_valid_study():
     """Each shortened study (and the CUDA-paths study) passes the Snakefile's checks: config and cell schemas
     (with their defaults), then check_cell; at most 4 cells, 20 steps."""
-    from layerlab.validate import check_study
+    from layerlab.workflow.validate import check_study
 
     studies = gpu_check.quick_studies()
     assert ROOT / "config/config.yaml" in studies and not any(p.stem.endswith("_paper") for p in studies)
@@ -65,7 +65,7 @@ def test_job_setup_fixes_the_cublas_workspace_before_cuda_starts(monkeypatch):
     """torch.use_deterministic_algorithms on CUDA needs CUBLAS_WORKSPACE_CONFIG (else cuBLAS is nondeterministic)."""
     import torch
 
-    from layerlab.runtime import setup
+    from layerlab.workflow.runtime import setup
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.setenv("LAYERLAB_DEVICE", "cpu")

@@ -1,4 +1,4 @@
-"""The local GPU pool (layerlab.gpus), exercised with fake device lists: no GPU needed."""
+"""The local GPU pool (layerlab.workflow.gpus), exercised with fake device lists: no GPU needed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import snakemake, write_study
 
-from layerlab import gpus
+from layerlab.workflow import gpus
 
 
 def test_resolve_explicit_and_auto(monkeypatch):
@@ -48,7 +48,7 @@ def test_claim_sets_cuda_visible_devices(tmp_path, monkeypatch):
 
 CHILD = """
 import os, sys, time
-from layerlab import gpus
+from layerlab.workflow import gpus
 env = dict(os.environ)
 dev = gpus.claim(env)
 print(dev, env["CUDA_VISIBLE_DEVICES"], flush=True)

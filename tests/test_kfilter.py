@@ -9,10 +9,10 @@ import torch
 from conftest import make_cell
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.kfilter import kept_rows
-from layerlab.models import build_model
-from layerlab.train import Loop, train_cell
+from layerlab.core.config import ConfigError
+from layerlab.nets.models import build_model
+from layerlab.training.kfilter import kept_rows
+from layerlab.training.loop import Loop, train_cell
 
 
 def brute_force_kept(x: np.ndarray, y: np.ndarray, k: int, batch: int = 0) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_training_draws_batches_from_the_kept_rows(digits):
     loop = Loop(cell, digits, model)
     rows = kept_rows(digits.train.x, digits.train.y, 5)
     assert torch.equal(loop.rows, rows) and loop.stream.n == len(rows) < len(digits.train.y)
-    stage = next(loop.regime.stages())
+    stage = loop.regime.stage(0)
     allowed = {tuple(r.tolist()) for r in digits.train.x[rows].flatten(1)}
     for t in range(len(rows) // 50 + 2):  # more than one epoch of the kept rows
         state = loop.forward(stage, t, set())

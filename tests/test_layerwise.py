@@ -14,16 +14,18 @@ from conftest import make_cell, snakemake, write_study
 from torch import nn
 from torch.nn import functional as F
 
-import layerlab.layerwise as lw
-import layerlab.train as tr
+import layerlab.training.head_search as hs
+import layerlab.training.records as tr
+import layerlab.training.regimes.stage_nets as sn
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.models import build_model
-from layerlab.optim import make_optimizer
-from layerlab.probes.memory import SavedTensors, StepMemory, first_batch, step_memory, storage_bytes
-from layerlab.registry import MODELS
-from layerlab.store import read_store
-from layerlab.train import ce_step_loss, train_cell
+from layerlab.core.config import ConfigError
+from layerlab.core.registry import MODELS
+from layerlab.core.store import read_store
+from layerlab.nets.models import build_model
+from layerlab.probes.memory import StepMemory, first_batch, step_memory
+from layerlab.training.loop import train_cell
+from layerlab.training.memory import SavedTensors, ce_step_loss, storage_bytes
+from layerlab.training.optim import make_optimizer
 
 F32 = 4
 
@@ -50,7 +52,7 @@ def small(**overrides) -> dict:
 @pytest.mark.parametrize("p", [0.3, 0.6])
 def test_grad_dropout_masks_and_rescales_only_the_gradient(p):
     h = torch.randn(400, 500, requires_grad=True)
-    out = lw.grad_dropout(h, p, torch.Generator().manual_seed(3))
+    out = sn.grad_dropout(h, p, torch.Generator().manual_seed(3))
     assert torch.equal(out, h)  # forward untouched
     upstream = torch.randn_like(h)
     out.backward(upstream)
@@ -63,18 +65,18 @@ def test_grad_dropout_masks_and_rescales_only_the_gradient(p):
 
 def test_grad_dropout_is_identity_at_zero_and_unbiased():
     h = torch.randn(8, requires_grad=True)
-    assert lw.grad_dropout(h, 0.0) is h and lw.dropout(h, 0.0) is h
+    assert sn.grad_dropout(h, 0.0) is h and sn.dropout(h, 0.0) is h
     p, draws = 0.6, 20_000
     g = torch.linspace(-1, 2, 50)
     x = torch.zeros(draws, 50, requires_grad=True)
-    lw.grad_dropout(x, p, torch.Generator().manual_seed(0)).backward(g.expand(draws, 50))
+    sn.grad_dropout(x, p, torch.Generator().manual_seed(0)).backward(g.expand(draws, 50))
     sd = g.abs() * math.sqrt(p / (1 - p) / draws)  # sd of the mean of mask * g / (1 - p)
     assert ((x.grad.mean(0) - g).abs() <= 5 * sd + 1e-7).all()
 
 
 def test_input_dropout_scales_kept_entries_and_keeps_the_mean():
     x = torch.full((300, 400), 2.0)
-    out = lw.dropout(x, 0.25, torch.Generator().manual_seed(1))
+    out = sn.dropout(x, 0.25, torch.Generator().manual_seed(1))
     torch.testing.assert_close(torch.unique(out), torch.tensor([0.0, 2.0 / 0.75]))
     assert float(out.mean()) == pytest.approx(2.0, abs=5 * 2.0 * math.sqrt(0.25 / 0.75 / x.numel()))
 
@@ -83,10 +85,10 @@ def test_stage_gradient_matches_a_hand_computed_masked_backward():
     """dL/dW of the trained Linear+ReLU layer with gradient dropout = the masked chain rule done by hand."""
     torch.manual_seed(0)
     model = build_model(make_cell(depth=2, width=6), (1, 2, 3), 4)
-    head = lw.make_head(make_cell(), (6,), 4, stage=1)
-    stage = lw.StageNet(model, 1, 2, head)
+    head = sn.make_head(make_cell(), (6,), 4, stage=1)
+    stage = sn.StageNet(model, 1, 2, head)
     x, y, p = torch.randn(10, 1, 2, 3), torch.randint(0, 4, (10,)), 0.5
-    loss = F.cross_entropy(stage(x, lw.Noise(0.0, p, torch.Generator().manual_seed(9)))[0], y)
+    loss = F.cross_entropy(stage(x, sn.Noise(0.0, p, torch.Generator().manual_seed(9)))[0], y)
     loss.backward()
     layer = model.layers[1]
     with torch.no_grad():
@@ -104,11 +106,11 @@ def test_stage_gradient_matches_a_hand_computed_masked_backward():
 # --- stages, schedules, frozen layers ------------------------------------------------------------------------------
 
 def test_windows_slide_with_overlap_k_minus_1():
-    assert lw.windows(4, 1) == [(0, 1), (1, 2), (2, 3), (3, 4)]
-    assert lw.windows(4, 2) == [(0, 2), (1, 3), (2, 4)]
-    assert lw.windows(4, 4) == [(0, 4)]
+    assert sn.windows(4, 1) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert sn.windows(4, 2) == [(0, 2), (1, 3), (2, 4)]
+    assert sn.windows(4, 4) == [(0, 4)]
     with pytest.raises(ValueError, match="segment_size 5"):
-        lw.windows(4, 5)
+        sn.windows(4, 5)
 
 
 def test_per_stage_lr_and_wd_follow_the_thesis_schedule(digits):
@@ -127,7 +129,7 @@ def test_frozen_layers_keep_weights_and_bn_statistics(digits, monkeypatch):
     real = tr.evaluate
 
     def spy(net, split):
-        if isinstance(net, lw.StageNet):
+        if isinstance(net, sn.StageNet):
             snapshots.append((len(net.frozen), [{k: v.clone() for k, v in layer.state_dict().items()}
                                                 for layer in model.layers]))
         return real(net, split)
@@ -152,7 +154,7 @@ def test_frozen_layers_keep_weights_and_bn_statistics(digits, monkeypatch):
 def test_stage_network_modes_and_trainable_parameters():
     cell = make_cell(depth=3, width=8, bn_variant="bn")
     model = build_model(cell, (1, 4, 4), 3).requires_grad_(False)
-    stage = lw.stage_network(cell, model, 1, (1, 3), False, 3, torch.randn(5, 1, 4, 4))
+    stage = sn.stage_network(cell, model, 1, (1, 3), False, 3, torch.randn(5, 1, 4, 4))
     assert not stage.frozen.training and stage.trained.training and stage.head.training
     assert [p.requires_grad for p in model.layers[0].parameters()] == [False, False]
     assert all(p.requires_grad for p in [*model.layers[1].parameters(), *model.layers[2].parameters()])
@@ -236,7 +238,7 @@ def test_memory_matches_the_closed_form_and_layerwise_ratio(digits, widths, batc
     assert float(ds["peak_memory_bytes"]) / bp == pytest.approx(max(expected) / bp, rel=1e-12)
     # the no-training profile (bench/layerwise_memory.py, the notes' E6b) measures the same steps
     x, y = first_batch(cell, digits.train.x, digits.train.y)
-    profile_bp, profile = lw.memory_profile({**cell, "training": "layerwise"}, model, x, y, n_classes)
+    profile_bp, profile = hs.memory_profile({**cell, "training": "layerwise"}, model, x, y, n_classes)
     assert profile_bp.total == bp and [m.total for m in profile] == expected
     parts = ds["peak_memory_parts"]
     assert float(parts.sum()) == max(expected) and float(parts.sel(memory_part="batch")) == batch * (n_in * 4 + 8)
@@ -298,7 +300,7 @@ def test_fixed_depth_table_matches_the_models():
 # --- plots and the workflow --------------------------------------------------------------------------------------
 
 def test_layer_accuracy_plot_draws_backprop_as_a_reference():
-    from layerlab.plots import layer_accuracy, regime_memory
+    from layerlab.report.plots import layer_accuracy, regime_memory
 
     acc = np.full((2, 2, 3), np.nan)
     acc[1] = [[0.7, 0.8, 0.85], [0.72, 0.82, 0.87]]

@@ -13,12 +13,12 @@ from conftest import make_cell
 from torch.nn import functional as F
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.heads import HEADS, head_targets
-from layerlab.losses import head_activation, head_loss
-from layerlab.models import build_model
-from layerlab.optim import Batches
-from layerlab.train import train_cell
+from layerlab.catalog.losses import HEADS, head_targets
+from layerlab.core.config import ConfigError
+from layerlab.nets.models import build_model
+from layerlab.training.loop import train_cell
+from layerlab.training.losses import head_activation, head_loss
+from layerlab.training.optim import Batches
 
 K = 10
 

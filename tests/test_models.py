@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import make_cell
 
-from layerlab.models import build_model, init_weights
+from layerlab.nets.models import build_model, init_weights
 
 
 @pytest.mark.parametrize(("model", "shapes"), [("fnn", [(7, 12)] * 5), ("cnn", [(7, 12, 8, 8)] * 4 + [(7, 192)])])

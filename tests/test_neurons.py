@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from conftest import make_cell
 
-from layerlab.models import build_model
+from layerlab.nets.models import build_model
 from layerlab.probes.neurons import neuron_states
-from layerlab.train import train_cell
+from layerlab.training.loop import train_cell
 
 
 def test_counts_of_hand_made_outputs():

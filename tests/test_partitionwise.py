@@ -10,13 +10,13 @@ import xarray as xr
 from conftest import make_cell
 from torch.nn import functional as F
 
-import layerlab.layerwise as lw
-from layerlab.batch_filters import KFilter, LossFilter, chain
+import layerlab.training.regimes.stage_nets as sn
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.models import build_model
-from layerlab.optim import Batches
-from layerlab.train import train_cell
+from layerlab.core.config import ConfigError
+from layerlab.nets.models import build_model
+from layerlab.training.batch_filters import KFilter, LossFilter, chain
+from layerlab.training.loop import train_cell
+from layerlab.training.optim import Batches
 
 
 def cell(**overrides) -> dict:
@@ -31,11 +31,11 @@ def run(c: dict, data) -> tuple[xr.Dataset, torch.nn.Module]:
 
 
 def test_partitions_do_not_overlap_and_cover_every_layer():
-    assert lw.partitions(4, 2) == [(0, 2), (2, 4)]
-    assert lw.partitions(5, 2) == [(0, 2), (2, 4), (4, 5)]
-    assert lw.partitions(3, 3) == [(0, 3)] and lw.partitions(3, 1) == lw.windows(3, 1)
+    assert sn.partitions(4, 2) == [(0, 2), (2, 4)]
+    assert sn.partitions(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    assert sn.partitions(3, 3) == [(0, 3)] and sn.partitions(3, 1) == sn.windows(3, 1)
     with pytest.raises(ValueError, match="segment_size 4"):
-        lw.partitions(3, 4)
+        sn.partitions(3, 4)
 
 
 def test_matches_a_hand_written_bottom_up_loop(digits):
@@ -53,7 +53,7 @@ def test_matches_a_hand_written_bottom_up_loop(digits):
             h = ref.acts[i](ref.layers[i](h))
         return h
 
-    head0 = lw.make_head(c, (16,), digits.n_classes, 0)
+    head0 = sn.make_head(c, (16,), digits.n_classes, 0)
     for i, (layers, head) in enumerate([(range(0, 2), head0), (range(2, 4), ref.head)]):
         params = [p for j in layers for p in ref.layers[j].parameters()] + list(head.parameters())
         opt = torch.optim.SGD(params, lr=0.05 * 0.5**i, momentum=0.9, weight_decay=1e-3 * 0.5**i)
@@ -83,7 +83,7 @@ def test_loss_filter_drops_the_lowest_loss_examples_of_each_batch():
     torch.manual_seed(0)
     c = cell()
     model = build_model(c, (8,), 3)
-    net = lw.StageNet(model, 0, 2, lw.make_head(c, (16,), 3, 0)).eval()
+    net = sn.StageNet(model, 0, 2, sn.make_head(c, (16,), 3, 0)).eval()
     x, y, idx = torch.randn(10, 8), torch.randint(0, 3, (10,)), torch.arange(100, 110)
     losses = F.cross_entropy(net(x)[0], y, reduction="none").detach().numpy()
     keep = np.sort(np.argsort(-losses, kind="stable")[:8])  # 0.25 x 10 = 2 dropped (rounded down)
@@ -107,7 +107,7 @@ def test_online_k_filter_keeps_the_rows_whose_feednet_features_are_not_redundant
     c = cell(k_filter=3, k_filter_batch=0, k_filter_cap=cap)
     model = build_model(c, digits.input_shape, digits.n_classes)
     split = type(digits.train)(digits.train.x[:300], digits.train.y[:300])
-    net = lw.stage_network(c, model, 1, (2, 4), True, digits.n_classes, split.x)
+    net = sn.stage_network(c, model, 1, (2, 4), True, digits.n_classes, split.x)
     flt = KFilter(c, net, split, start=2)
     with torch.no_grad():
         h = split.x.flatten(1)

@@ -16,18 +16,27 @@ from conftest import ROOT, make_cell, snakemake, write_study
 from torch.nn import functional as F
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.data import DATASETS
-from layerlab.heads import HEADS
-from layerlab.models import ACTIVATIONS, INITS, build_model
-from layerlab.norm import BN_VARIANTS
-from layerlab.probes.batch_entropy import ENTROPY_CONSTANTS
-from layerlab.registry import DECISION_HEADS, MEASUREMENTS, MODELS, PLOTS, PROBES, REGIMES, extend_schema, load_plugins
-from layerlab.store import read_store
-from layerlab.train import train_cell
+from layerlab.catalog.losses import HEADS
+from layerlab.core.config import ConfigError
+from layerlab.core.registry import (
+    DECISION_HEADS,
+    MEASUREMENTS,
+    MODELS,
+    PLOTS,
+    PROBES,
+    REGIMES,
+    extend_schema,
+    load_plugins,
+)
+from layerlab.core.store import read_store
+from layerlab.data.datasets import DATASETS
+from layerlab.nets.models import ACTIVATIONS, INITS, build_model
+from layerlab.nets.norm import BN_VARIANTS
+from layerlab.training.loop import train_cell
+from layerlab.training.losses import ENTROPY_CONSTANTS
 
 PLUGIN = ROOT / "tests/plugins/grad_norm.py"
-SCHEMAS = ROOT / "workflow/schemas"
+SCHEMAS = ROOT / "src/layerlab/workflow/schemas"
 
 
 def schema(name: str) -> dict:
@@ -45,7 +54,7 @@ def test_schema_enums_equal_the_builtin_registries_and_tables():
     assert cell["model"]["enum"] == builtin(MODELS)
     assert cell["training"]["enum"] == builtin(REGIMES)
     assert cell["layer_head"]["enum"] == builtin(DECISION_HEADS)
-    assert config["probes"]["items"]["enum"] == builtin(MEASUREMENTS)
+    assert config["measurements"]["items"]["enum"] == builtin(MEASUREMENTS)
     assert config["plots"]["items"]["properties"]["kind"]["enum"] == builtin(PLOTS)
     assert cell["init"]["enum"] == list(INITS)
     assert cell["activation"]["enum"] == list(ACTIVATIONS)
@@ -58,7 +67,7 @@ def test_schema_enums_equal_the_builtin_registries_and_tables():
 
 
 def test_planning_imports_no_torch_and_the_package_has_no_import_cycle():
-    code = "import sys, layerlab.catalog, layerlab.registry, layerlab.config; print('torch' in sys.modules)"
+    code = "import sys, layerlab.catalog, layerlab.core.registry, layerlab.core.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(
         ROOT / "src")}, check=True).stdout
     assert out.strip() == "False"

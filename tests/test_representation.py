@@ -15,9 +15,9 @@ from sklearn.neighbors import NearestNeighbors
 from torch.nn import functional as F
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.models import build_model
-from layerlab.probes.representation import (
+from layerlab.core.config import ConfigError
+from layerlab.core.store import read_store
+from layerlab.measurements.representation import (
     balanced_subset,
     k_redundancy,
     linear_probe,
@@ -25,7 +25,7 @@ from layerlab.probes.representation import (
     run_representation,
     selection_entropy,
 )
-from layerlab.store import read_store
+from layerlab.nets.models import build_model
 
 
 def lsd_reference(z: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
@@ -177,7 +177,7 @@ STUDY = {
     "grid": {"depth": [1, 2]},
     "fixed": {"dataset": "digits", "width": 16, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 64,
               "steps": 60, "log_every": 20, "eval_every": 30, "representation_samples": 400, "representation_k": 5},
-    "probes": ["representation"],
+    "measurements": ["representation"],
     "plots": [{"name": "kred", "kind": "representation_layers", "var": "k_redundancy", "col": "depth"}],
 }
 

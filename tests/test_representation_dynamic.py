@@ -12,13 +12,13 @@ from sklearn.neighbors import NearestNeighbors
 
 from layerlab.catalog import check_cell
 from layerlab.catalog.measurements import REPRESENTATION_PER_LAYER
-from layerlab.config import ConfigError
-from layerlab.models import build_model
+from layerlab.core.config import ConfigError
+from layerlab.core.store import read_store
+from layerlab.measurements.representation import balanced_subset, run_representation
+from layerlab.nets.models import build_model
 from layerlab.probes.base import StepState
-from layerlab.probes.representation import balanced_subset, run_representation
 from layerlab.probes.representation_dynamic import RepresentationDynamicProbe
-from layerlab.store import read_store
-from layerlab.train import train_cell
+from layerlab.training.loop import train_cell
 
 CELL = dict(depth=3, widths=[32, 16, 8], steps=30, log_every=10, eval_every=10, optimizer="sgd", lr=0.05,
             momentum=0.9, batch_size=64, representation_samples=300, representation_k=5)

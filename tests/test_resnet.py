@@ -14,14 +14,14 @@ from conftest import make_cell, snakemake, write_study
 from test_curvature import per_sample_grads, tiny_net
 from torch.nn import functional as F
 
-from layerlab.augment import crop_flip
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.data import DatasetUnavailable, input_shape, load, prepare
-from layerlab.models import build_model
+from layerlab.core.config import ConfigError
+from layerlab.core.store import read_store
+from layerlab.data.datasets import DatasetUnavailable, input_shape, load, prepare
+from layerlab.nets.models import build_model
+from layerlab.nets.resnets import shortcut
 from layerlab.probes.curvature import measure, per_example_lmax
-from layerlab.resnets import shortcut
-from layerlab.store import read_store
+from layerlab.training.augment import crop_flip
 
 
 def resnet_cell(**overrides) -> dict:
@@ -214,7 +214,7 @@ def test_per_channel_standardization(tmp_path, monkeypatch):
     images = {f"x_{s}": (rng.random((n, 3, 4, 4)) * [[[40]], [[120]], [[250]]]).astype(np.uint8)
               for s, n in (("train", 50), ("test", 10))}
     labels = {f"y_{s}": rng.integers(0, 2, n) for s, n in (("train", 50), ("test", 10))}
-    monkeypatch.setattr("layerlab.data.build", lambda *_: ({**images, **labels}, {"scale": 255.0}))
+    monkeypatch.setattr("layerlab.data.datasets.build", lambda *_: ({**images, **labels}, {"scale": 255.0}))
     path = tmp_path / "rgb.npz"
     prepare("rgb", path, tmp_path)
     x = load(path, scaling="standardize_channels").train.x

@@ -13,18 +13,18 @@ import xarray as xr
 from conftest import TINY_STUDY, make_cell
 from torch.nn import functional as F
 
-import layerlab.layerwise as lw
+import layerlab.training.regimes.stage_nets as sn
 from layerlab.catalog import check_cell
 from layerlab.catalog.probes import MEMORY as MEMORY_VARIABLES
-from layerlab.config import ConfigError
-from layerlab.data import Dataset, Split
-from layerlab.models import build_model
-from layerlab.optim import evaluate, make_optimizer
-from layerlab.probes.memory import optimizer_state_bytes
-from layerlab.probes.stable_rank import run_stable_rank, stable_rank, stable_rank_summary
-from layerlab.robin import layer_orders
-from layerlab.train import train_cell
-from layerlab.validate import check_study
+from layerlab.core.config import ConfigError
+from layerlab.data.datasets import Dataset, Split
+from layerlab.measurements.stable_rank import run_stable_rank, stable_rank, stable_rank_summary
+from layerlab.nets.models import build_model
+from layerlab.training.loop import train_cell
+from layerlab.training.memory import optimizer_state_bytes
+from layerlab.training.optim import evaluate, make_optimizer
+from layerlab.training.regimes.robin import layer_orders
+from layerlab.workflow.validate import check_study
 
 F32 = 4
 MEMORY = set(MEMORY_VARIABLES) - {"backprop_memory_bytes"}  # robin holds more beside each step; backprop's is the same
@@ -96,7 +96,7 @@ def test_two_rounds_equal_a_hand_written_float64_loop(digits, float64, training)
     cell = robin(training=training, width=8, bn_variant="bn", layer_steps=3, weight_decay=1e-3, layer_lr_decay=0.8,
                  lr_milestones=[4], log_every=3, eval_every=3)
     model = build_model(cell, data.input_shape, data.n_classes)
-    heads = [lw.make_head(cell, (8,), data.n_classes, i) for i in range(2)]  # the regime's seeded heads
+    heads = [sn.make_head(cell, (8,), data.n_classes, i) for i in range(2)]  # the regime's seeded heads
     orders = layer_orders(3, 2, training == "random_robin", cell["seed"])
     expected = hand_robin(cell, model, heads, data.train.x, data.train.y, orders)
     ds, trained = train_cell(cell, data, model, torch.device("cpu"))

@@ -8,10 +8,10 @@ import pytest
 import xarray as xr
 
 from layerlab.catalog.regimes import RUN_VARIABLES
-from layerlab.registry import MEASUREMENTS, PROBES, REGIMES
-from layerlab.store import combine_cells, read_store, write_store
-from layerlab.validate import cell_defaults
-from layerlab.variables import study_variables
+from layerlab.core.registry import MEASUREMENTS, PROBES, REGIMES
+from layerlab.core.store import combine_cells, read_store, write_store
+from layerlab.workflow.validate import cell_defaults
+from layerlab.workflow.variables import study_variables
 
 
 def cell(depth: int, seed: int, steps: int) -> xr.Dataset:
@@ -93,7 +93,7 @@ def test_many_seeds_are_drawn_as_mean_and_spread(tmp_path):
     """200 seeds: one line per hue value (their mean) with a band of +- sd, never a line per seed."""
     from matplotlib.collections import PolyCollection
 
-    from layerlab.plots import metric_vs_axis, step_curves
+    from layerlab.report.plots import metric_vs_axis, step_curves
 
     rng = np.random.default_rng(0)
     loss = rng.normal(size=(2, 200, 5)) + np.arange(5)

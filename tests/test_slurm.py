@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 from conftest import ROOT, snakemake, write_study
 
-from layerlab.store import read_store
+from layerlab.core.store import read_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 

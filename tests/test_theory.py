@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from layerlab.theory import c_star, chi1, critical_sigma_w2, q_star, xi_c
+from layerlab.measurements.theory import c_star, chi1, critical_sigma_w2, q_star, xi_c
 
 
 def gaussian_mean(f) -> float:

@@ -8,9 +8,9 @@ import torch
 import xarray as xr
 from conftest import make_cell
 
-from layerlab.models import build_model
-from layerlab.store import combine_cells, read_store, write_store
-from layerlab.train import train_cell
+from layerlab.core.store import combine_cells, read_store, write_store
+from layerlab.nets.models import build_model
+from layerlab.training.loop import train_cell
 
 
 def run(cell, data):
@@ -69,7 +69,7 @@ def test_store_roundtrip_is_atomic_and_combines(tmp_path, digits):
 
 
 def test_plots_draw_the_cells_that_have_data():
-    from layerlab.plots import layer_step_heatmap, layer_trajectories, metric_vs_axis
+    from layerlab.report.plots import layer_step_heatmap, layer_trajectories, metric_vs_axis
 
     steps, layers = [0, 10, 20], [0, 1, 2, 3]
     alpha = np.full((2, 2, 3, 4), np.nan)

@@ -1,5 +1,5 @@
-"""The config front-end (layerlab.validate, plotcheck, variables): defaults as snakemake.utils.validate fills them,
-short located messages, command-line overrides, batch size vs split size, plot specs."""
+"""The config front-end (layerlab.workflow.validate, plotcheck, variables): defaults as snakemake.utils.validate fills
+them, short located messages, command-line overrides, batch size vs split size, plot specs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 import yaml
 from conftest import ROOT, TINY_STUDY
 
-from layerlab.config import ConfigError, canonical_json, expand_cells
-from layerlab.data import SPLIT_SIZES
-from layerlab.validate import check_study, nearest
+from layerlab.core.config import ConfigError, canonical_json, expand_cells
+from layerlab.core.messages import nearest
+from layerlab.data.datasets import SPLIT_SIZES
+from layerlab.workflow.validate import check_study
 
 CONFIGS = sorted([ROOT / "config/config.yaml", *(ROOT / "config/studies").glob("*.yaml")])
 
@@ -37,14 +38,14 @@ def test_cells_and_defaults_match_snakemake_validate(path):
 
     raw = yaml.safe_load(path.read_text())
     old_config = copy.deepcopy(raw)
-    validate(old_config, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    validate(old_config, str(ROOT / "src/layerlab/workflow/schemas/config.schema.yaml"))
     old_cells = expand_cells(old_config)
     new_config = copy.deepcopy(raw)
     new_cells = check_study(new_config)
     assert new_config == old_config  # trainability {} -> {metric, threshold}, plots [], probes [], threads 1
     assert list(new_cells) == list(old_cells)
     for cid in list(old_cells)[:8]:
-        validate(old_cells[cid], str(ROOT / "workflow/schemas/cell.schema.yaml"))
+        validate(old_cells[cid], str(ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml"))
         assert canonical_json(new_cells[cid]) == canonical_json(old_cells[cid])
 
 
@@ -152,12 +153,12 @@ def test_batch_size_larger_than_the_split_is_refused_naming_the_cell():
 
 
 def test_split_sizes_match_the_prepared_dataset(digits_path):
-    from layerlab.data import read_provenance
+    from layerlab.data.datasets import read_provenance
 
     shapes = read_provenance(digits_path)["shapes"]
     assert SPLIT_SIZES["digits"] == (shapes["x_train"][0], shapes["x_test"][0])
-    assert set(SPLIT_SIZES) == set(yaml.safe_load((ROOT / "workflow/schemas/cell.schema.yaml").read_text())[
-        "properties"]["dataset"]["enum"])
+    schema = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
+    assert set(SPLIT_SIZES) == set(schema["properties"]["dataset"]["enum"])
 
 
 # --- plot specs --------------------------------------------------------------------------------------------------
@@ -198,15 +199,15 @@ def test_bad_plot_specs_are_caught_before_any_job(spec, expected):
 
 
 def test_plot_kinds_cover_the_plot_registry():
-    from layerlab.plotcheck import KINDS
-    from layerlab.plots import PLOTS
+    from layerlab.report.plots import PLOTS
+    from layerlab.workflow.plotcheck import KINDS
 
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/config.schema.yaml").read_text())
     assert set(KINDS) == set(PLOTS) == set(schema["properties"]["plots"]["items"]["properties"]["kind"]["enum"])
 
 
 def test_study_variables_follow_the_cell_switches():
-    from layerlab.variables import study_variables
+    from layerlab.workflow.variables import study_variables
 
     cells = check_study(study())
     base = study_variables(cells, [])

@@ -13,8 +13,8 @@ from conftest import make_cell
 from scipy.stats import entropy
 
 from layerlab.catalog import check_cell
-from layerlab.config import ConfigError
-from layerlab.models import build_model
+from layerlab.core.config import ConfigError
+from layerlab.nets.models import build_model
 from layerlab.probes.weight_entropy import (
     WeightCompressionProbe,
     compress,
@@ -25,7 +25,7 @@ from layerlab.probes.weight_entropy import (
     huffman_lengths,
     quantize,
 )
-from layerlab.train import train_cell
+from layerlab.training.loop import train_cell
 
 
 def reference_code(counts: list[int]) -> dict[int, str]:

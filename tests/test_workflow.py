@@ -20,8 +20,8 @@ import xarray as xr
 import yaml
 from conftest import ROOT, TINY_STUDY, snakemake, write_study
 
-from layerlab.config import expand_cells
-from layerlab.store import read_store
+from layerlab.core.config import expand_cells
+from layerlab.core.store import read_store
 
 pytestmark = pytest.mark.e2e
 

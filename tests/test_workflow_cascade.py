@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import snakemake, write_study
 
-from layerlab.store import read_store
+from layerlab.core.store import read_store
 
 pytestmark = pytest.mark.e2e
 
@@ -16,7 +16,7 @@ STUDY = {
     "fixed": {"dataset": "digits", "input_scaling": "unit", "width": 16, "activation": "tanh", "init": "gaussian",
               "sigma_b2": 0.05, "optimizer": "sgd", "lr": 1e-3, "batch_size": 64, "steps": 20, "log_every": 10,
               "eval_every": 10, "cascade_epochs": 1, "cascade_images": 2},
-    "probes": ["cascade"],
+    "measurements": ["cascade"],
     "trainability": {"metric": "train_acc", "threshold": 0.3},
     "plots": [
         {"name": "phase", "kind": "phase_diagram", "metric": "train_acc"},

@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import ROOT, snakemake, write_study
 
-from layerlab.store import read_store
+from layerlab.core.store import read_store
 
 pytestmark = pytest.mark.e2e
 

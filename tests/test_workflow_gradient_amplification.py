@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import snakemake, write_study
 
-from layerlab.store import read_store
+from layerlab.core.store import read_store
 
 pytestmark = pytest.mark.e2e
 

@@ -3,9 +3,9 @@ read after the training step's own backward, at the logged steps (NaN at the las
 
 import numpy as np
 
-from layerlab.layers import measured_layers
+from layerlab.core.registry import register_probe
+from layerlab.nets.layers import measured_layers
 from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
-from layerlab.registry import register_probe
 
 
 class GradNorm(TrainingProbe):

@@ -5,7 +5,7 @@ rule collect:
         # per cell, in CELLS order: its training store, and the store of each measurement it reads
         train=[zarr_store(f"{OUT}/cells/{c}/train.zarr") for c in sorted(CELLS)],  # the order of params.cells
         **{p: [zarr_store(f"{OUT}/cells/{sources[c]}/{p}.zarr") for c in sorted(CELLS)]
-           for p, sources in PROBE_SOURCES.items()},
+           for p, sources in MEASUREMENT_SOURCES.items()},
     output:
         store=zarr_store(f"{OUT}/metrics.zarr"),
         table=report(f"{OUT}/summary.csv", caption="../report/summary.rst", category="Summary"),
@@ -13,7 +13,7 @@ rule collect:
     params:
         cells=canonical_json(CELLS),
         axes=AXES,
-        measurements=PROBES,
+        measurements=MEASURED,
         trainability=canonical_json(config["trainability"]),
     log:
         f"{OUT}/logs/collect.log",
@@ -23,20 +23,3 @@ rule collect:
         "../../envs/layerlab.yaml"
     script:
         "../../scripts/collect.py"
-
-
-rule plots:
-    """One seaborn figure of the config's `plots` per job: a figure that fails leaves the others in place."""
-    input:
-        rules.collect.output.store,
-    output:
-        report(f"{OUT}/figures/{{plot}}.png", caption="../report/plot.rst", category="Figures"),
-    params:
-        spec=lambda wildcards: canonical_json(PLOTS[wildcards.plot]),
-        caption=lambda wildcards: PLOT_CAPTIONS[PLOTS[wildcards.plot]["kind"]],
-    log:
-        f"{OUT}/logs/plots/{{plot}}.log",
-    conda:
-        "../../envs/layerlab.yaml"
-    script:
-        "../../scripts/plots.py"

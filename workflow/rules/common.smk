@@ -2,7 +2,7 @@
 
 
 def zarr_store(path: str) -> str:
-    """A store as a Snakemake output: its root metadata file (layerlab.config.STORE_FILE)."""
+    """A store as a Snakemake output: its root metadata file (layerlab.core.config.STORE_FILE)."""
     return f"{path}/{STORE_FILE}"
 
 

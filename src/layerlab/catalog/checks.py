@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from layerlab.config import ConfigError
-from layerlab.heads import check_loss
-from layerlab.registry import MEASUREMENTS, MODELS, PROBES, REGIMES
+from layerlab.catalog.losses import check_loss
+from layerlab.core.config import ConfigError
+from layerlab.core.registry import MEASUREMENTS, MODELS, PROBES, REGIMES
 
 
 def check_model(cell: dict) -> None:
@@ -39,16 +39,16 @@ def check_k_filter(cell: dict) -> None:
     upper partitions of partition-wise training (Sec. 6.8.2)."""
     if not (k := cell["k_filter"]):
         return
-    if cell["training"] not in ("backprop", "partitionwise"):
-        raise ConfigError(f"k_filter is an option of training 'backprop' (before training) and 'partitionwise' "
-                          f"(online, upper partitions); got training '{cell['training']}'")
+    if REGIMES[cell["training"]].k_filter is None:
+        able = " and ".join(f"'{s.name}' ({s.k_filter})" for s in REGIMES.values() if s.k_filter)
+        raise ConfigError(f"k_filter is an option of training {able}; got training '{cell['training']}'")
     if 0 < cell["k_filter_batch"] <= k:
         raise ConfigError(f"k_filter_batch ({cell['k_filter_batch']}) must exceed k_filter ({k}): each row needs k "
                           f"neighbours in its batch (0: the whole training split)")
 
 
 def check_input(cell: dict) -> None:
-    from layerlab.data import IMAGE_SIDES  # numpy, not needed by the other checks
+    from layerlab.data.datasets import IMAGE_SIDES  # numpy, not needed by the other checks
 
     side = IMAGE_SIDES[cell["dataset"]]
     if cell["input_crop"] > side:

@@ -1,13 +1,13 @@
-"""Built-in measurements beside training (`probes:` in a study; implementations: layerlab.probes.cascade,
-layerlab.probes.representation, layerlab.probes.stable_rank, layerlab.probes.fisher; per-cell and study-level
-derivations: layerlab.analysis)."""
+"""Built-in measurements beside training (`probes:` in a study; implementations: layerlab.measurements.cascade,
+layerlab.measurements.representation, layerlab.measurements.stable_rank, layerlab.measurements.fisher; per-cell and
+study-level derivations: layerlab.report.analysis)."""
 
 from __future__ import annotations
 
 import itertools
 
-from layerlab.config import ConfigError, canonical_json
-from layerlab.registry import MODELS, register_measurement
+from layerlab.core.config import ConfigError, canonical_json
+from layerlab.core.registry import MODELS, register_measurement
 
 CASCADE = {
     "re_kl": ("relative entropy of reconstruction vs original, / last layer, median over samples", "1"),
@@ -106,7 +106,7 @@ def check_representation(cell: dict) -> None:
 
 
 def check_fisher(cell: dict) -> None:
-    from layerlab.data import IMAGE_SIDES, SPLIT_SIZES  # numpy, not needed by the other checks
+    from layerlab.data.datasets import IMAGE_SIDES, SPLIT_SIZES  # numpy, not needed by the other checks
 
     if cell["model"] != "fnn" or cell["loss"] != "ce":
         raise ConfigError(f"the fisher probe computes the Fisher of softmax cross-entropy for an MLP: it needs model "
@@ -123,16 +123,16 @@ def check_fisher(cell: dict) -> None:
 
 
 # paper 003: reconstruction-entropy cascade of the untrained network, on the deepest sibling of each cell
-register_measurement("cascade", "layerlab.probes.cascade:run_cascade", CASCADE, reads=("init",), source=deepest_sibling,
-                     collect="layerlab.analysis:add_cascade_prediction", summarize="layerlab.analysis:cascade_summary",
-                     check=check_cascade, gpu=True)
+register_measurement("cascade", "layerlab.measurements.cascade:run_cascade", CASCADE, reads=("init",),
+                     source=deepest_sibling, collect="layerlab.report.analysis:add_cascade_prediction",
+                     summarize="layerlab.report.analysis:cascade_summary", check=check_cascade, gpu=True)
 # paper 001 ch. 5: per-layer LSD, k-redundancy and selection entropy of the init and final networks
-register_measurement("representation", "layerlab.probes.representation:run_representation", REPRESENTATION,
+register_measurement("representation", "layerlab.measurements.representation:run_representation", REPRESENTATION,
                      reads=("init", "final"), check=check_representation)
 # paper 001 ch. 6, Fig. 6.3: stable rank of every layer's weight, init and final networks
-register_measurement("stable_rank", "layerlab.probes.stable_rank:run_stable_rank", STABLE_RANK,
-                     reads=("init", "final"), summarize="layerlab.probes.stable_rank:stable_rank_summary",
+register_measurement("stable_rank", "layerlab.measurements.stable_rank:run_stable_rank", STABLE_RANK,
+                     reads=("init", "final"), summarize="layerlab.measurements.stable_rank:stable_rank_summary",
                      check=check_stable_rank)
 # paper 004 (E1/E2): exact full Fisher, its layer blocks and their K-FAC approximations, init and final networks
-register_measurement("fisher", "layerlab.probes.fisher:run_fisher", FISHER, reads=("init", "final"),
+register_measurement("fisher", "layerlab.measurements.fisher:run_fisher", FISHER, reads=("init", "final"),
                      check=check_fisher, gpu=True)

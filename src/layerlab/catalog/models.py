@@ -1,9 +1,9 @@
-"""Built-in networks (implementations: layerlab.models, layerlab.resnets)."""
+"""Built-in networks (implementations: layerlab.nets.models, layerlab.nets.resnets)."""
 
 from __future__ import annotations
 
-from layerlab.config import ConfigError
-from layerlab.registry import register_model
+from layerlab.core.config import ConfigError
+from layerlab.core.registry import register_model
 
 
 def depth(cell: dict) -> int:
@@ -27,14 +27,15 @@ def check_residual(cell: dict) -> None:
         raise ConfigError(f"bn_last_layer is not defined for model '{cell['model']}'; its fix is last_bn")
 
 
-register_model("fnn", "layerlab.models:fnn", depth, stack=True)
-register_model("cnn", "layerlab.models:cnn", depth, stack=True, conv_layers=hidden_convs)
-register_model("cnn_3c3d", "layerlab.models:cnn_3c3d", lambda cell: 5, stack=True, conv_layers=lambda cell: 3)
-register_model("all_cnn_c", "layerlab.models:all_cnn_c", lambda cell: 8, stack=True, conv_layers=lambda cell: 8)
-register_model("resnet", "layerlab.models:residual_net", hidden_convs, conv_layers=hidden_convs, check=check_residual)
-register_model("preresnet", "layerlab.models:residual_net", hidden_convs, conv_layers=hidden_convs,
+register_model("fnn", "layerlab.nets.models:fnn", depth, stack=True)
+register_model("cnn", "layerlab.nets.models:cnn", depth, stack=True, conv_layers=hidden_convs)
+register_model("cnn_3c3d", "layerlab.nets.models:cnn_3c3d", lambda cell: 5, stack=True, conv_layers=lambda cell: 3)
+register_model("all_cnn_c", "layerlab.nets.models:all_cnn_c", lambda cell: 8, stack=True, conv_layers=lambda cell: 8)
+register_model("resnet", "layerlab.nets.models:residual_net", hidden_convs, conv_layers=hidden_convs,
                check=check_residual)
-register_model("cascade_cnn", "layerlab.models:cascade_cnn", depth, one_map_per_layer=False, batch_norm=False,
+register_model("preresnet", "layerlab.nets.models:residual_net", hidden_convs, conv_layers=hidden_convs,
+               check=check_residual)
+register_model("cascade_cnn", "layerlab.nets.models:cascade_cnn", depth, one_map_per_layer=False, batch_norm=False,
                conv_layers=depth, check=check_cascade_net)  # its head holds a conv and a linear map
-register_model("cascade_resnet", "layerlab.models:cascade_resnet", depth, one_map_per_layer=False, batch_norm=False,
-               conv_layers=depth, check=check_cascade_net)
+register_model("cascade_resnet", "layerlab.nets.models:cascade_resnet", depth, one_map_per_layer=False,
+               batch_norm=False, conv_layers=depth, check=check_cascade_net)

@@ -1,11 +1,11 @@
-"""Built-in plot kinds (implementations: layerlab.plots)."""
+"""Built-in plot kinds (implementations: layerlab.report.plots)."""
 
 from __future__ import annotations
 
-from layerlab.registry import register_plot
+from layerlab.core.registry import register_plot
 
 KINDS = ("metric_vs_axis", "layer_step_heatmap", "layer_trajectories", "channel_step_heatmap", "phase_diagram",
          "layer_curves", "reconstructions", "spectra", "representation_layers", "layer_profile", "layer_accuracy",
          "regime_memory", "step_curves", "fisher_layers")
 for kind in KINDS:
-    register_plot(kind, f"layerlab.plots:{kind}")
+    register_plot(kind, f"layerlab.report.plots:{kind}")

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from layerlab.catalog.measurements import REPRESENTATION, REPRESENTATION_PER_LAYER, check_representation
-from layerlab.config import ConfigError
-from layerlab.registry import register_probe
+from layerlab.core.config import ConfigError
+from layerlab.core.registry import register_probe
 
 BATCH_ENTROPY = {"batch_entropy": ("batch entropy H^l of each hidden layer's activations", "nat")}
 BN_PARAMETERS = {

@@ -1,13 +1,13 @@
 """Built-in training regimes (paper 001 ch. 6) and the variables the one training loop writes in every regime
-(implementations: layerlab.train, layerlab.layerwise, layerlab.robin)."""
+(implementations: layerlab.training.loop, layerlab.training.regimes.layerwise, layerlab.training.regimes.robin)."""
 
 from __future__ import annotations
 
-from layerlab.catalog.heads import check_head
-from layerlab.config import ConfigError
-from layerlab.registry import MODELS, register_regime
+from layerlab.catalog.decision_heads import check_head
+from layerlab.core.config import ConfigError
+from layerlab.core.registry import MODELS, register_regime
 
-RUN_VARIABLES = {  # written by layerlab.train for every cell
+RUN_VARIABLES = {  # written by layerlab.training.loop for every cell
     "loss": ("training loss on the mini-batch (CE, CE + CE*L_BE, or the output head's loss)", "nat"),
     "ce": ("cross-entropy on the mini-batch", "nat"),
     "lbe": ("batch-entropy loss L_BE (NaN without LBE)", "1"),
@@ -101,9 +101,10 @@ def check_staged(cell: dict) -> None:
     check_head(cell)
 
 
-register_regime("backprop", "layerlab.train:Backprop")
-register_regime("layerwise", "layerlab.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged)
-register_regime("segmentwise", "layerlab.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged)
-register_regime("partitionwise", "layerlab.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged)
-register_regime("round_robin", "layerlab.robin:Robin", variables=ROBIN_VARIABLES, check=check_staged)
-register_regime("random_robin", "layerlab.robin:Robin", variables=ROBIN_VARIABLES, check=check_staged)
+register_regime("backprop", "layerlab.training.regimes.backprop:Backprop", k_filter="before")
+for _name, _windows in (("layerwise", "single"), ("segmentwise", "sliding"), ("partitionwise", "partitions")):
+    register_regime(_name, "layerlab.training.regimes.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged,
+                    options={"windows": _windows}, k_filter="online" if _windows == "partitions" else None)
+for _name, _random in (("round_robin", False), ("random_robin", True)):
+    register_regime(_name, "layerlab.training.regimes.robin:Robin", variables=ROBIN_VARIABLES, check=check_staged,
+                    options={"random": _random})

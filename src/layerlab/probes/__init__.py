@@ -1,1 +1,1 @@
-"""Layer-wise measurements; one module per probe, each with a reference test."""
+"""Training probes: measurements during training at the loop's hooks (`base.TrainingProbe`); one module each."""

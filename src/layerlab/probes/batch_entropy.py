@@ -7,28 +7,12 @@ eps = 1 makes H >= 0 with H = 0 exactly when every neuron is constant over the b
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import xarray as xr
 
 from layerlab.probes.base import StepState, TrainingProbe
-
-ENTROPY_CONSTANTS = {"pi_e": math.pi * math.e, "two_pi_e": 2 * math.pi * math.e}
-
-
-def batch_entropy(a: torch.Tensor, constant: str, eps: float = 1.0) -> torch.Tensor:
-    """Batch entropy of activations `a` of shape (B, ...); every non-batch entry counts as one neuron."""
-    if a.shape[0] < 2:
-        raise ValueError(f"batch entropy needs a batch of at least 2 samples, got {a.shape[0]}")
-    std = a.flatten(1).std(dim=0)  # unbiased; torch returns a zero (not NaN) gradient for constant columns
-    return (0.5 * torch.log(ENTROPY_CONSTANTS[constant] * std**2 + eps)).mean()
-
-
-def layer_entropies(hidden: list[torch.Tensor], constant: str) -> torch.Tensor:
-    """Batch entropy of each hidden layer, shape (n_layers,)."""
-    return torch.stack([batch_entropy(a, constant) for a in hidden])
+from layerlab.training.losses import layer_entropies
 
 
 class BatchEntropyProbe(TrainingProbe):

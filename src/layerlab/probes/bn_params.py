@@ -16,7 +16,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from layerlab.norm import NEUTRAL, AblatedBatchNorm
+from layerlab.nets.norm import NEUTRAL, AblatedBatchNorm
 from layerlab.probes.base import StepState, TrainingProbe
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 from torch import nn
 
-from layerlab.layers import measured_layers
+from layerlab.nets.layers import measured_layers
 from layerlab.probes.base import Stage, StepState, TrainingProbe, step_layer_dataset
 
 

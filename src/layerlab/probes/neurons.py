@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from layerlab.layers import kept_buffers
-from layerlab.optim import logged_steps
+from layerlab.nets.layers import kept_buffers
 from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
+from layerlab.training.optim import logged_steps
 
 
 def neuron_states(hidden: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:

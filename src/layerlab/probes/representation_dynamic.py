@@ -1,6 +1,7 @@
-"""Paper 001 (Øland's thesis) ch. 5 during training: the representation measures of `layerlab.probes.representation`
-(LSD train-fit and held-out, the linear probe's accuracies, k-redundancy, selection entropy H(Y|Z_i)) at chosen
-training steps, on the same fixed class-balanced probe subsets as the post-training measurement.
+"""Paper 001 (Øland's thesis) ch. 5 during training: the representation measures of
+`layerlab.measurements.representation` (LSD train-fit and held-out, the linear probe's accuracies, k-redundancy,
+selection entropy H(Y|Z_i)) at chosen training steps, on the same fixed class-balanced probe subsets as the
+post-training measurement.
 
 Steps: every `representation_every` (and the last) and the listed `representation_at`; at step s the network has
 had s updates (the hook runs after the step's forward pass, before its backward). The measurement runs in eval mode
@@ -18,9 +19,9 @@ import xarray as xr
 
 from layerlab.catalog.measurements import REPRESENTATION_PER_LAYER
 from layerlab.catalog.probes import DYNAMIC, representation_schedule
-from layerlab.layers import eval_mode
+from layerlab.measurements.representation import measure, probe_rows
+from layerlab.nets.layers import eval_mode
 from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
-from layerlab.probes.representation import measure, probe_rows
 
 
 class RepresentationDynamicProbe(TrainingProbe):

@@ -21,7 +21,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from layerlab.layers import measured_layers
+from layerlab.nets.layers import measured_layers
 from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
 
 

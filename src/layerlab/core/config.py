@@ -1,0 +1,65 @@
+"""Study config -> ablation cells.
+
+A study declares `grid` (axes whose product gives the cells), `fixed` (parameters shared by all cells) and
+optional explicit `cells`. An explicit cell names a value for every grid axis; if that cell is in the grid
+its other keys override the grid cell's, otherwise it is added. A list of values for a grid axis in an explicit
+cell makes it a sub-grid: one explicit cell per combination (e.g. other learning rates for another dataset).
+A cell's id is the readable path `axis~value/axis~value/...` over the grid axes; its parameters travel to every
+rule as one canonical JSON string, so that a changed cell reruns alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+# A store's Snakemake output is its root metadata file (workflow/rules/common.smk `zarr_store`, layerlab.core.store): a
+# directory() output would be deleted before its job ran and get a `.snakemake_timestamp` that zarr warns about.
+STORE_FILE = "zarr.json"
+CELL_ID_PATTERN = r"[A-Za-z0-9_]+~[^/]+(?:/[A-Za-z0-9_]+~[^/]+)*"
+
+
+class ConfigError(ValueError):
+    """A study config that cannot be turned into cells; the message names the offending key."""
+
+
+def format_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", text):
+        raise ConfigError(f"grid value {value!r} cannot be part of a cell id (use letters, digits, _ . + -)")
+    return text
+
+
+def cell_id(cell: dict, axes: list[str]) -> str:
+    return "/".join(f"{axis}~{format_value(cell[axis])}" for axis in axes)
+
+
+def expand_cells(config: dict, origins: dict[str, str] | None = None) -> dict[str, dict]:
+    """Cell id -> cell parameters (fixed merged with the grid point and any explicit override); `origins`, if
+    given, receives cell id -> 'cells[i]' for the cells an explicit entry adds or overrides."""
+    grid: dict[str, list] = config["grid"]
+    axes = list(grid)
+    fixed = config.get("fixed", {})
+    if overlap := sorted(set(axes) & set(fixed)):
+        raise ConfigError(f"key(s) {overlap} appear both in 'grid' and in 'fixed'")
+    cells = {}
+    for point in itertools.product(*grid.values()):
+        cell = {**fixed, **dict(zip(axes, point, strict=True))}
+        cells[cell_id(cell, axes)] = cell
+    for i, entry in enumerate(config.get("cells", [])):
+        if missing := [a for a in axes if a not in entry]:
+            raise ConfigError(f"cells[{i}] must give a value for every grid axis; missing {missing}")
+        subgrid = {a: entry[a] if isinstance(entry[a], list) else [entry[a]] for a in axes}
+        for point in itertools.product(*subgrid.values()):
+            extra = {**entry, **dict(zip(axes, point, strict=True))}
+            cid = cell_id(extra, axes)
+            cells[cid] = {**cells.get(cid, fixed), **extra}
+            if origins is not None:
+                origins[cid] = f"cells[{i}]"
+    return cells
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,249 @@
+"""Plug-in registries: training probes, measurements, models, training regimes, decision heads and plot kinds.
+
+A plug-in is a *declaration* (torch-free: its name, when it is on, the cell parameters it adds, the variables it
+writes, the regimes it supports, its config checks) plus an *implementation* (a class or function, imported only
+by the jobs that run it). The declaration is what the Snakefile needs to plan and check a study before any job,
+without importing torch. `impl` is the implementation itself or a lazy reference "package.module:attribute".
+
+Built-in plug-ins are declared in `layerlab.catalog`; a study's `plugins: [module or path/to/file.py, ...]`
+imports more (see docs/PLUGINS.md). Each registry is one source of truth: the schema enums of `model`,
+`training`, `layer_head`, `measurements` and plot `kind` are extended from them, and a test keeps the built-in enums
+equal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from layerlab.core.config import ConfigError
+
+Variables = Mapping[str, tuple[str, str]]  # store variable -> (long_name, units)
+Check = Callable[[dict], None]  # raises ConfigError naming the key
+Ref = Any  # the implementation, or "package.module:attribute"
+
+
+def resolve(ref: Ref) -> Any:
+    """The object behind a lazy reference "package.module:attribute" (anything else is returned as is)."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def always(cell: dict) -> bool:
+    return True
+
+
+def no_conv_layers(cell: dict) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A training probe: measures during training (hooks of `layerlab.probes.base.TrainingProbe`) and
+    contributes `variables` to train.zarr."""
+
+    name: str
+    impl: Ref  # a TrainingProbe subclass
+    variables: Variables
+    enabled: Callable[[dict], bool] = always
+    keys: tuple[str, ...] = ()  # the cell keys that switch it on (named in error messages)
+    regimes: tuple[str, ...] | None = None  # training regimes it supports; None: all
+    layer_maps: bool = False  # reads the one Linear/Conv map of every layer (the model must have them)
+    check: Check | None = None
+    parameters: Mapping[str, dict] = field(default_factory=dict)  # cell parameters it adds (JSON schema, default)
+
+
+@dataclass(frozen=True)
+class MeasurementSpec:
+    """A post-training measurement (`measurements: [name]` in a study): one job per source cell writing
+    cells/<cell>/<name>.zarr from the networks it `reads` ("init", "final")."""
+
+    name: str
+    impl: Ref  # (cell, data, networks: {name: network}, device) -> xarray.Dataset
+    variables: Variables
+    reads: tuple[str, ...] = ("init",)
+    source: Ref | None = None  # (cells: {id: cell}) -> {id: id of the cell it measures}; None: the cell itself
+    collect: Ref | None = None  # (cell store, cell, is_source) -> cell store, in collect (derived per-cell values)
+    summarize: Ref | None = None  # (study store) -> {name: value}: study-level figures (may add variables)
+    check: Check | None = None
+    gpu: bool = False  # asks for a GPU where training does
+    parameters: Mapping[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network (`model: name`): `build(input_shape, n_classes, cell)` returns a `layerlab.nets.layers.Network`."""
+
+    name: str
+    build: Ref
+    hidden_layers: Callable[[dict], int]  # units of batch entropy, BN, layer-wise training (output layer excluded)
+    stack: bool = False  # a plain stack of (layer, activation) blocks: layer-wise/segment-wise training may split it
+    one_map_per_layer: bool = True  # each layer holds one Linear/Conv map: curvature, freeze_weights, grad RMS
+    batch_norm: bool = True  # takes bn_variant / bn_last_layer
+    conv_layers: Callable[[dict], int] = no_conv_layers  # leading hidden layers that output conv maps (C, H, W)
+    check: Check | None = None
+    parameters: Mapping[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegimeSpec:
+    """A training regime (`training: name`): supplies the stages of the one training loop."""
+
+    name: str
+    impl: Ref  # a layerlab.training.regime.Regime subclass
+    variables: Variables = field(default_factory=dict)
+    check: Check | None = None
+    parameters: Mapping[str, dict] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the variant of `impl`: keyword arguments it takes
+    k_filter: str | None = None  # how it applies `k_filter`: "before" training, "online" per stage, None: not at all
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A temporary decision head of the staged regimes (`layer_head: name`): `build(cell, shape, n_classes)` returns
+    the module on features of `shape` (one example). `search_space(cell, shape)` (optional) lists the head's
+    configurations for `memory_target`'s per-stage search: families of cell overrides, each in order of
+    non-decreasing memory (the search bisects along a family)."""
+
+    name: str
+    build: Ref
+    search_space: Ref | None = None
+    check: Check | None = None
+    parameters: Mapping[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """A plot kind (`plots: [{kind: name, ...}]`): `draw(study, spec) -> matplotlib Figure`."""
+
+    name: str
+    draw: Ref
+
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> declaration, in registration order. Reading a registry first imports the built-in catalog."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    @property
+    def _entries(self) -> dict[str, T]:
+        importlib.import_module("layerlab.catalog")  # registers the built-ins (a dict lookup once imported)
+        return self._items
+
+    def add(self, spec: T) -> T:
+        name = spec.name  # type: ignore[attr-defined]
+        if name in self._items and self._items[name] != spec:
+            raise ConfigError(f"{self.kind} '{name}' is registered twice (with different declarations)")
+        self._items[name] = spec
+        return spec
+
+    def __getitem__(self, name: str) -> T:
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} '{name}'; known: {', '.join(self._entries)}")
+        return self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def values(self) -> list[T]:
+        return list(self._entries.values())
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+
+PROBES: Registry[ProbeSpec] = Registry("training probe")
+MEASUREMENTS: Registry[MeasurementSpec] = Registry("measurement")
+MODELS: Registry[ModelSpec] = Registry("model")
+REGIMES: Registry[RegimeSpec] = Registry("training regime")
+DECISION_HEADS: Registry[HeadSpec] = Registry("decision head")
+PLOTS: Registry[PlotSpec] = Registry("plot kind")
+
+
+def register_probe(name: str, impl: Ref, variables: Variables, **options: Any) -> ProbeSpec:
+    return PROBES.add(ProbeSpec(name, impl, variables, **options))
+
+
+def register_measurement(name: str, impl: Ref, variables: Variables, **options: Any) -> MeasurementSpec:
+    return MEASUREMENTS.add(MeasurementSpec(name, impl, variables, **options))
+
+
+def register_model(name: str, build: Ref, hidden_layers: Callable[[dict], int], **options: Any) -> ModelSpec:
+    return MODELS.add(ModelSpec(name, build, hidden_layers, **options))
+
+
+def register_regime(name: str, impl: Ref, **options: Any) -> RegimeSpec:
+    return REGIMES.add(RegimeSpec(name, impl, **options))
+
+
+def register_head(name: str, build: Ref, **options: Any) -> HeadSpec:
+    return DECISION_HEADS.add(HeadSpec(name, build, **options))
+
+
+def register_plot(name: str, draw: Ref) -> PlotSpec:
+    return PLOTS.add(PlotSpec(name, draw))
+
+
+def load_plugins(plugins: list[str], base: str | Path = ".") -> None:
+    """Import the study's plug-ins: module names, or paths of .py files (relative to `base`, the working
+    directory). Importing a plug-in registers its declarations; importing twice is a no-op."""
+    for plugin in plugins:
+        if plugin.endswith(".py"):
+            path = (Path(base) / plugin).resolve()
+            name = f"layerlab_plugin_{path.stem}"
+            if name in sys.modules:
+                continue
+            if not path.is_file():
+                raise ConfigError(f"plugins: file '{plugin}' not found (relative to {Path(base).resolve()})")
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[name] = module
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            try:
+                importlib.import_module(plugin)
+            except ModuleNotFoundError as err:
+                raise ConfigError(f"plugins: cannot import module '{plugin}' ({err}); put it on PYTHONPATH or "
+                                  f"give the path of its .py file") from None
+
+
+def plugin_parameters() -> dict[str, dict]:
+    """Cell parameters added by the registered plug-ins (name -> JSON schema with `default`)."""
+    params: dict[str, dict] = {}
+    for registry in (PROBES, MEASUREMENTS, MODELS, REGIMES, DECISION_HEADS):
+        for spec in registry.values():
+            params.update(spec.parameters)  # type: ignore[attr-defined]
+    return params
+
+
+def extend_schema(name: str, schema: dict) -> dict:
+    """The `cell` or `config` schema (layerlab/workflow/schemas, loaded) with the registries' names as the enums of
+    `model`, `training`, `layer_head`, `measurements` and plot `kind`, and the plug-ins' cell parameters (the YAML lists
+    the built-ins; a test keeps them equal)."""
+    props = schema["properties"]
+    if name == "cell":
+        props["model"]["enum"], props["training"]["enum"] = MODELS.names(), REGIMES.names()
+        props["layer_head"]["enum"] = DECISION_HEADS.names()
+        clashes = sorted(set(props) & set(plugin_parameters()))
+        if clashes:
+            raise ConfigError(f"plug-in cell parameter(s) {clashes} already exist")
+        props.update(plugin_parameters())
+    else:
+        props["measurements"]["items"]["enum"] = MEASUREMENTS.names()
+        props["plots"]["items"]["properties"]["kind"]["enum"] = PLOTS.names()
+    return schema

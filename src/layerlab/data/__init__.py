@@ -1,0 +1,1 @@
+"""Datasets: prepared once with provenance, loaded as tensors on the training device."""

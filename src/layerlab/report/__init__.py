@@ -1,0 +1,1 @@
+"""The study's report: collect-time analysis, figures, claims and study-to-study comparison."""

@@ -1,0 +1,1 @@
+"""Training: the one loop, its stages and regimes, objectives, optimizers, checkpoints, memory accounting."""

@@ -1,0 +1,260 @@
+"""The one training loop of every cell: a regime supplies the stages, the registered probes measure.
+
+Each stage runs `stage.steps` updates on mini-batches drawn from tensors on the device (seeded permutation per
+epoch, last partial batch dropped; `augment` applied per batch; with `k_filter` the permutation runs over the rows
+k-filtering keeps, `layerlab.training.kfilter`). At every `log_every` steps (and the last) the
+loop records the loss terms, LBE's alpha and the progress log line; every `eval_every` steps (and the last) the
+test accuracy. Probes (`layerlab.probes.base`) run at their hooks. A non-finite loss ends the run early and marks
+the cell `diverged`: a result, not a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from layerlab.catalog.checks import active_probes
+from layerlab.catalog.regimes import RUN_VARIABLES
+from layerlab.core.registry import PROBES, REGIMES, resolve
+from layerlab.core.store import describe
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network
+from layerlab.training.augment import crop_flip
+from layerlab.training.checkpoint import Checkpoint
+from layerlab.training.kfilter import kept_rows
+from layerlab.training.losses import Objective
+from layerlab.training.optim import Batches, evaluate, logged_steps
+from layerlab.training.records import Run
+from layerlab.training.regime import Regime
+from layerlab.training.stage import Stage, StepHooks, StepState
+
+log = logging.getLogger("layerlab.training.loop")
+
+
+class Progress:
+    """One log line per logged step: step, loss, last test accuracy, speed and time left."""
+
+    def __init__(self, total: int):
+        self.total, self.start, self.first = max(total, 1), time.perf_counter(), None
+
+    def __call__(self, step: int, stage: Stage, run: Run) -> None:
+        self.first = step if self.first is None else self.first
+        elapsed = time.perf_counter() - self.start
+        rate = (step - self.first) / elapsed if step > self.first and elapsed > 0 else float("nan")
+        acc = run.evals["test_acc"][-1] if run.evals else float("nan")
+        log.info("step %d/%d%s loss %.4g test_acc %.4f  %.1f steps/s  ETA %.0f s", step, self.total,
+                 f" stage {stage.index}" if stage.top is not None else "", run.scalars["loss"][-1], acc, rate,
+                 (self.total - step) / rate if rate > 0 else float("nan"))
+
+
+class Loop:
+    """The loop's state for one cell: objective, regime, probes, batch stream, records."""
+
+    def __init__(self, cell: dict, data: Dataset, model: Network):
+        self.cell, self.data, self.model = cell, data, model
+        self.objective = Objective(cell, len(model.layers)).to(data.train.x.device)
+        spec = REGIMES[cell["training"]]
+        self.regime: Regime = resolve(spec.impl)(cell, data, model, list(self.objective.parameters()), **spec.options)
+        self.names = active_probes(cell)
+        self.probes: list[StepHooks] = [resolve(PROBES[name].impl)(cell, model, data) for name in self.names]
+        self.rows, self.filter_seconds = training_rows(cell, data)
+        self.stream = Batches(len(data.train.y) if self.rows is None else len(self.rows), cell["batch_size"],
+                              torch.Generator().manual_seed(cell["seed"]))
+        self.augment = torch.Generator().manual_seed(cell["seed"]) if cell["augment"] == "crop_flip" else None
+        self.run, self.diverged_step, self.seconds_before = Run(), -1, 0.0
+        self.progress = Progress(self.regime.total_steps)
+        self.start = time.perf_counter()
+
+    def hooks(self, name: str, *args) -> None:
+        for probe in self.probes:
+            getattr(probe, name)(*args)
+
+    def run_stage(self, stage: Stage, start: int = 0, checkpoint: Checkpoint | None = None) -> bool:
+        """Train one stage from its step `start`, then finish it; True if it diverged. At each step boundary the
+        checkpoint saves the state when due (and stops the run when a signal asked it to)."""
+        stage.net.train()
+        self.hooks("start_stage", stage)
+        to_log = logged_steps(stage.steps, self.cell["log_every"])
+        to_eval = logged_steps(stage.steps, self.cell["eval_every"])
+        for t in range(start, stage.steps):
+            if checkpoint is not None and t > start and checkpoint.due(stage.offset + t):
+                checkpoint.save(self.state(stage, t))
+            state = self.forward(stage, t, to_log)
+            if (t in to_eval and (t > 0 or stage.first)) or not state.finite:
+                self.run.evaluate(stage.net, state.step, self.data.test)
+            if self.end_step(stage, state):
+                return True
+            self.update(stage, state)
+        return self.finish_stage(stage, to_log)
+
+    def finish_stage(self, stage: Stage, to_log: set[int]) -> bool:
+        """The stage's step t = `steps` (no update): a stage whose head is discarded reports its test result; the
+        last stage does a final forward pass and evaluates the final network. True if that pass diverged."""
+        if not stage.last:
+            self.regime.end_stage(stage, *self.run.evaluate(stage.net, stage.offset + stage.steps, self.data.test))
+            return False
+        state = self.forward(stage, stage.steps, to_log)
+        test = self.run.evaluate(final_net(stage), state.step, self.data.test)
+        self.regime.end_stage(stage, *(test if stage.final is None else evaluate(stage.net, self.data.test)))
+        return self.end_step(stage, state)
+
+    def end_step(self, stage: Stage, state: StepState) -> bool:
+        """The progress line of a logged step; True (and the cell marked diverged) after a non-finite loss."""
+        if state.logged:
+            self.progress(state.step, stage, self.run)
+        if not state.finite:
+            self.diverged_step = state.step
+            log.info("diverged: non-finite loss at step %d", state.step)
+        return not state.finite
+
+    def forward(self, stage: Stage, t: int, to_log: set[int]) -> StepState:
+        """The step's batch, forward pass and loss; the logged records and the probes' after_forward."""
+        idx = next(self.stream).to(self.data.train.x.device)
+        if self.rows is not None:  # k-filtering: batches of the kept rows
+            idx = self.rows[idx]
+        x, y = self.data.train.x[idx], self.data.train.y[idx]
+        if self.augment is not None:
+            x = crop_flip(x, self.augment)
+        if stage.select is not None:
+            keep = stage.select(idx, x, y, t)
+            x, y = x[keep], y[keep]
+        logits, hidden = stage.forward(x, t)
+        loss, ce, lbe = self.objective(logits, y, hidden)
+        finite = bool(torch.isfinite(loss))
+        state = StepState(stage.offset + t, t, stage, self.model, x, y, logits, hidden, loss,
+                          t in to_log or not finite, finite)
+        if state.logged:
+            run = self.run
+            run.steps.append(state.step)
+            run.stages.append(stage.index)
+            run.add(run.scalars, loss=loss, ce=ce, lbe=lbe, batch_acc=(logits.argmax(1) == y).float().mean())
+            run.alpha.append(self.objective.alpha())
+        self.hooks("after_forward", state)
+        return state
+
+    def update(self, stage: Stage, state: StepState) -> None:
+        stage.optimizer.zero_grad(set_to_none=True)
+        state.loss.backward()
+        self.hooks("after_backward", state)
+        stage.optimizer.step()
+        self.hooks("after_update", state)
+        stage.schedule.step()
+
+    def state(self, stage: Stage, t: int) -> dict:
+        """Everything a bit-identical continuation from step t of `stage` needs (layerlab.training.checkpoint)."""
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        return {"step": stage.offset + t, "stage": stage.index, "t": t, "model": self.model.state_dict(),
+                "net": None if stage.net is self.model else stage.net.state_dict(),
+                "objective": self.objective.state_dict(), "optimizer": stage.optimizer.state_dict(),
+                "schedule": stage.schedule.state_dict(), "stream": self.stream.state_dict(),
+                "augment": None if self.augment is None else self.augment.get_state(),
+                "rng": torch.get_rng_state(), "cuda_rng": cuda, "run": dataclasses.asdict(self.run),
+                "regime": self.regime.state_dict(), "probes": [probe.state_dict() for probe in self.probes],
+                "seconds": self.seconds_before + time.perf_counter() - self.start}
+
+    def restore(self, stage: Stage, state: dict) -> int:
+        """Load a checkpoint's state taken in `stage` (built after the regime's state was loaded); returns the step
+        within the stage to continue from."""
+        self.model.load_state_dict(state["model"])
+        if state["net"] is not None:
+            stage.net.load_state_dict(state["net"])
+        self.objective.load_state_dict(state["objective"])
+        stage.optimizer.load_state_dict(state["optimizer"])
+        stage.schedule.load_state_dict(state["schedule"])
+        self.stream.load_state_dict(state["stream"])
+        if self.augment is not None:
+            self.augment.set_state(state["augment"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.run = Run(**state["run"])
+        for probe, probe_state in zip(self.probes, state["probes"], strict=True):
+            probe.load_state_dict(probe_state)
+        self.seconds_before, self.start = state["seconds"], time.perf_counter()
+        return state["t"]
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start
+
+    def dataset(self, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
+        """The run's, the regime's and every probe's variables, described by their declarations."""
+        n = len(self.data.train.y)
+        rows = n if self.rows is None else len(self.rows)
+        kept = xr.Dataset({"train_rows": rows, "train_kept": rows / n, "k_filter_seconds": self.filter_seconds})
+        parts = [run_dataset(self.run, self.diverged_step, train_acc, train_loss, seconds), kept,
+                 self.regime.variables(self.run), *(probe.variables(self.run.steps) for probe in self.probes)]
+        ds = xr.merge([p for p in parts if p is not None], join="outer", compat="no_conflicts",
+                      combine_attrs="override")
+        for name in self.names:
+            describe(ds, PROBES[name].variables)
+        return describe(describe(ds, RUN_VARIABLES), REGIMES[self.cell["training"]].variables)
+
+
+def training_rows(cell: dict, data: Dataset) -> tuple[torch.Tensor | None, float]:
+    """The training rows the batches are drawn from (None: all) and the seconds k-filtering took."""
+    if not cell["k_filter"] or REGIMES[cell["training"]].k_filter != "before":  # "online": the regime filters
+        return None, 0.0
+    start = time.perf_counter()
+    rows = kept_rows(data.train.x, data.train.y, cell["k_filter"], cell["k_filter_batch"])
+    log.info("k-filter (k %d, batches of %s rows): %d of %d training rows kept", cell["k_filter"],
+             cell["k_filter_batch"] or "all", len(rows), len(data.train.y))
+    return rows, time.perf_counter() - start
+
+
+def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
+               checkpoint: Checkpoint | None = None) -> tuple[xr.Dataset, Network]:
+    """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state); return the
+    per-cell metrics Dataset and the trained model."""
+    model = model.to(device)
+    loop = Loop(cell, data, model)
+    regime = loop.regime
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # what the regime keeps between stages, before it builds the stage to resume in
+        regime.load_state_dict(saved["regime"])
+    for index in range(0 if saved is None else saved["stage"], regime.n_stages):
+        stage = regime.stage(index)
+        start, saved = (0 if saved is None else loop.restore(stage, saved)), None
+        diverged = loop.run_stage(stage, start, checkpoint)
+        for p in stage.trainable:
+            p.requires_grad_(False)
+        if diverged:
+            break
+        regime.after_stage(stage)
+    seconds = loop.seconds()
+    train_acc, train_loss = evaluate(final_net(stage), data.train)
+    model.requires_grad_(True)
+    loop.objective.requires_grad_(True)
+    return loop.dataset(train_acc, train_loss, seconds), model
+
+
+def final_net(stage: Stage) -> nn.Module:
+    """The network the final metrics describe: the last stage's `final` (round robin whose last stage trains a
+    lower layer: the whole network), else the network it trains."""
+    return stage.net if stage.final is None else stage.final
+
+
+def run_dataset(run: Run, diverged_step: int, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
+    """What every training run stores: per-step scalars and alpha, evaluation curves and the final metrics."""
+    test_acc = run.evals["test_acc"][-1]
+    alpha = np.stack(run.alpha)
+    return xr.Dataset({
+        **{k: ("step", np.asarray(v, dtype=np.float32)) for k, v in run.scalars.items()},
+        "alpha": (("step", "layer"), alpha),
+        **{f"{k}_curve": ("eval_step", np.asarray(v, dtype=np.float32)) for k, v in run.evals.items()},
+        "test_acc": test_acc,
+        "test_error": 1 - test_acc,
+        "test_loss": run.evals["test_loss"][-1],
+        "test_acc_last3": float(np.mean(run.evals["test_acc"][-3:])),
+        "train_acc": train_acc,
+        "train_loss": train_loss,
+        "diverged": diverged_step >= 0,
+        "diverged_step": diverged_step,
+        "train_seconds": seconds,
+    }, coords={"step": np.asarray(run.steps), "eval_step": np.asarray(run.eval_steps),
+               "layer": np.arange(alpha.shape[1])})
