@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytest_plugins = ["browser"]  # the `browser` fixture (tests/browser.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
 DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
