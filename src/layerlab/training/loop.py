@@ -30,6 +30,7 @@ from layerlab.training.checkpoint import Checkpoint
 from layerlab.training.kfilter import kept_rows
 from layerlab.training.losses import Objective
 from layerlab.training.optim import Batches, evaluate, logged_steps
+from layerlab.training.progress import Progress, ProgressWriter
 from layerlab.training.records import Run
 from layerlab.training.regime import Regime
 from layerlab.training.stage import Stage, StepHooks, StepState
@@ -37,26 +38,10 @@ from layerlab.training.stage import Stage, StepHooks, StepState
 log = logging.getLogger("layerlab.training.loop")
 
 
-class Progress:
-    """One log line per logged step: step, loss, last test accuracy, speed and time left."""
-
-    def __init__(self, total: int):
-        self.total, self.start, self.first = max(total, 1), time.perf_counter(), None
-
-    def __call__(self, step: int, stage: Stage, run: Run) -> None:
-        self.first = step if self.first is None else self.first
-        elapsed = time.perf_counter() - self.start
-        rate = (step - self.first) / elapsed if step > self.first and elapsed > 0 else float("nan")
-        acc = run.evals["test_acc"][-1] if run.evals else float("nan")
-        log.info("step %d/%d%s loss %.4g test_acc %.4f  %.1f steps/s  ETA %.0f s", step, self.total,
-                 f" stage {stage.index}" if stage.top is not None else "", run.scalars["loss"][-1], acc, rate,
-                 (self.total - step) / rate if rate > 0 else float("nan"))
-
-
 class Loop:
     """The loop's state for one cell: objective, regime, probes, batch stream, records."""
 
-    def __init__(self, cell: dict, data: Dataset, model: Network):
+    def __init__(self, cell: dict, data: Dataset, model: Network, writers: tuple[ProgressWriter, ...] = ()):
         self.cell, self.data, self.model = cell, data, model
         self.objective = Objective(cell, len(model.layers)).to(data.train.x.device)
         spec = REGIMES[cell["training"]]
@@ -68,7 +53,7 @@ class Loop:
                               torch.Generator().manual_seed(cell["seed"]))
         self.augment = torch.Generator().manual_seed(cell["seed"]) if cell["augment"] == "crop_flip" else None
         self.run, self.diverged_step, self.seconds_before = Run(), -1, 0.0
-        self.progress = Progress(self.regime.total_steps)
+        self.progress = Progress(self.regime.total_steps, writers)
         self.start = time.perf_counter()
 
     def hooks(self, name: str, *args) -> None:
@@ -107,7 +92,7 @@ class Loop:
     def end_step(self, stage: Stage, state: StepState) -> bool:
         """The progress line of a logged step; True (and the cell marked diverged) after a non-finite loss."""
         if state.logged:
-            self.progress(state.step, stage, self.run)
+            self.progress(state.step, stage.index if stage.top is not None else None, self)
         if not state.finite:
             self.diverged_step = state.step
             log.info("diverged: non-finite loss at step %d", state.step)
@@ -177,6 +162,7 @@ class Loop:
         for probe, probe_state in zip(self.probes, state["probes"], strict=True):
             probe.load_state_dict(probe_state)
         self.seconds_before, self.start = state["seconds"], time.perf_counter()
+        self.progress.resumed(state["step"], state["seconds"])
         return state["t"]
 
     def seconds(self) -> float:
@@ -208,11 +194,12 @@ def training_rows(cell: dict, data: Dataset) -> tuple[torch.Tensor | None, float
 
 
 def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
-               checkpoint: Checkpoint | None = None) -> tuple[xr.Dataset, Network]:
-    """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state); return the
-    per-cell metrics Dataset and the trained model."""
+               checkpoint: Checkpoint | None = None,
+               writers: tuple[ProgressWriter, ...] = ()) -> tuple[xr.Dataset, Network]:
+    """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state), its progress shown
+    by `writers`; return the per-cell metrics Dataset and the trained model."""
     model = model.to(device)
-    loop = Loop(cell, data, model)
+    loop = Loop(cell, data, model, writers)
     regime = loop.regime
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:  # what the regime keeps between stages, before it builds the stage to resume in
@@ -230,7 +217,9 @@ def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
     train_acc, train_loss = evaluate(final_net(stage), data.train)
     model.requires_grad_(True)
     loop.objective.requires_grad_(True)
-    return loop.dataset(train_acc, train_loss, seconds), model
+    ds = loop.dataset(train_acc, train_loss, seconds)
+    loop.progress.finished(ds)
+    return ds, model
 
 
 def final_net(stage: Stage) -> nn.Module:

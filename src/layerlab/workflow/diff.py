@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from layerlab.core.config import ConfigError
+from layerlab.core.config import STORE_FILE, ConfigError
 from layerlab.workflow.validate import check_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,14 +26,12 @@ MISSING = "<absent>"
 
 
 def recorded(store: Path) -> dict | None:
-    """The cell config a train.zarr recorded (its `config` attribute), or None without a store."""
-    if not (store / "zarr.json").exists():
+    """The cell config a train.zarr recorded (its `config` attribute, read from the store's root metadata as zarr v3
+    writes it: no zarr import, a millisecond per store), or None without a store."""
+    try:
+        return json.loads(json.loads((store / STORE_FILE).read_text())["attributes"]["config"])
+    except FileNotFoundError:
         return None
-    import zarr
-
-    with warnings.catch_warnings():  # Snakemake's .snakemake_timestamp beside the zarr metadata
-        warnings.simplefilter("ignore")
-        return json.loads(zarr.open_group(store, mode="r").attrs["config"])
 
 
 def changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
@@ -64,19 +61,32 @@ def study_diff(config: dict, workdir: Path, cli: dict | None = None) -> list[str
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m layerlab.diff", description=__doc__.split("\n\n")[0])
+def study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The study as `snakemake` is given it: --configfile, --config overrides, -d working directory."""
     parser.add_argument("--configfile", type=Path, help="study config (default: config/config.yaml)")
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                         help="the same overrides as given to snakemake --config")
     parser.add_argument("-d", "--directory", type=Path, default=Path("."), help="working directory of the run")
-    args = parser.parse_args(argv)
-    from snakemake.cli import parse_config
+
+
+def study_config(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(the study config as loaded, overrides applied, the overrides) from `study_arguments`."""
+    config = yaml.safe_load((args.configfile or ROOT / "config/config.yaml").read_text())
+    if not args.config:
+        return config, {}
+    from snakemake.cli import parse_config  # only with overrides: its import takes half a second
     from snakemake.utils import update_config
 
-    config = yaml.safe_load((args.configfile or ROOT / "config/config.yaml").read_text())
     cli = parse_config(args.config)
     update_config(config, cli)
+    return config, cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m layerlab.diff", description=__doc__.split("\n\n")[0])
+    study_arguments(parser)
+    args = parser.parse_args(argv)
+    config, cli = study_config(args)
     try:
         lines = study_diff(config, args.directory, cli)
     except ConfigError as err:

@@ -10,6 +10,7 @@ of validated parts plus the schema's defaults. Messages are one line per problem
 from __future__ import annotations
 
 import copy
+import importlib.util
 import warnings
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -205,6 +206,8 @@ def check_study(config: dict, cli: Mapping[str, Any] | None = None) -> dict[str,
     rename_deprecated(config)
     apply_overrides(config, cli or {})
     raise_if(errors(config_validator(), config))
+    if config["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard: true needs the tensorboard package: pip install -e '.[tensorboard]'")
     check_parts(config)
     origins: dict[str, str] = {}
     cells = expand_cells(config, origins)
