@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from layerlab.core.config import STORE_FILE, ConfigError
+from layerlab.core.config import STORE_FILE, ConfigError, canonical_json
 from layerlab.workflow.validate import check_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +36,8 @@ def recorded(store: Path) -> dict | None:
 
 def changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(key, old, new) of every key whose canonical JSON differs (30 vs 30.0 too: Snakemake reruns on it)."""
+    if canonical_json(old) == canonical_json(new):  # the common case at a hundredth of the cost
+        return []
     return [(k, old.get(k, MISSING), new.get(k, MISSING)) for k in sorted(set(old) | set(new))
             if json.dumps(old.get(k, MISSING)) != json.dumps(new.get(k, MISSING))]
 

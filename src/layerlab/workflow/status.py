@@ -79,7 +79,7 @@ def cell_status(cell_id: str, cell: dict, files: CellFiles, now: float) -> CellS
         return from_record(CellStatus(cell_id, "failed", note=error, log=files.log), record)
     status = from_record(CellStatus(cell_id, "running"), record)
     if alive is None:
-        status.note = f"silent {duration(now - record['updated'])} ({record['host']})"
+        status.note = f"silent {duration(now - record['updated'])}"
     elif record["state"] == "starting":
         status.note = "starting"
     elif record["state"] == "finished":
@@ -127,8 +127,9 @@ def render(study: str, axes: list[str], rows: list[CellStatus], width: int = 80,
     """The study line, its bar, and a row per cell (larger studies: the running, failed and stale ones)."""
     counts = Counter(r.state for r in rows)
     done = sum(r.fraction for r in rows) / max(len(rows), 1)
-    lines = [f"{study}: {len(rows)} cells, " + ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]),
-             f"{bar(done, width - 22)} {100 * done:3.0f}%  ETA {duration(study_eta(rows)):>7}"]
+    tally = f"{len(rows)} cells: " + ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
+    lines = [f"{study}  {tally}"] if len(study) + 2 + len(tally) <= width else [study, tally]
+    lines.append(f"{bar(done, width - 22)} {100 * done:3.0f}%  ETA {duration(study_eta(rows)):>7}")
     name = max(10, width - 61)
     lines.append(f"{fit('/'.join(axes), name):<{name}} {'state':<7} {'progress':<10} {'steps':>11} {'loss':>7} "
                  f"{'acc':>6} {'steps/s':>7} {'ETA':>6}")

@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from layerlab.core.config import expand_cells
+from layerlab.core.registry import PROBES
 from layerlab.core.store import read_store
 from layerlab.workflow.paths import CellFiles
 
@@ -198,7 +199,8 @@ class LiveBoard:
         self.board, self.hparams, self.every = Board(directory), hparams, every
         self.board.add(0, hparams.session(cell_id, cell))
         self.board.writer.flush()
-        self.written, self.last, self.later = -1, -math.inf, set()  # later: probes written only at the end
+        self.written, self.last = -1, -math.inf
+        self.later: dict[str, list[str]] = {}  # the probes written only at the end: their variables
 
     @classmethod
     def for_cell(cls, config: dict, cell_id: str, directory: Path) -> LiveBoard:
@@ -228,11 +230,13 @@ class LiveBoard:
             except Exception as err:  # a plug-in probe that can only answer at the end: not worth a failed cell
                 log.warning("tensorboard: probe %s gives no variables before the end (%s: %s); they are written "
                             "when the cell is trained", name, type(err).__name__, err)
-                self.later.add(name)
+                self.later[name] = list(PROBES[name].variables)
         return xr.merge([p for p in parts if p is not None], join="outer", compat="no_conflicts",
                         combine_attrs="override")
 
     def finished(self, ds: xr.Dataset) -> None:
+        later = [name for names in self.later.values() for name in names if name in ds]
+        self.board.write(ds[later], before=self.written + 1)
         self.board.finish(ds, self.hparams, metrics(ds), after=self.written)
 
 
