@@ -17,6 +17,7 @@ import time
 import pytest
 import torch
 from conftest import make_cell
+from test_checkpoint import StopAt
 
 from layerlab.nets.models import build_model
 from layerlab.training.checkpoint import Checkpoint, Interrupted
@@ -37,19 +38,6 @@ class Ticks:
 
     def finished(self, ds):
         self.final = ds
-
-
-class StopAt(Checkpoint):
-    """As if SIGTERM arrived just before step `k`."""
-
-    def __init__(self, directory, cell, k: int):
-        super().__init__(directory, cell)
-        self.k = k
-
-    def due(self, step: int) -> bool:
-        if step == self.k:
-            self.stop = 15
-        return super().due(step)
 
 
 def train(cell, data, checkpoint=None, writers=()):

@@ -158,3 +158,18 @@ def test_hparams_of_mixed_axis_values_are_strings():
     hp = HParams([{"lr": 0.1, "init": "he", "bn": True}, {"lr": 1, "init": 3, "bn": False}], ["lr", "init", "bn"])
     assert hp.types == {"lr": float, "init": str, "bn": bool}
     assert hp.domains == {"lr": [0.1, 1.0], "init": ["3", "he"], "bn": [False, True]}
+
+
+def test_the_switch_without_the_package_is_one_line_before_any_job(monkeypatch, tiny_config):
+    import importlib.util
+
+    from layerlab.core.config import ConfigError
+    from layerlab.workflow.validate import check_study
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else
+                        find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"^tensorboard: true needs the tensorboard package: pip install -e "
+                                          r"'\.\[tensorboard\]'$"):
+        check_study({**tiny_config, "tensorboard": True})
+    assert len(check_study(tiny_config)) == 5  # off by default

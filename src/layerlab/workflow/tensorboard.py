@@ -81,10 +81,10 @@ def series(ds: xr.Dataset, after: float = -math.inf, before: float = math.inf) -
         dim = next((d for d in STEP_DIMS if d in var.dims), None)
         if dim is None or not numeric(var):
             continue
-        var = var.transpose(dim, ...)
-        values, steps = var.values.astype(np.float64), ds[dim].values
-        for i in np.flatnonzero((steps > after) & (steps < before)):
-            row, step = values[i], int(steps[i])
+        var, steps = var.transpose(dim, ...), ds[dim].values
+        index = np.flatnonzero((steps > after) & (steps < before))
+        values = var.values[index].astype(np.float64)  # only the new steps (a live run asks every few seconds)
+        for row, step in zip(values, steps[index].tolist(), strict=True):
             if row.ndim == 0:
                 if not np.isnan(row):
                     out[step].append(Summary.Value(tag=str(name), simple_value=float(row)))
