@@ -142,6 +142,8 @@ def test_cell_states_from_the_files_jobs_write(tmp_path):
                                 "updated": time.time() - 3600, "interval": 10})
     status = cell_status("depth~3", cell, files, time.time())
     assert (status.state, status.note, status.fraction) == ("running", "silent 1h00m", 0.3)
+    row = render("s", ["depth"], [status]).splitlines()[-1]
+    assert re.fullmatch(r"3 +running █{3} +300/1000 +silent 1h00m", row) and len(row) <= 80
     files.store.parent.mkdir(parents=True)
     files.store.write_text(json.dumps({"attributes": {"config": json.dumps({"depth": 3, "lr": 0.01})},
                                        "zarr_format": 3, "node_type": "group"}))

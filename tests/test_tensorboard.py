@@ -147,7 +147,9 @@ def test_export_writes_every_stored_cell_with_its_hparams(digits, tmp_path, caps
         assert_board_equals_store(acc, ds)
         session, metrics = hparams_of(acc)
         assert session["group"] == cell_id and session["domains"] == {"depth": [3.0, 4.0], "loss": ["ce", "ce_lbe"]}
-        assert "summary/test_acc" in metrics and "summary/train_acc" in metrics
+        assert metrics[:5] == ["summary/test_acc", "summary/test_error", "summary/test_loss",  # what the dashboard
+                               "summary/test_acc_last3", "summary/train_acc"]  # shows first: the loop's, in order
+        assert "summary/relative_memory" in metrics
     assert export_study(root) == list(stored)  # again: the runs are rewritten, not doubled
     assert len(scalars(read(root / "tensorboard/depth~3/loss~ce"), "loss")) == 5
     assert main([str(tmp_path / "nothing")]) == 2

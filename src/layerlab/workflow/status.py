@@ -42,7 +42,7 @@ class CellStatus:
     test_acc: float | None = None
     rate: float | None = None  # steps/s
     eta: float | None = None  # seconds
-    note: str = ""  # failed: the error; stale: what changed; running: how long it has been silent
+    note: str = ""  # failed: the error; stale: what changed; running: starting, saving, or silent for how long
     log: Path | None = None
 
     @property
@@ -83,7 +83,7 @@ def cell_status(cell_id: str, cell: dict, files: CellFiles, now: float) -> CellS
     elif record["state"] == "starting":
         status.note = "starting"
     elif record["state"] == "finished":
-        status.note = "writing its outputs"
+        status.note = "saving"
     return status
 
 
@@ -145,9 +145,10 @@ def render(study: str, axes: list[str], rows: list[CellStatus], width: int = 80,
                 lines.append(f"{'':<{name}}   log: {r.log}")
             continue
         steps = f"{r.step}/{r.total}" if r.step is not None and r.total else ""
-        eta = r.note or ("" if r.state != "running" else duration(r.eta if r.eta is not None else math.nan))
+        eta = duration(r.eta if r.eta is not None else math.nan) if r.state == "running" else ""
+        pace = f"{r.note:>14}" if r.note else f"{number(r.rate, '.3g'):>7} {eta:>6}"  # a note: in their place
         lines.append(f"{head}{bar(r.fraction, 10)} {steps:>11} {number(r.loss, '.3g'):>7} "
-                     f"{number(r.test_acc, '.3f'):>6} {number(r.rate, '.3g'):>7} {eta:>6}".rstrip())
+                     f"{number(r.test_acc, '.3f'):>6} {pace}".rstrip())
     if short and (hidden := [s for s in ("done", "pending") if counts[s]]):
         lines.append(f"({', '.join(f'{counts[s]} {s}' for s in hidden)} not listed: --all lists every cell)")
     return "\n".join(lines)

@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from layerlab.catalog.regimes import RUN_VARIABLES
 from layerlab.core.config import expand_cells
 from layerlab.core.registry import PROBES
 from layerlab.core.store import read_store
 from layerlab.workflow.paths import CellFiles
+from layerlab.workflow.validate import TENSORBOARD_EXTRA
 
 if TYPE_CHECKING:
     from tensorboard.compat.proto.summary_pb2 import Summary
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("layerlab.workflow.tensorboard")
 STEP_DIMS = ("step", "eval_step")
 FLUSH_SECONDS = 10.0  # a training job writes its TensorBoard run at most this often (and when the cell is trained)
-INSTALL = "TensorBoard needs the tensorboard package: pip install -e '.[tensorboard]'"
 
 
 def label(ds: xr.Dataset, dim: str, index: int) -> str:
@@ -114,9 +115,16 @@ def summary_values(ds: xr.Dataset) -> list:
     return out
 
 
+def ordered(names: Iterable[str]) -> list[str]:
+    """The training loop's scalars first, in their declared order (test_acc, ...: the HParams dashboard shows the first
+    few), then the others by name."""
+    first = list(RUN_VARIABLES)
+    return sorted(set(names), key=lambda n: (first.index(n), "") if n in first else (len(first), n))
+
+
 def metrics(ds: xr.Dataset) -> list[str]:
-    """The HParams metrics of a cell: its numeric 0-d variables, in the store's order (test_acc first)."""
-    return [str(name) for name, var in ds.data_vars.items() if numeric(var) and var.ndim == 0]
+    """The HParams metrics of a cell: its numeric 0-d variables."""
+    return ordered(str(name) for name, var in ds.data_vars.items() if numeric(var) and var.ndim == 0)
 
 
 # --- HParams --------------------------------------------------------------------------------------------------------
@@ -254,16 +262,16 @@ def export_study(root: Path) -> list[str]:
     stores = sorted((root / "cells").rglob("train.zarr"))
     if not stores:
         raise FileNotFoundError(f"{root}: no trained cell (no cells/*/train.zarr)")
-    cells, names = {}, {}
+    cells, names = {}, set()
     for store in stores:  # lazily: attributes and shapes
         with read_store(store, load=False) as ds:
             cells[ds.attrs["cell_id"]] = (store, json.loads(ds.attrs["config"]))
-            names.update(dict.fromkeys(metrics(ds)))
+            names.update(metrics(ds))
     hparams = HParams([cell for _, cell in cells.values()], grid_axes(next(iter(cells))))
     for cell_id, (store, cell) in cells.items():
         board = Board(CellFiles(root, cell_id).tensorboard)
         board.add(0, hparams.session(cell_id, cell))
-        board.finish(read_store(store), hparams, list(names))
+        board.finish(read_store(store), hparams, ordered(names))
     return list(cells)
 
 
@@ -274,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        print(f"layerlab: {INSTALL}", file=sys.stderr)
+        print(f"layerlab: the export needs the tensorboard package: {TENSORBOARD_EXTRA}", file=sys.stderr)
         return 2
     try:
         cells = export_study(args.study)

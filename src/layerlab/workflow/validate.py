@@ -183,6 +183,7 @@ def check_batch_size(cid: str, cell: dict, origin: str) -> None:
                           f"{cell['dataset']} training split, {rows} rows{subset}")
 
 
+TENSORBOARD_EXTRA = "pip install -e '.[tensorboard]'"  # how to get the optional dependency of `tensorboard: true`
 DEPRECATED_KEYS = {"probes": "measurements"}  # old top-level key -> its name now
 
 
@@ -207,7 +208,7 @@ def check_study(config: dict, cli: Mapping[str, Any] | None = None) -> dict[str,
     apply_overrides(config, cli or {})
     raise_if(errors(config_validator(), config))
     if config["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("tensorboard: true needs the tensorboard package: pip install -e '.[tensorboard]'")
+        raise ConfigError(f"tensorboard: true needs the tensorboard package: {TENSORBOARD_EXTRA}")
     check_parts(config)
     origins: dict[str, str] = {}
     cells = expand_cells(config, origins)
