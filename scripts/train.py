@@ -8,11 +8,12 @@ from layerlab import __version__
 from layerlab.core.store import write_store
 from layerlab.training.checkpoint import Checkpoint, Interrupted
 from layerlab.training.loop import train_cell
-from layerlab.workflow.jobs import fail
+from layerlab.workflow.jobs import fail, start_log
 from layerlab.workflow.runtime import cell_job
 from layerlab.workflow.watch import job_writers
 
 snakemake = globals()["snakemake"]
+start_log(snakemake)
 writers = job_writers(snakemake)  # first: the cell's progress record names this job, whatever fails next
 cell, device, data, model = cell_job(snakemake)
 settings = snakemake.config["checkpoint"]
