@@ -102,8 +102,12 @@ def bar(fraction: float, width: int) -> str:
     return ("█" * full + (BLOCKS[part] if part else "")).ljust(width)
 
 
-def number(value: float | None, spec: str) -> str:
-    return "" if value is None or not math.isfinite(value) else format(value, spec)
+def number(value: float | None, spec: str = ".3g", width: int = 7) -> str:
+    """`value` in at most `width` columns (3 significant digits, else 2 in e-notation); blank when unknown."""
+    if value is None or not math.isfinite(value):
+        return ""
+    text = format(value, spec)
+    return text if len(text) <= width else f"{value:.1e}"
 
 
 def fit(label: str, width: int) -> str:
@@ -146,9 +150,9 @@ def render(study: str, axes: list[str], rows: list[CellStatus], width: int = 80,
             continue
         steps = f"{r.step}/{r.total}" if r.step is not None and r.total else ""
         eta = duration(r.eta if r.eta is not None else math.nan) if r.state == "running" else ""
-        pace = f"{r.note:>14}" if r.note else f"{number(r.rate, '.3g'):>7} {eta:>6}"  # a note: in their place
-        lines.append(f"{head}{bar(r.fraction, 10)} {steps:>11} {number(r.loss, '.3g'):>7} "
-                     f"{number(r.test_acc, '.3f'):>6} {pace}".rstrip())
+        pace = f"{r.note:>14}" if r.note else f"{number(r.rate):>7} {eta:>6}"  # a note: in their place
+        lines.append(f"{head}{bar(r.fraction, 10)} {steps:>11} {number(r.loss):>7} {number(r.test_acc, '.3f'):>6} "
+                     f"{pace}".rstrip())
     if short and (hidden := [s for s in ("done", "pending") if counts[s]]):
         lines.append(f"({', '.join(f'{counts[s]} {s}' for s in hidden)} not listed: --all lists every cell)")
     return "\n".join(lines)
