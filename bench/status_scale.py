@@ -28,7 +28,7 @@ from dag_scale import study
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from layerlab.core.config import STORE_FILE, canonical_json  # noqa: E402
+from layerlab.core.config import canonical_json  # noqa: E402
 from layerlab.workflow.paths import CellFiles, study_dir  # noqa: E402
 from layerlab.workflow.status import render, study_status  # noqa: E402
 from layerlab.workflow.validate import check_study  # noqa: E402
