@@ -58,6 +58,8 @@ class ProbeSpec:
     layer_maps: bool = False  # reads the one Linear/Conv map of every layer (the model must have them)
     check: Check | None = None
     parameters: Mapping[str, dict] = field(default_factory=dict)  # cell parameters it adds (JSON schema, default)
+    packs: bool = False  # runs in a cell pack: on each packed cell's own network, whose weights are views of the
+    # pack's fused ones (layerlab.training.pack); a probe that does not makes its cells train unfused
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class RegimeSpec:
     parameters: Mapping[str, dict] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)  # the variant of `impl`: keyword arguments it takes
     k_filter: str | None = None  # how it applies `k_filter`: "before" training, "online" per stage, None: not at all
+    packs: bool = False  # its cells can train fused in a pack (one stage over the whole network)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,22 @@ def cell_defaults() -> dict[str, Any]:
     return {k: v["default"] for k, v in schema("cell")["properties"].items()}
 
 
+@cache
+def per_model_keys() -> frozenset[str]:
+    """Cell parameters each model of a fused pack may have its own value of (`per_model: true` in the cell schema,
+    plug-ins' parameters included)."""
+    return frozenset(k for k, v in schema("cell")["properties"].items() if v.get("per_model"))
+
+
+def fuse_settings(config: dict) -> dict | None:
+    """The study's `fuse` settings (a validated config): None when packs are off."""
+    fuse = config["fuse"]
+    if fuse is False:
+        return None
+    defaults = {k: v["default"] for k, v in schema("config")["properties"]["fuse"]["properties"].items()}
+    return defaults | (fuse if isinstance(fuse, dict) else {})
+
+
 def _describe(err: ValidationError, prefix: tuple) -> Iterator[str]:
     loc = where((*prefix, *err.absolute_path))
     if err.validator == "additionalProperties":
