@@ -62,10 +62,15 @@ MEASUREMENT_SOURCES = {p: resolve(MEASUREMENTS[p].source)(CELLS) if MEASUREMENTS
 # Cell packs (layerlab.workflow.packs): the cells this run trains (those without a store), several to a job, cells that
 # differ only in per-model parameters fused into one network. Each pack job stages its cells' outputs; every cell's
 # own train job takes them over (its input: the pack's manifest).
+# Locally at least as many packs as cores; a cluster runs packs side by side anyway (one job each, on one GPU).
+try:
+    _cores = workflow.cores if workflow.local_exec else 1
+except WorkflowError:  # a dry run without --cores
+    _cores = 1
 _fuse = fuse_settings(config)
 PACKS = {} if _fuse is None else plan_packs(
     CELLS, lambda c: Path(f"{OUT}/cells/{c}/train.zarr/{STORE_FILE}").exists(), per_model_keys(), _fuse["max_cells"],
-    workflow.cores)
+    _cores)
 PACK_OF = {cell: pack for pack, members in PACKS.items() for cell in members}
 # Local GPUs (layerlab.workflow.gpus): each training job claims one (device, slot) of this pool and sees only that device.
 # On a cluster SLURM binds the devices instead (profiles/slurm asks for gpu=1 per training job).

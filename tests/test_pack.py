@@ -216,12 +216,14 @@ def test_packed_cell_equals_the_cell_alone(digits, all_packed, name):
     assert_same_cell(reference, all_packed[name], f"{name} with all")
 
 
-def test_pack_of_sixteen_seeds_and_learning_rates(digits):
-    """The packs a sweep makes: 16 cells differing in seed and lr, one of them (lr 10 with SGD) diverging at once;
-    each equals its cell alone, the diverged one included."""
+def test_pack_of_sixteen_seeds_and_learning_rates(digits, caplog):
+    """The packs a sweep makes: 16 cells differing in seed and lr (15 of them fused as one network), one of them
+    (lr 1e12 with SGD) diverging at once; each equals its cell alone, the diverged one included."""
     cells = {f"s{s}": make_cell(**{**BASE, "seed": s, "lr": 1e-3 * (1 + s % 4), "steps": 12}) for s in range(15)}
     cells["diverges"] = make_cell(**{**BASE, "seed": 3, "optimizer": "sgd", "lr": 1e12, "steps": 12})
-    results = packed(cells, digits)
+    with caplog.at_level(logging.INFO, logger="layerlab.training.pack"):
+        results = packed(cells, digits)
+    assert "fused 15 cells" in caplog.text
     assert bool(results["diverges"][0]["diverged"]) and int(results["diverges"][0]["diverged_step"]) < 12
     for name in ("s0", "s7", "s14", "diverges"):
         assert_same_cell(alone(cells[name], digits), results[name], name)
@@ -251,6 +253,23 @@ def test_cells_that_cannot_fuse_train_one_after_another(digits, caplog):
              "other_width": make_cell(**{**BASE, "width": 20})}
     with caplog.at_level(logging.INFO, logger="layerlab.training.pack"):
         results = packed(cells, digits)
+    assert "fused 1 cells (other_width)" in caplog.text
     assert "layerwise trains unfused: training 'layerwise' does not run in a pack" in caplog.text
     for name, cell in cells.items():
         assert_same_cell(alone(cell, digits), results[name], name)
+
+
+def test_groups_fit_the_device_budget(digits):
+    """On a GPU a fused group holds at most what fits HEADROOM of the free memory: at the measured step memory of
+    one cell (layerlab.training.memory), a budget of 2.5 cells' steps splits 5 cells into groups of 2, 2 and 1."""
+    from layerlab.training.memory import first_batch, stage_memory
+    from layerlab.training.pack import fitting, prepare
+
+    cells = {f"s{s}": make_cell(**{**BASE, "seed": s}) for s in range(5)}
+    members = [prepare(name, cell, digits, build_model(cell, digits.input_shape, digits.n_classes), None)
+               for name, cell in cells.items()]
+    one = stage_memory(members[0].stage, *first_batch(cells["s0"], digits.train.x, digits.train.y)).total
+    assert one > 0
+    assert [len(part) for part in fitting(members, int(2.5 * one))] == [2, 2, 1]
+    assert [len(part) for part in fitting(members, None)] == [5]  # the CPU: no limit
+    assert [len(part) for part in fitting(members, one // 2)] == [1] * 5  # at least one cell per group

@@ -31,9 +31,11 @@ from layerlab.training.checkpoint import Checkpoint, Interrupted
 from layerlab.training.fused import ModelRNG, NotFusable, fuse, unfuse
 from layerlab.training.fused_optim import FusedOptimizer, FusedParam, own_state
 from layerlab.training.loop import Loop, train_cell
+from layerlab.training.memory import first_batch, stage_memory
 from layerlab.training.stage import Stage, StepState
 
 log = logging.getLogger("layerlab.training.pack")
+HEADROOM = 0.8  # of a GPU's free memory a fused group may take: the allocator's overhead and workspaces need the rest
 
 
 @dataclass
@@ -73,9 +75,11 @@ def train_pack(cells: dict[str, dict], data: dict[str, Dataset], models: dict[st
             results[name] = train_cell(cell, data[name], models[name], device, checkpoints[name])
         else:
             members.append(prepare(name, cell, data[name], models[name].to(device), checkpoints[name]))
+    budget = device_budget(device)
     for group in fusable_groups(members):
-        for member in Group(group).train():
-            results[member.name] = member.loop.result(member.stage, member.seconds)
+        for part in fitting(group, budget):
+            for member in Group(part).train():
+                results[member.name] = member.loop.result(member.stage, member.seconds)
     return {name: results[name] for name in cells}
 
 
@@ -105,6 +109,28 @@ def fusable_groups(members: list[Member]) -> list[list[Member]]:
     for member in members:
         groups.setdefault(signature(member), []).append(member)
     return list(groups.values())
+
+
+def device_budget(device: torch.device) -> int | None:
+    """Bytes a fused group may hold on a GPU: HEADROOM of its free memory (None on the CPU: no limit)."""
+    if device.type != "cuda":
+        return None
+    return int(HEADROOM * torch.cuda.mem_get_info(device)[0])
+
+
+def fitting(group: list[Member], budget: int | None) -> list[list[Member]]:
+    """The group in consecutive parts that fit `budget` bytes, at what one training step of its first cell holds
+    (its parameters, gradients, optimizer state, saved activations and batch: `layerlab.training.memory`) per cell."""
+    if budget is None or len(group) == 1:
+        return [group]
+    first = group[0]
+    per_cell = stage_memory(first.stage, *first_batch(first.loop.cell, first.loop.data.train.x,
+                                                      first.loop.data.train.y)).total
+    size = max(1, budget // per_cell)
+    if size < len(group):
+        log.info("a step of %s holds %.1f MB: fused groups of %d cells fit the device's %.0f MB", first.name,
+                 per_cell / 1e6, size, budget / 1e6)
+    return [group[i:i + size] for i in range(0, len(group), size)]
 
 
 class Group:

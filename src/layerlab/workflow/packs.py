@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -112,7 +113,7 @@ def take_over_job(snakemake) -> bool:
         return False
     start_log(snakemake)
     lines = Path(manifest["log"]).read_text().splitlines() if Path(manifest["log"]).exists() else []
-    mine = [line for line in lines if f"{cell_id}:" in line or f"{cell_id} " in line]
+    mine = [line for line in lines if re.search(re.escape(cell_id) + r"(?=[:\s/)])", line)]
     logging.info("trained in a pack of %d cells (log: %s); its lines:\n%s", len(manifest["cells"]), manifest["log"],
                  "\n".join(mine))
     return True
