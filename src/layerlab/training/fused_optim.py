@@ -53,6 +53,7 @@ class FusedParam:
     grad: Callable[[], torch.Tensor | None]
     shadows: list[nn.Parameter]
     optimizers: list[torch.optim.Optimizer]
+    stacked: bool = False  # autograd fills the models' own gradients (else the fused tensor's)
 
     @classmethod
     def of_leaf(cls, leaf: nn.Parameter, shadows: list[nn.Parameter],
@@ -73,13 +74,33 @@ class FusedParam:
             if all(g is None for g in grads):
                 return None
             return torch.stack([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)])
-        return cls(stacked, grad, params, optimizers)
+        return cls(stacked, grad, params, optimizers, stacked=True)
+
+    def zero_grad(self) -> None:
+        """Before a backward pass (as each model's `optimizer.zero_grad(set_to_none=True)`)."""
+        if self.stacked:
+            for p in self.shadows:
+                p.grad = None
+        else:
+            self.tensor.grad = None
 
     def share_grad(self, ks: list[int]) -> None:
         """Models ks see their rows of the fused gradient as their own `.grad` (a fused network's parameter)."""
         if self.tensor.grad is not None:
             for k in ks:
                 self.shadows[k].grad = self.tensor.grad[k]
+
+
+@dataclass
+class Entry:
+    """A fused parameter as the optimizer steps it: the models' param groups (their lr read at every step, the rest
+    fixed) and their state dicts for it."""
+
+    param: FusedParam
+    groups: list[dict]
+    states: list[dict]
+    decay: list[float]
+    momentum: list[float]
 
 
 class FusedOptimizer:
@@ -90,22 +111,39 @@ class FusedOptimizer:
         if len(kinds) > 1 or not kinds <= {torch.optim.Adam, torch.optim.SGD}:
             raise ValueError(f"fused steps exist for Adam and SGD, one kind per pack (got {kinds})")
         self.adam = kinds == {torch.optim.Adam}
-        self.params: list[tuple[FusedParam, list[dict]]] = []
+        self.entries: list[Entry] = []
         for param in params:
-            found = [next((g for g in opt.param_groups if any(q is p for q in g["params"])), None)
-                     for opt, p in zip(param.optimizers, param.shadows, strict=True)]
-            if all(group is None for group in found):
+            groups = [next((g for g in opt.param_groups if any(q is p for q in g["params"])), None)
+                      for opt, p in zip(param.optimizers, param.shadows, strict=True)]
+            if all(group is None for group in groups):
                 continue  # trained by none of the models (frozen weights)
-            if any(group is None for group in found):
+            if any(group is None for group in groups):
                 raise ValueError("a fused parameter is trained by some models and not by others")
-            self.params.append((param, found))
+            self.check(groups)
+            states = [opt.state[p] for opt, p in zip(param.optimizers, param.shadows, strict=True)]
+            self.entries.append(Entry(param, groups, states, [g["weight_decay"] for g in groups],
+                                      [g.get("momentum", 0.0) for g in groups]))
         self.adopt()
+
+    def check(self, groups: list[dict]) -> None:
+        """The models' settings a fused step must share (all but lr, weight decay and momentum)."""
+        if self.adam:
+            same([g["betas"] for g in groups], "Adam betas")
+            same([g["eps"] for g in groups], "Adam eps")
+            if any(g["amsgrad"] or g["maximize"] or g.get("decoupled_weight_decay") for g in groups):
+                raise ValueError("fused Adam steps plain Adam (no amsgrad, maximize or decoupled weight decay)")
+        else:
+            same([g["nesterov"] for g in groups], "SGD nesterov")
+            if any(g["maximize"] or g["dampening"] for g in groups):
+                raise ValueError("fused SGD steps plain SGD (no maximize, no dampening)")
+            if any(g["momentum"] for g in groups) and not all(g["momentum"] for g in groups):
+                raise ValueError("fused SGD needs momentum in every model or in none")
 
     def adopt(self) -> None:
         """Fused state from the models' optimizer states (empty before the first step, or restored from
         checkpoints), each model's entries becoming views of it."""
-        for param, _ in self.params:
-            states = self.state(param)
+        for entry in self.entries:
+            states = entry.states
             for name in {name for state in states for name in state}:
                 if any(name not in state for state in states):
                     raise ValueError(f"the fused models' optimizer states differ (only some have {name})")
@@ -116,71 +154,57 @@ class FusedOptimizer:
                     state[name] = stack[k]
 
     def zero_grad(self) -> None:
-        for param, _ in self.params:
-            param.tensor.grad = None
+        for entry in self.entries:
+            entry.param.zero_grad()
 
     @torch.no_grad()
     def step(self) -> None:
-        for param, groups in self.params:
-            grad = param.grad()
-            if grad is None:
-                continue
-            (self.adam_step if self.adam else self.sgd_step)(param.tensor, grad, self.state(param), groups)
+        for entry in self.entries:
+            grad = entry.param.grad()
+            if grad is not None:
+                (self.adam_step if self.adam else self.sgd_step)(entry, entry.param.tensor, grad)
 
-    @staticmethod
-    def state(param: FusedParam) -> list[dict]:
-        return [opt.state[p] for opt, p in zip(param.optimizers, param.shadows, strict=True)]
-
-    def adam_step(self, param: torch.Tensor, grad: torch.Tensor, states: list[dict], groups: list[dict]) -> None:
-        beta1, beta2 = same([g["betas"] for g in groups], "Adam betas")
-        eps = same([g["eps"] for g in groups], "Adam eps")
-        if any(g["amsgrad"] or g["maximize"] or g.get("decoupled_weight_decay") for g in groups):
-            raise ValueError("fused Adam steps plain Adam (no amsgrad, maximize or decoupled weight decay)")
+    def adam_step(self, entry: Entry, param: torch.Tensor, grad: torch.Tensor) -> None:
+        beta1, beta2 = entry.groups[0]["betas"]
+        states = entry.states
         if not states[0]:  # the first step: torch's lazy state, as views of fused tensors
             self.init_state(states, step=torch.zeros(len(states)), exp_avg=torch.zeros_like(param),
                             exp_avg_sq=torch.zeros_like(param))
         steps, exp_avg, exp_avg_sq = (self.fused_state(states, name) for name in ("step", "exp_avg", "exp_avg_sq"))
         steps += 1
-        decay = [g["weight_decay"] for g in groups]
-        if any(decay):
+        if any(entry.decay):
             grad = grad.clone()
-            add_rows(grad, param, decay)
+            add_rows(grad, param, entry.decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step = float(steps[0])  # the models step in lockstep (adopt() stacked equal counts)
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
-        step_sizes = [g["lr"] / bias_correction1 for g in groups]
-        denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
+        step_sizes = [g["lr"] / bias_correction1 for g in entry.groups]
+        denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(entry.groups[0]["eps"])
         if len(set(step_sizes)) == 1:
             param.addcdiv_(exp_avg, denom, value=-step_sizes[0])
         else:  # addcdiv's own arithmetic, self + (value * t1) / t2, with a value per model
             param.add_(exp_avg.mul(column([-s for s in step_sizes], param)).div_(denom))
 
-    def sgd_step(self, param: torch.Tensor, grad: torch.Tensor, states: list[dict], groups: list[dict]) -> None:
-        if any(g["maximize"] or g["dampening"] for g in groups):
-            raise ValueError("fused SGD steps plain SGD (no maximize, no dampening)")
-        nesterov = same([g["nesterov"] for g in groups], "SGD nesterov")
-        momentum = [g["momentum"] for g in groups]
-        decay = [g["weight_decay"] for g in groups]
-        if any(decay):
+    def sgd_step(self, entry: Entry, param: torch.Tensor, grad: torch.Tensor) -> None:
+        states, momentum = entry.states, entry.momentum
+        if any(entry.decay):
             grad = grad.clone()
-            add_rows(grad, param, decay)
+            add_rows(grad, param, entry.decay)
         if any(momentum):
-            if not all(momentum):
-                raise ValueError("fused SGD needs momentum in every model or in none")
             if states[0].get("momentum_buffer") is None:
                 self.init_state(states, momentum_buffer=grad.detach().clone())
                 buf = self.fused_state(states, "momentum_buffer")
             else:
                 buf = self.fused_state(states, "momentum_buffer")
                 buf.mul_(column(momentum, buf)).add_(grad)
-            if nesterov:
+            if entry.groups[0]["nesterov"]:
                 grad = grad.clone()
                 add_rows(grad, buf, momentum)
             else:
                 grad = buf
-        add_rows(param, grad, [-g["lr"] for g in groups])
+        add_rows(param, grad, [-g["lr"] for g in entry.groups])
 
     @staticmethod
     def init_state(states: list[dict], **fused: torch.Tensor) -> None:

@@ -216,9 +216,7 @@ class Group:
 
     def update(self, going: list[tuple[int, StepState]], leaving: list[Member]) -> None:
         """The unfused update (`Loop.update`) of the members that go on, as one fused backward and step."""
-        self.optimizer.zero_grad()
-        for k, _ in going:
-            self.active[k].stage.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # each model's gradients, as its own optimizer.zero_grad(set_to_none=True)
         torch.stack([state.loss for _, state in going]).sum().backward()
         for param in self.params:
             param.share_grad([k for k, _ in going])
