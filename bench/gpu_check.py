@@ -247,7 +247,7 @@ def pack_check(datasets: Path, device: torch.device, tiny: bool, steps: int) -> 
     against its cell alone (bit for bit on the CPU; on a GPU the deviation, which cuBLAS may make non-zero)."""
     from layerlab.nets.models import build_model
     from layerlab.training.loop import train_cell
-    from layerlab.training.pack import train_pack
+    from layerlab.training.pack import build, train_pack
 
     size = dict(width=32, depth=5) if tiny else dict(width=1000, depth=50)
     cells = {f"seed~{s}": {**default_cells(steps)[next(iter(default_cells(steps)))], **size, "loss": "ce",
@@ -255,11 +255,11 @@ def pack_check(datasets: Path, device: torch.device, tiny: bool, steps: int) -> 
     cells = {k: {key: v for key, v in c.items() if key != "full_steps"} for k, c in cells.items()}
     path = datasets / "digits.npz"
     data = load(path, device)
-    models = {k: build_model(c, data.input_shape, data.n_classes) for k, c in cells.items()}
+    built = {k: build(c, data) for k, c in cells.items()}
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     sync()
     start = time.perf_counter()
-    packed = train_pack(cells, dict.fromkeys(cells, data), models, device, dict.fromkeys(cells))
+    packed = train_pack(cells, dict.fromkeys(cells, data), built, device, dict.fromkeys(cells))
     sync()
     packed_s = time.perf_counter() - start
     alone, start = {}, time.perf_counter()

@@ -34,7 +34,7 @@ from train_speed import make_cell, prepared
 from layerlab.data.datasets import Dataset, Split
 from layerlab.nets.models import build_model
 from layerlab.training.loop import train_cell
-from layerlab.training.pack import train_pack
+from layerlab.training.pack import build, train_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -51,8 +51,8 @@ def sequential(cells: dict[str, dict], data: Dataset) -> float:
 
 def packed(cells: dict[str, dict], data: Dataset) -> float:
     """Seconds to train the cells as one pack (the sum of their shares of the pack's training loop)."""
-    models = {name: build_model(cell, data.input_shape, data.n_classes) for name, cell in cells.items()}
-    results = train_pack(cells, dict.fromkeys(cells, data), models, DEVICE, dict.fromkeys(cells))
+    built = {name: build(cell, data) for name, cell in cells.items()}
+    results = train_pack(cells, dict.fromkeys(cells, data), built, DEVICE, dict.fromkeys(cells))
     return sum(float(ds["train_seconds"]) for ds, _ in results.values())
 
 

@@ -21,7 +21,7 @@ from layerlab.training.checkpoint import Interrupted
 from layerlab.training.fused import ModelRNG, fuse
 from layerlab.training.fused_optim import FusedOptimizer, FusedParam
 from layerlab.training.loop import train_cell
-from layerlab.training.pack import train_pack
+from layerlab.training.pack import build, train_pack
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -54,8 +54,8 @@ def alone(cell: dict, data, checkpoint=None) -> tuple[xr.Dataset, dict]:
 
 def packed(cells: dict[str, dict], data, checkpoints: dict | None = None) -> dict[str, tuple[xr.Dataset, dict]]:
     torch.set_num_threads(1)
-    models = {name: build_model(cell, data.input_shape, data.n_classes) for name, cell in cells.items()}
-    results = train_pack(cells, {name: data for name in cells}, models, torch.device("cpu"),
+    built = {name: build(cell, data) for name, cell in cells.items()}
+    results = train_pack(cells, {name: data for name in cells}, built, torch.device("cpu"),
                          checkpoints or dict.fromkeys(cells))
     return {name: (ds, {k: v.clone() for k, v in model.state_dict().items()}) for name, (ds, model) in results.items()}
 
@@ -273,3 +273,23 @@ def test_groups_fit_the_device_budget(digits):
     assert [len(part) for part in fitting(members, int(2.5 * one))] == [2, 2, 1]
     assert [len(part) for part in fitting(members, None)] == [5]  # the CPU: no limit
     assert [len(part) for part in fitting(members, one // 2)] == [1] * 5  # at least one cell per group
+
+
+CONV = {  # convolutional networks packed: BatchNorm per model, dropout from each cell's own RNG stream
+    "resnet_sgd": dict(model="resnet", depth=8, width=4, bn_variant="bn_gamma_beta", optimizer="sgd", lr=0.05,
+                       momentum=0.9, weight_decay=1e-4),
+    "all_cnn_c_dropout": dict(model="all_cnn_c", width_scale=0.05, input_resize=32, batch_size=16),
+}
+
+
+@pytest.mark.parametrize("name", CONV)
+def test_packed_conv_cells_equal_the_cells_alone(digits_path, name):
+    from layerlab.workflow.runtime import load_data
+
+    torch.set_num_threads(1)
+    overrides = {**BASE, "steps": 6, "log_every": 3, "eval_every": 6, "test_subset": 64, **CONV[name]}
+    cells = {f"seed~{s}": make_cell(**overrides, seed=s) for s in range(2)}
+    data = load_data(cells["seed~0"], digits_path, torch.device("cpu"))
+    results = packed(cells, data)
+    for cid, cell in cells.items():
+        assert_same_cell(alone(cell, data), results[cid], cid)

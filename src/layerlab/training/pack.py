@@ -27,6 +27,7 @@ from layerlab.catalog.checks import active_probes
 from layerlab.core.registry import PROBES, REGIMES
 from layerlab.data.datasets import Dataset
 from layerlab.nets.layers import Network
+from layerlab.nets.models import build_model
 from layerlab.training.checkpoint import Checkpoint, Interrupted
 from layerlab.training.fused import ModelRNG, NotFusable, fuse, unfuse
 from layerlab.training.fused_optim import FusedOptimizer, FusedParam, own_state
@@ -64,17 +65,32 @@ def unfused_reason(cell: dict) -> str | None:
     return None
 
 
-def train_pack(cells: dict[str, dict], data: dict[str, Dataset], models: dict[str, Network], device: torch.device,
+@dataclass
+class Built:
+    """A cell's network with its initial weights, and the global-RNG state right after building it: where the
+    cell's own stream continues (what its training alone would draw from, e.g. dropout masks)."""
+
+    model: Network
+    rng: torch.Tensor
+
+
+def build(cell: dict, data: Dataset) -> Built:
+    model = build_model(cell, data.input_shape, data.n_classes)
+    return Built(model, torch.get_rng_state())
+
+
+def train_pack(cells: dict[str, dict], data: dict[str, Dataset], built: dict[str, Built], device: torch.device,
                checkpoints: dict[str, Checkpoint | None]) -> dict[str, tuple[xr.Dataset, Network]]:
-    """Train every cell (name -> cell, its dataset, its network with its initial weights, its checkpoint); return
-    each cell's metrics Dataset and trained network, as `train_cell` would alone."""
+    """Train every cell (name -> cell, its dataset, its built network, its checkpoint); return each cell's metrics
+    Dataset and trained network, as `train_cell` would alone."""
     results, members = {}, []
     for name, cell in cells.items():
+        torch.set_rng_state(built[name].rng)  # the cell's own stream, as if its network had just been built
         if reason := unfused_reason(cell):
             log.info("%s trains unfused: %s", name, reason)
-            results[name] = train_cell(cell, data[name], models[name], device, checkpoints[name])
+            results[name] = train_cell(cell, data[name], built[name].model, device, checkpoints[name])
         else:
-            members.append(prepare(name, cell, data[name], models[name].to(device), checkpoints[name]))
+            members.append(prepare(name, cell, data[name], built[name].model.to(device), checkpoints[name]))
     budget = device_budget(device)
     for group in fusable_groups(members):
         for part in fitting(group, budget):

@@ -18,10 +18,10 @@ from layerlab.core.registry import load_plugins
 from layerlab.core.store import write_store
 from layerlab.data.datasets import Dataset, DatasetUnavailable
 from layerlab.nets.layers import Network
-from layerlab.nets.models import build_model, save_init
+from layerlab.nets.models import save_init
 from layerlab.training.checkpoint import Checkpoint, Interrupted, catch_signals
 from layerlab.training.loop import train_cell
-from layerlab.training.pack import train_pack
+from layerlab.training.pack import build, train_pack
 from layerlab.workflow import packs
 from layerlab.workflow.jobs import start_log
 from layerlab.workflow.runtime import cell_job, load_data, setup
@@ -72,14 +72,14 @@ def train_pack_job(snakemake) -> None:
     settings, staging = snakemake.config["checkpoint"], Path(snakemake.params.staging)
     shutil.rmtree(staging, ignore_errors=True)  # what a killed run of this pack staged
     loaded: dict[str, Dataset] = {}
-    models, checkpoints = {}, {}
+    built, checkpoints = {}, {}
     try:
         for cid, cell in cells.items():
             data = dataset(cell, snakemake.input[cell["dataset"]], device, loaded)
             target = packs.staged(staging, cid)
             target.mkdir(parents=True, exist_ok=True)
-            models[cid] = build_model(cell, data.input_shape, data.n_classes)
-            save_init(models[cid], cell, data.input_shape, data.n_classes, target / "init.pt")
+            built[cid] = build(cell, data)
+            save_init(built[cid].model, cell, data.input_shape, data.n_classes, target / "init.pt")
             checkpoints[cid] = Checkpoint(Path(snakemake.params.checkpoints) / cid, cell, settings["every"],
                                           settings["minutes"])
     except DatasetUnavailable as err:
@@ -87,7 +87,7 @@ def train_pack_job(snakemake) -> None:
     catch_signals(list(checkpoints.values()))
     logging.info("pack %s: %d cells on %s", snakemake.wildcards.pack, len(cells), device)
     try:
-        results = train_pack(cells, {cid: loaded[data_key(cell)] for cid, cell in cells.items()}, models, device,
+        results = train_pack(cells, {cid: loaded[data_key(cell)] for cid, cell in cells.items()}, built, device,
                              checkpoints)
     except Interrupted as err:
         logging.info("%s", err)
