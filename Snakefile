@@ -17,8 +17,8 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 from layerlab.core.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canonical_json  # noqa: E402
-from layerlab.core.registry import MEASUREMENTS, resolve  # noqa: E402
-from layerlab.data.datasets import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
+from layerlab.core.registry import DATASETS, MEASUREMENTS, resolve  # noqa: E402
+from layerlab.data.datasets import DatasetUnavailable, verify as verify_dataset  # noqa: E402
 from layerlab.workflow.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
 
 min_version("9.0")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from layerlab.core.registry import load_plugins
 from layerlab.data.datasets import Dataset, DatasetUnavailable, load
 from layerlab.nets.layers import Network
 from layerlab.nets.models import build_model, load_init, save_init
@@ -48,7 +47,6 @@ def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
     built and saved to the `init` output by the train job, loaded from the `init` input by a measurement); its log
     started and the study's plug-ins loaded."""
     start_log(snakemake)
-    load_plugins(snakemake.config["plugins"])
     cell = json.loads(snakemake.params.cell)
     device = setup(snakemake.threads)
     try:

@@ -23,7 +23,7 @@ from jsonschema.exceptions import ValidationError
 from layerlab.catalog import check_cell
 from layerlab.core.config import ConfigError, expand_cells
 from layerlab.core.messages import nearest, where
-from layerlab.core.registry import extend_schema, load_plugins
+from layerlab.core.registry import DATASETS, extend_schema, load_plugins
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"  # package data
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -188,9 +188,7 @@ def check_parts(config: dict) -> None:
 
 
 def check_batch_size(cid: str, cell: dict, origin: str) -> None:
-    from layerlab.data.datasets import SPLIT_SIZES
-
-    n = SPLIT_SIZES[cell["dataset"]][0]
+    n = DATASETS[cell["dataset"]].splits[0]
     rows = min(n, cell["train_subset"]) if cell["train_subset"] else n
     if cell["batch_size"] > rows:
         subset = f" (train_subset {cell['train_subset']})" if cell["train_subset"] else ""
