@@ -14,7 +14,6 @@ import xarray as xr
 
 from layerlab import __version__
 from layerlab.core.config import canonical_json
-from layerlab.core.registry import load_plugins
 from layerlab.core.store import write_store
 from layerlab.data.datasets import Dataset, DatasetUnavailable
 from layerlab.nets.layers import Network
@@ -66,7 +65,6 @@ def train_pack_job(snakemake) -> None:
     """Rule `pack`: train the pack's cells in this one process (those that fuse as one network), each resuming from
     its own checkpoint, and stage every cell's outputs for its own train job (`layerlab.workflow.packs`)."""
     start_log(snakemake)
-    load_plugins(snakemake.config["plugins"])
     cells = json.loads(snakemake.params.cells)
     device = setup(snakemake.threads)
     settings, staging = snakemake.config["checkpoint"], Path(snakemake.params.staging)
