@@ -22,6 +22,7 @@ from test_checkpoint import StopAt
 from layerlab.nets.models import build_model
 from layerlab.training.checkpoint import Checkpoint, Interrupted
 from layerlab.training.loop import train_cell
+from layerlab.training.pack import build, train_pack
 from layerlab.training.progress import Tick
 from layerlab.workflow.watch import Console, ProgressFile, failure, job_alive, read_progress
 
@@ -61,6 +62,23 @@ def test_the_log_line_says_which_step_the_test_accuracy_is_from(digits, caplog):
     assert [t.step for t in spy.ticks] == list(ds["step"].values) and spy.final is ds
     assert all(t.total == 40 and t.stage is None for t in spy.ticks)
     assert all(math.isfinite(t.rate) and t.rate > 0 for t in spy.ticks[1:])
+
+
+def test_each_cell_of_a_pack_reports_its_own_progress(digits, caplog):
+    """Two cells fused into one network: each one's writers see its own loop's steps, losses and final metrics."""
+    torch.set_num_threads(1)
+    cells = {"seed~0": make_cell(**CELL, seed=0), "seed~1": make_cell(**{**CELL, "lr": 3e-3}, seed=1)}
+    spies = {name: Ticks() for name in cells}
+    with caplog.at_level(logging.INFO, logger="layerlab.training.loop"):
+        results = train_pack(cells, dict.fromkeys(cells, digits), {n: build(c, digits) for n, c in cells.items()},
+                             torch.device("cpu"), dict.fromkeys(cells), {n: (spy,) for n, spy in spies.items()})
+    assert "trains unfused" not in caplog.text  # they did fuse
+    for name, spy in spies.items():
+        ds = results[name][0]
+        assert [t.step for t in spy.ticks] == list(ds["step"].values) and spy.final is ds
+        assert [t.loss for t in spy.ticks] == pytest.approx(ds["loss"].values.tolist(), rel=1e-6)
+        assert caplog.text.count(f"{name}: step ") == len(spy.ticks)  # the log lines name their cell
+    assert [t.loss for t in spies["seed~0"].ticks] != [t.loss for t in spies["seed~1"].ticks]
 
 
 def test_a_resumed_run_has_its_rate_and_eta_from_its_first_line(digits, tmp_path):
@@ -133,8 +151,8 @@ def test_failure_is_the_last_failed_line_of_this_job(tmp_path):
 
 def test_a_job_logs_the_error_it_fails_with(tmp_path):
     """An uncaught error and an expected one (`fail`) both end up in the job's log as one `failed:` line."""
-    code = ("import sys; from types import SimpleNamespace; from layerlab.workflow.jobs import start_log, fail\n"
-            "start_log(SimpleNamespace(log=[sys.argv[1]]))\n"
+    code = ("import sys; from layerlab.workflow.jobs import log_to, fail\n"
+            "log_to(sys.argv[1])\n"
             "if sys.argv[2] == 'raise': raise ValueError('bad value\\nmore detail')\n"
             "fail('dataset is corrupt: delete it')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ STUDY = {
     "plugins": [PLUGIN],  # depth 5 raises at step 100 (tests/plugins/fail_at.py, LAYERLAB_TEST_FAIL_DEPTH)
     "progress_seconds": 2,
     "tensorboard": True,
+    "fuse": False,  # one job per cell (a pack is tested below)
 }
 
 
@@ -48,28 +50,39 @@ def run_status(workdir: Path, configfile: Path, *args: str) -> subprocess.Comple
                           capture_output=True, text=True, env=env)
 
 
+def run_watched(workdir: Path, config: dict, seen: Callable[[dict[str, CellStatus]], bool],
+                env: dict | None = None) -> tuple[dict[str, CellStatus] | None, str, int]:
+    """Run the study with Snakemake in the background (-c1), reading its status every 0.2 s: the first status that
+    `seen` accepts, Snakemake's output and exit status."""
+    write_study(workdir, config)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(workdir / "study.yaml"), "-c1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+    mid, deadline = None, time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        now = statuses(workdir, config)
+        if mid is None and seen(now):
+            mid = now
+        time.sleep(0.2)
+    return mid, proc.communicate(timeout=600)[0], proc.returncode
+
+
+def running(now: dict[str, CellStatus], past: int = 100) -> list[CellStatus]:
+    return [s for s in now.values() if s.state == "running" and (s.step or 0) >= past]
+
+
 @pytest.mark.e2e
 def test_status_of_a_study_running_in_the_background(tmp_path):
     workdir = tmp_path / "study"
     write_study(workdir, STUDY)
     before = statuses(workdir, STUDY)
     assert {s.state for s in before.values()} == {"pending"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile",
-           str(workdir / "study.yaml"), "-c1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", "LAYERLAB_TEST_FAIL_DEPTH": "5"})
-    mid, deadline = None, time.monotonic() + 600
-    while proc.poll() is None and time.monotonic() < deadline:
-        now = statuses(workdir, STUDY)
-        running = [s for s in now.values() if s.state == "running" and (s.step or 0) >= 100]
-        if running and mid is None:
-            mid = now, running[0], render("watch", ["depth", "seed"], list(now.values()))
-        time.sleep(0.2)
-    output = proc.communicate(timeout=600)[0]
-    assert proc.returncode != 0, output  # the failing cell fails the run (the others are kept going)
+    now, output, returncode = run_watched(workdir, STUDY, running, {"LAYERLAB_TEST_FAIL_DEPTH": "5"})
+    assert returncode != 0, output  # the failing cell fails the run (the others are kept going)
 
-    assert mid is not None, "never saw a cell running past step 100"
-    now, cell, table = mid
+    assert now is not None, "never saw a cell running past step 100"
+    cell, table = running(now)[0], render("watch", ["depth", "seed"], list(now.values()))
     assert cell.total == 1500 and cell.step % 50 == 0 and cell.rate > 0 and cell.eta > 0
     assert cell.loss > 0 and 0 <= cell.test_acc <= 1
     label = "/".join(part.split("~")[1] for part in cell.cell.split("/"))
@@ -120,6 +133,24 @@ def test_status_of_a_study_running_in_the_background(tmp_path):
     assert {e.step: e.value for e in acc.Scalars("batch_entropy/layer_2")} == dict(zip(
         ds["step"].values.tolist(), ds["batch_entropy"].sel(layer=2).values.tolist(), strict=True))
     assert acc.Scalars("summary/test_acc")[0].value == pytest.approx(float(ds["test_acc"]))
+
+
+@pytest.mark.e2e
+def test_status_of_cells_training_in_a_pack(tmp_path):
+    """Two seeds fused into one network in one pack job: each cell is running at its own step, with its own loss,
+    from its own training loop; done once its train job took its outputs over."""
+    study = {**STUDY, "grid": {"depth": [3], "seed": [0, 1]}, "fuse": {}, "plugins": [], "tensorboard": False}
+    study["fixed"] = {**study["fixed"], "steps": 3000}
+    now, output, returncode = run_watched(tmp_path, study, lambda now: len(running(now)) == 2)
+    assert returncode == 0, output
+    assert now is not None, "never saw both cells running"
+    a, b = now["depth~3/seed~0"], now["depth~3/seed~1"]
+    assert a.total == b.total == 3000 and abs(a.step - b.step) <= 50 and a.loss != b.loss  # lockstep, own values
+    record = json.loads((tmp_path / "results/watch/progress/depth~3/seed~0.json").read_text())
+    assert record["log"].startswith("results/watch/logs/packs/pack_") and record["state"] == "finished"
+    after = statuses(tmp_path, study)
+    assert [s.state for s in after.values()] == ["done", "done"] and after["depth~3/seed~1"].step == 3000
+    assert "depth~3/seed~0: step 0/3000" in output and "depth~3/seed~1: step 3000/3000" in output
 
 
 def test_cell_states_from_the_files_jobs_write(tmp_path):

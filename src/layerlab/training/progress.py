@@ -59,11 +59,11 @@ class ProgressWriter(Protocol):
 
 
 class Progress:
-    """One log line per logged step (step, loss, last test accuracy and its step, speed, time left), passed on to
-    the writers."""
+    """One log line per logged step (step, loss, last test accuracy and its step, speed, time left), prefixed with
+    `name` (a cell's id in a pack), passed on to the writers."""
 
-    def __init__(self, total: int, writers: tuple[ProgressWriter, ...] = ()):
-        self.total, self.writers = max(total, 1), writers
+    def __init__(self, total: int, name: str = "", writers: tuple[ProgressWriter, ...] = ()):
+        self.total, self.writers, self.prefix = max(total, 1), writers, f"{name}: " if name else ""
         self.start, self.first, self.prior_rate = time.perf_counter(), None, math.nan
 
     def resumed(self, step: int, seconds: float) -> None:
@@ -82,7 +82,7 @@ class Progress:
         test_acc, test_step = (run.evals["test_acc"][-1], run.eval_steps[-1]) if run.evals else (math.nan, -1)
         tick = Tick(step, self.total, stage_index, run.scalars["loss"][-1], test_acc, test_step, self.rate(step),
                     loop.seconds())
-        log.info("%s", tick.line())
+        log.info("%s%s", self.prefix, tick.line())
         for writer in self.writers:
             writer.logged(tick, loop)
 

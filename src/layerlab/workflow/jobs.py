@@ -1,6 +1,6 @@
 """What every job script needs, torch-free (the collect, claims and dataset jobs import no torch): its log file, which
 also receives the error a job fails with (a `failed: ...` line, then the traceback: `layerlab.status` shows that
-line), and an expected error ending the job with its message alone."""
+line), the study's plug-ins, and an expected error ending the job with its message alone."""
 
 from __future__ import annotations
 
@@ -10,11 +10,20 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import NoReturn
 
+from layerlab.core.registry import load_plugins
+
+
+def log_to(path: str) -> None:
+    """The library's log lines, and an uncaught error, go to `path` (a job's log file, the rule's `log:`)."""
+    logging.basicConfig(filename=path, level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    sys.excepthook = _log_failure
+
 
 def start_log(snakemake) -> None:
-    """The job's log file (the rule's `log:`) receives the library's log lines and an uncaught error."""
-    logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s", force=True)
-    sys.excepthook = _log_failure
+    """The job's log file receives the library's log lines; the study's plug-ins are imported (a dataset, a
+    measurement or a plot kind of theirs is known to the job)."""
+    log_to(snakemake.log[0])
+    load_plugins(snakemake.config["plugins"])
 
 
 def _log_failure(kind: type[BaseException], err: BaseException, tb: TracebackType | None) -> None:

@@ -71,14 +71,16 @@ def cell_status(cell_id: str, cell: dict, files: CellFiles, now: float) -> CellS
     if record is None:  # no job has started (or one from before the records failed)
         error = failure(files.log)
         return CellStatus(cell_id, "failed", note=error, log=files.log) if error else CellStatus(cell_id, "pending")
+    log = files.root.parents[1] / record["log"]  # the job's: a pack's log for a packed cell
     alive = job_alive(record, now)
-    if alive is False:
-        error = failure(files.log, record["log_offset"]) or (
-            "trained, but its outputs were not written" if record["state"] == "finished" else
-            f"stopped at step {record.get('step') or 0} without an error in its log")
-        return from_record(CellStatus(cell_id, "failed", note=error, log=files.log), record)
+    error = failure(log, record["log_offset"]) if alive is False else None
+    if alive is False and (error or record["state"] != "finished"):
+        error = error or f"stopped at step {record.get('step') or 0} without an error in its log"
+        return from_record(CellStatus(cell_id, "failed", note=error, log=log), record)
     status = from_record(CellStatus(cell_id, "running"), record)
-    if alive is None:
+    if alive is False:  # trained without an error: its outputs wait for its own job (a pack's take-over)
+        status.note = "saving"
+    elif alive is None:
         status.note = f"silent {duration(now - record['updated'])}"
     elif record["state"] == "starting":
         status.note = "starting"
