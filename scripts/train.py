@@ -6,10 +6,10 @@ import sys
 import torch
 
 from layerlab import __version__
-from layerlab.core.store import write_store
+from layerlab.core.disk import WriteFailed
 from layerlab.training.checkpoint import Checkpoint, Interrupted
 from layerlab.training.loop import train_cell
-from layerlab.workflow.runtime import cell_job
+from layerlab.workflow.runtime import cell_job, job_attrs, write_trained
 
 snakemake = globals()["snakemake"]
 cell, device, data, model = cell_job(snakemake)
@@ -18,14 +18,11 @@ checkpoint = Checkpoint(snakemake.params.checkpoint, cell, settings["every"], se
 checkpoint.catch_signals()  # SIGTERM/SIGINT (a time limit, preemption, Ctrl-C): checkpoint, then exit non-zero
 logging.info("training %s on %s", snakemake.wildcards.cell, device)
 try:
-    ds, model = train_cell(cell, data, model, device, checkpoint)
-except Interrupted as err:
+    ds, model = train_cell(cell, data, model, device, checkpoint)  # the finished cell kept in its checkpoint
+    ds.attrs.update(**job_attrs(snakemake), layerlab_version=__version__,
+                    torch_version=torch.__version__, device=str(device))
+    logging.info("test_acc %.4f diverged %s in %.1f s", ds.test_acc, bool(ds.diverged), float(ds.train_seconds))
+    write_trained(ds, model, snakemake.output, checkpoint, settings["keep"])
+except (Interrupted, WriteFailed) as err:
     logging.info("%s", err)
     sys.exit(f"layerlab: {err}")
-ds.attrs.update(config=snakemake.params.cell, cell_id=snakemake.wildcards.cell, layerlab_version=__version__,
-                torch_version=torch.__version__, device=str(device))
-logging.info("test_acc %.4f diverged %s in %.1f s", ds.test_acc, bool(ds.diverged), float(ds.train_seconds))
-torch.save(model.state_dict(), snakemake.output.model)
-write_store(ds, snakemake.output.store)
-if not settings["keep"]:
-    checkpoint.remove()

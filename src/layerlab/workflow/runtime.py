@@ -9,11 +9,15 @@ import sys
 from pathlib import Path
 
 import torch
+import xarray as xr
 
+from layerlab.core.disk import WriteFailed, writing
 from layerlab.core.registry import load_plugins
+from layerlab.core.store import write_store
 from layerlab.data.datasets import Dataset, DatasetUnavailable, load
 from layerlab.nets.layers import Network
 from layerlab.nets.models import build_model, load_init, save_init
+from layerlab.training.checkpoint import Checkpoint
 from layerlab.workflow import gpus
 from layerlab.workflow.jobs import run_script, start_log  # noqa: F401  (re-exported: editing the dataset script would rerun every study)
 
@@ -37,6 +41,13 @@ def setup(threads: int) -> torch.device:
     return device()
 
 
+def job_attrs(snakemake) -> dict[str, str]:
+    """What a per-cell store records of its job: the cell's parameters and id, and the digests of the plug-in code it
+    ran (layerlab.workflow.plugin_code; `python -m layerlab.diff` compares both with the study's)."""
+    return {"config": snakemake.params.cell, "cell_id": snakemake.wildcards.cell,
+            "plugins": snakemake.params.get("plugins", "{}")}
+
+
 def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
     """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights,
     built and saved to the `init` output by the train job, loaded from the `init` input by a measurement); its log
@@ -53,6 +64,24 @@ def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
     if "init" in snakemake.input.keys():  # a measurement: the network the train job initialised
         return cell, device, data, load_init(snakemake.input.init, cell)
     model = build_model(cell, data.input_shape, data.n_classes)  # the train job: seeded initial weights
-    save_init(model, cell, data.input_shape, data.n_classes, snakemake.output.init)
+    try:
+        with writing(snakemake.output.init):
+            save_init(model, cell, data.input_shape, data.n_classes, snakemake.output.init)
+    except WriteFailed as err:
+        sys.exit(f"layerlab: {err}")
     logging.info("%s: %d parameters", cell["model"], sum(p.numel() for p in model.parameters()))
     return cell, device, data, model
+
+
+def write_trained(ds: xr.Dataset, model: Network, output, checkpoint: Checkpoint, keep: bool) -> None:
+    """The train job's outputs, final weights and train.zarr (`output`: the rule's), after `train_cell` saved the
+    finished result in `checkpoint`; the checkpoint is removed then unless `keep`. A failed write raises WriteFailed
+    naming the file, the free space and where the trained cell is kept (the rerun only writes)."""
+    try:
+        with writing(output.model):
+            torch.save(model.state_dict(), output.model)
+        write_store(ds, output.store)
+    except WriteFailed as err:
+        raise WriteFailed(f"{err}; {checkpoint.kept}") from err
+    if not keep:
+        checkpoint.remove()
