@@ -20,24 +20,35 @@ from layerlab.core.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canon
 from layerlab.core.registry import MEASUREMENTS, resolve  # noqa: E402
 from layerlab.data.datasets import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
 from layerlab.workflow.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
+from layerlab.workflow.plugin_code import job_plugins  # noqa: E402
+from layerlab.workflow.study_file import study_config  # noqa: E402
 
 min_version("9.0")
 
 report: "workflow/report/workflow.rst"
 
-# A study file replaces the default config instead of being merged into it (grids must not mix).
+# A study file replaces the default config instead of being merged into it (grids must not mix). It is read again as
+# layerlab reads study files (layerlab.workflow.study_file: `1e-3` is a number, a syntax error names its line).
+STUDY_FILES = workflow.overwrite_configfiles or [Path(workflow.basedir) / "config/config.yaml"]
+try:
+    _study = study_config(STUDY_FILES, workflow.config_settings.config)
+except ConfigError as err:
+    raise WorkflowError(f"layerlab config error: {err}") from None
 if not workflow.overwrite_configfiles:
 
-    configfile: Path(workflow.basedir) / "config/config.yaml"
+    configfile: STUDY_FILES[0]
 
+
+config.update(_study)
 
 # Schemas compiled once (layerlab.workflow.validate): defaults filled, `--config KEY=VALUE` cell overrides applied, every
 # cell checked (its plug-ins' constraints, batch size), plot specs checked against the grid and the variables the
-# study produces. The study's plug-ins first: their parameters and names join the schemas.
+# study produces. The study's plug-ins first (files beside the study file, else in the working directory): their
+# parameters and names join the schemas.
 from layerlab.workflow.validate import check_study  # noqa: E402
 
 try:
-    CELLS = check_study(config, workflow.config_settings.config)
+    CELLS = check_study(config, workflow.config_settings.config, STUDY_FILES[-1].parent)
 except ConfigError as err:
     raise WorkflowError(f"layerlab config error: {err}") from None
 # A corrupt prepared dataset stops the run here, before a job could delete a result computed from it.
@@ -82,6 +93,7 @@ include: "workflow/rules/claims.smk"
 rule all:
     default_target: True
     input:
+        rules.collect.input,  # every cell's stores: a deleted one is made again (Snakemake keeps intermediate files)
         rules.collect.output,
         rules.claims.output,
         expand(f"{OUT}/figures/{{plot}}.png", plot=PLOTS),
