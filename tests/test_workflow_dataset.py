@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY_STUDY, snakemake, write_study
+from conftest import TINY_STUDY, finished_study, private_copy, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -30,17 +29,8 @@ NPZ = Path("resources/datasets/digits.npz")
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """The study run once; each test works on a copy (timestamps kept)."""
-    workdir = tmp_path_factory.mktemp("finished")
-    write_study(workdir, STUDY)
-    snakemake(workdir)
-    return workdir
-
-
-@pytest.fixture
-def workdir(finished, tmp_path) -> Path:
-    shutil.copytree(finished, tmp_path / "run", symlinks=True)
-    return tmp_path / "run"
+    """The study run once; each test changes a `private_copy`."""
+    return finished_study(tmp_path_factory, STUDY)
 
 
 def flip_a_byte(npz: Path) -> None:
@@ -49,7 +39,8 @@ def flip_a_byte(npz: Path) -> None:
     npz.write_bytes(bytes(raw))
 
 
-def test_flipped_byte_in_dataset_fails_before_any_job_and_keeps_results(workdir):
+def test_flipped_byte_in_dataset_fails_before_any_job_and_keeps_results(finished, tmp_path):
+    workdir = private_copy(finished, tmp_path)
     before = results(workdir)
     assert sum(k.endswith("final.pt") for k in before) == 2 and any("train.zarr" in k for k in before)
     npz = NPZ
@@ -73,9 +64,10 @@ def test_flipped_byte_in_dataset_fails_before_any_job_and_keeps_results(workdir)
     assert results(workdir) == before
 
 
-def test_a_flipped_byte_with_size_and_mtime_kept_is_caught_before_any_job(workdir):
+def test_a_flipped_byte_with_size_and_mtime_kept_is_caught_before_any_job(finished, tmp_path):
     """`touch -r`: the file keeps its size and mtime, so a (size, mtime) stamp would skip the hash; its ctime, which
     nothing sets back, does not let it."""
+    workdir = private_copy(finished, tmp_path)
     snakemake(workdir, "-n")  # the copy verified: its stamp holds this copy's file times
     before, npz = results(workdir), workdir / NPZ
     stat = npz.stat()
