@@ -17,7 +17,7 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 from layerlab.core.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canonical_json  # noqa: E402
-from layerlab.core.registry import MEASUREMENTS, resolve  # noqa: E402
+from layerlab.core.registry import MEASUREMENTS, measurement_sources  # noqa: E402
 from layerlab.data.datasets import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
 from layerlab.workflow.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
 from layerlab.workflow.plugin_code import job_plugins  # noqa: E402
@@ -67,8 +67,7 @@ PLOTS = {p["name"]: p for p in config["plots"]}
 PLOT_CAPTIONS = {p["kind"]: (Path(workflow.basedir) / f"workflow/report/{p['kind']}.rst").read_text()
                  for p in PLOTS.values()}
 # which cell's store of each measurement a cell reads (the cascade's: its deepest sibling's)
-MEASUREMENT_SOURCES = {p: resolve(MEASUREMENTS[p].source)(CELLS) if MEASUREMENTS[p].source else {c: c for c in CELLS}
-                 for p in MEASURED}
+MEASUREMENT_SOURCES = measurement_sources(CELLS, MEASURED)
 # Local GPUs (layerlab.workflow.gpus): each training job claims one (device, slot) of this pool and sees only that device.
 # On a cluster SLURM binds the devices instead (profiles/slurm asks for gpu=1 per training job).
 GPUS, GPU_SLOTS = gpu_pool(config.get("gpus"))

@@ -263,6 +263,12 @@ def load_plugins(plugins: list[str], bases: Iterable[str | Path] = (".",)) -> li
     return loaded
 
 
+def measurement_sources(cells: Mapping[str, dict], names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Measurement -> {cell: the cell whose store of it the cell reads} (its declared `source`, else the cell)."""
+    return {name: resolve(MEASUREMENTS[name].source)(cells) if MEASUREMENTS[name].source else {c: c for c in cells}
+            for name in names}
+
+
 def plugin_parameters() -> dict[str, dict]:
     """Cell parameters added by the registered plug-ins (name -> JSON schema with `default`)."""
     params: dict[str, dict] = {}

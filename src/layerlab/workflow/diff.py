@@ -21,7 +21,7 @@ from typing import Any
 
 from layerlab import __version__
 from layerlab.core.config import ConfigError
-from layerlab.core.registry import MEASUREMENTS, resolve
+from layerlab.core.registry import measurement_sources
 from layerlab.workflow.plugin_code import job_plugins
 from layerlab.workflow.study_file import study_config
 from layerlab.workflow.validate import check_study
@@ -61,8 +61,7 @@ def study_diff(config: dict, workdir: Path, cli: dict | None = None, base: Path 
     cells = check_study(config, cli, base)
     plugins = bool(config["plugins"])  # without plug-ins no job records digests (workflow/rules/common.smk)
     root = workdir / "results" / config["study"] / "cells"
-    sources = {name: resolve(MEASUREMENTS[name].source)(cells) if MEASUREMENTS[name].source else {c: c for c in cells}
-               for name in config["measurements"]}
+    sources = measurement_sources(cells, config["measurements"])
     lines, changed, new, versions = [], 0, 0, []
     for cid, cell in cells.items():
         train = recorded(root / cid / "train.zarr")
