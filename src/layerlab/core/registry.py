@@ -235,8 +235,8 @@ def load_plugins(plugins: list[str], bases: Iterable[str | Path] = (".",)) -> li
     them: the study file's folder, then the working directory). Importing a plug-in registers its declarations (each
     remembers its plug-in: `Registry.origin`); importing twice is a no-op. Returns the entries as the jobs import them
     (files as absolute paths)."""
-    bases = list(bases)
-    loaded = []
+    importlib.import_module("layerlab.catalog")  # the built-ins first, or they would be taken for a plug-in's
+    bases, loaded = list(bases), []
     for plugin in plugins:
         if plugin.endswith(".py"):
             path = plugin_file(plugin, bases)
