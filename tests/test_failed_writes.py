@@ -7,7 +7,6 @@ import logging
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from layerlab.nets.models import build_model
 from layerlab.training import loop
 from layerlab.training.checkpoint import Checkpoint
 from layerlab.training.loop import train_cell
-from layerlab.workflow.runtime import write_trained
+from layerlab.workflow.train_jobs import write_outputs
 
 PAGE = 4096  # tmpfs counts whole pages
 
@@ -44,8 +43,9 @@ def small_disk(tmp_path) -> Iterator[Callable[[Path, int], None]]:
         subprocess.run(["umount", str(where)], check=True)
 
 
-def outputs(folder: Path) -> SimpleNamespace:
-    return SimpleNamespace(model=str(folder / "final.pt"), store=str(folder / "train.zarr/zarr.json"))
+def outputs(folder: Path) -> tuple[str, str]:
+    """(store, final weights) of a train job writing to `folder`."""
+    return str(folder / "train.zarr/zarr.json"), str(folder / "final.pt")
 
 
 def test_a_full_disk_keeps_the_training_names_the_file_and_the_rerun_only_writes(digits, tmp_path, small_disk,
@@ -58,7 +58,7 @@ def test_a_full_disk_keeps_the_training_names_the_file_and_the_rerun_only_writes
     ds, model = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes), torch.device("cpu"),
                            checkpoint)
     with pytest.raises(WriteFailed) as failed:
-        write_trained(ds, model, outputs(disk), checkpoint, keep=False)
+        write_outputs(ds, model, *outputs(disk), checkpoint, keep=False)
     assert str(failed.value) == (f"cannot write {disk / 'final.pt'}: the disk is full (0 B free on its file system); "
                                  f"the trained cell is kept in {kept / 'checkpoint.pt'}: free space, then rerun (it "
                                  f"only writes the outputs)")
@@ -70,7 +70,7 @@ def test_a_full_disk_keeps_the_training_names_the_file_and_the_rerun_only_writes
     again, model = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes),
                               torch.device("cpu"), checkpoint)
     with pytest.raises(WriteFailed, match=rf"^cannot write {disk / 'train.zarr'}: No space left on device \("):
-        write_trained(again, model, outputs(disk), checkpoint, keep=False)
+        write_outputs(again, model, *outputs(disk), checkpoint, keep=False)
     assert sorted(p.name for p in disk.iterdir()) == ["final.pt"]  # no partial store left behind
 
     small_disk(disk, 1 << 20)
@@ -79,7 +79,7 @@ def test_a_full_disk_keeps_the_training_names_the_file_and_the_rerun_only_writes
         again, model = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes),
                                   torch.device("cpu"), checkpoint)
     assert "training finished at step 12" in caplog.text
-    write_trained(again, model, outputs(disk), checkpoint, keep=False)
+    write_outputs(again, model, *outputs(disk), checkpoint, keep=False)
     assert not kept.exists()  # removed once the outputs are written
     stored = read_store(disk / "train.zarr")
     for name in ds.variables:  # every variable, the wall time included: the first run's training

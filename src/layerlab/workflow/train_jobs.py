@@ -32,7 +32,7 @@ def write_outputs(ds: xr.Dataset, model: Network, store: str | Path, final: str 
     """A trained cell's final weights and train.zarr, after training saved the finished result in `checkpoint`; the
     checkpoint is removed then unless `keep`. A failed write raises WriteFailed naming the file, the free space and
     where the trained cell is kept (the rerun only writes)."""
-    logging.info("%s: test_acc %.4f diverged %s in %.1f s", ds.attrs["cell_id"], ds.test_acc, bool(ds.diverged),
+    logging.info("%s: test_acc %.4f diverged %s in %.1f s", ds.attrs.get("cell_id"), ds.test_acc, bool(ds.diverged),
                  float(ds.train_seconds))
     try:
         with writing(final):
