@@ -87,5 +87,11 @@ class Progress:
             writer.logged(tick, loop)
 
     def finished(self, ds: xr.Dataset) -> None:
-        for writer in self.writers:
-            writer.finished(ds)
+        finished(ds, self.writers)
+
+
+def finished(ds: xr.Dataset, writers: tuple[ProgressWriter, ...]) -> xr.Dataset:
+    """Show the writers a cell's final metrics (also those of a result its checkpoint kept); returns them."""
+    for writer in writers:
+        writer.finished(ds)
+    return ds

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from layerlab.core.config import ConfigError
 from layerlab.core.messages import duration
-from layerlab.workflow.diff import changes, recorded, study_arguments, study_config
+from layerlab.workflow.diff import changes, load_study, plugin_changes, recorded, study_arguments
 from layerlab.workflow.paths import CellFiles, study_dir
+from layerlab.workflow.plugin_code import job_plugins
 from layerlab.workflow.validate import check_study
 from layerlab.workflow.watch import failure, job_alive, read_progress
 
@@ -59,14 +60,15 @@ def from_record(status: CellStatus, record: dict) -> CellStatus:
     return status
 
 
-def cell_status(cell_id: str, cell: dict, files: CellFiles, now: float) -> CellStatus:
-    """A cell's state from its store, its progress record and its log."""
-    record, stored = read_progress(files.progress), recorded(files.store.parent)
-    if stored is not None:
+def cell_status(cell_id: str, cell: dict, files: CellFiles, now: float, plugins: bool = False) -> CellStatus:
+    """A cell's state from its store, its progress record and its log; `plugins`: the study has plug-ins (their code
+    is compared too)."""
+    record, attrs = read_progress(files.progress), recorded(files.store.parent)
+    if attrs is not None:
         status = CellStatus(cell_id, "done")
-        if diff := changes(stored, cell):
-            status.state = "stale"
-            status.note = ", ".join(f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in diff)
+        why = [f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in changes(json.loads(attrs["config"]), cell)]
+        if why := why + (plugin_changes(attrs, job_plugins(cell)) if plugins else []):
+            status.state, status.note = "stale", ", ".join(why)
         return from_record(status, record) if record and record["state"] == "finished" else status
     if record is None:  # no job has started (or one from before the records failed)
         error = failure(files.log)
@@ -90,8 +92,8 @@ def cell_status(cell_id: str, cell: dict, files: CellFiles, now: float) -> CellS
 
 
 def study_status(config: dict, cells: dict[str, dict], workdir: Path) -> list[CellStatus]:
-    root, now = study_dir(config["study"], workdir), time.time()
-    return [cell_status(cid, cell, CellFiles(root, cid), now) for cid, cell in cells.items()]
+    root, now, plugins = study_dir(config["study"], workdir), time.time(), bool(config["plugins"])
+    return [cell_status(cid, cell, CellFiles(root, cid), now, plugins) for cid, cell in cells.items()]
 
 
 # --- the table ------------------------------------------------------------------------------------------------------
@@ -167,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help=f"list every cell (else above {LISTED} cells only the "
                         f"running, failed and stale ones)")
     args = parser.parse_args(argv)
-    config, cli = study_config(args)
     try:
-        cells = check_study(config, cli)
+        config, cli = load_study(args)
+        cells = check_study(config, cli, args.configfile.parent)
     except ConfigError as err:
         print(f"layerlab config error: {err}", file=sys.stderr)
         return 2
