@@ -196,11 +196,12 @@ def test_report_section_counts_verdicts_and_marks_failures(store):
     assert text.startswith(f"{head}\n{'=' * len(head)}\n")
     assert ("   * - verdict\n     - name\n     - source\n     - paper\n     - metric\n     - claim\n"
             "     - measured\n     - 95% interval\n     - seeds\n     - note\n") in text
-    assert ("   * - ✓ holds\n     - c\n     - paper 000, Table 1\n     - chance\n     - test_acc\n     - <= 0.15\n"
-            "     - 0.11\n     - 0.08516 .. 0.1348\n     - 3\n     -  \n") in text
-    assert "   * - **✗ FAILS**\n     - **d**\n" in text
-    assert ("   * - unreplicated\n     - e\n     - paper 000, Table 1\n     - chance\n     - test_acc\n"
-            "     - <= 0.15\n     - 0.9\n     - none: one seed\n     - 1\n"
+    assert ".. role:: verdict-fails\n" in text and ".. role:: verdict-not-at-this-scale\n" in text
+    assert ("   * - :verdict-holds:`✓ holds`\n     - c\n     - paper 000, Table 1\n     - chance\n     - test_acc\n"
+            "     - <= 0.15\n     - 0.11\n     - 0.08516 .. 0.1348\n     - 3\n     -  \n") in text
+    assert "   * - :verdict-fails:`✗ FAILS`\n     - **d**\n" in text
+    assert ("   * - :verdict-unreplicated:`unreplicated`\n     - e\n     - paper 000, Table 1\n     - chance\n"
+            "     - test_acc\n     - <= 0.15\n     - 0.9\n     - none: one seed\n     - 1\n"
             "     - one seed: its value violates the claim\n") in text
 
 
@@ -258,36 +259,66 @@ def test_claims_schema_and_duplicate_names():
 
 # --- end to end -----------------------------------------------------------------------------------------------------
 
-def test_tiny_study_claims_csv_and_report(tmp_path):
+def test_tiny_study_claims_csv_report_and_page(tmp_path, browser):
     config = copy.deepcopy(TINY_STUDY)
     config["grid"] = {"loss": ["ce", "ce_lbe"], "seed": [0, 1]}
     config.update(cells=[], plots=[])
     config["fixed"] = {**config["fixed"], "depth": 3}
     config["claims"] = [
-        {"name": "above_zero", "source": "test", "paper": "better than nothing", "metric": "test_acc",
+        {"name": "above_zero", "source": "paper 000, test", "paper": "better than nothing", "metric": "test_acc",
          "select": {"loss": "ce"}, "op": ">", "value": 0.0},
-        {"name": "perfect", "source": "test", "paper": "perfect", "metric": "test_acc",
+        {"name": "perfect", "source": "paper 000, test", "paper": "perfect", "metric": "test_acc",
          "select": {"loss": "ce_lbe"}, "minus": {"loss": "ce"}, "op": ">=", "value": 1.0},
         {"name": "entropy_alive", "metric": "batch_entropy", "select": {"loss": "ce"},
          "reduce": {"step": "last", "layer": "frac_zero"}, "op": "<=", "value": 0.5},
+        {"name": "one_seed", "source": "paper 003, test", "metric": "test_acc", "select": {"loss": "ce", "seed": 0},
+         "op": ">=", "value": 0.0},
+        {"name": "paper_only", "source": "paper 003, test", "metric": "train_seconds", "select": {"loss": "ce"},
+         "op": "<", "value": 1.0, "scale": "paper"},
     ]
     write_study(tmp_path, config)
     snakemake(tmp_path)
     out = tmp_path / "results/tiny"
-    table = pd.read_csv(out / "claims.csv")
-    assert table.name.tolist() == ["above_zero", "perfect", "entropy_alive"]
-    assert table.holds.tolist() == [True, False, True]
+    table = pd.read_csv(out / "claims.csv", keep_default_na=False, na_values=[""])
+    assert table.name.tolist() == ["above_zero", "perfect", "entropy_alive", "one_seed", "paper_only"]
+    assert table.n_seeds.tolist() == [2, 2, 2, 1, 2]
     acc = pd.read_csv(out / "summary.csv").set_index(["loss", "seed"]).test_acc
     mean, low, high = t_interval(acc.loc["ce"].tolist())
     assert table.loc[0, ["measured", "ci_low", "ci_high"]].tolist() == pytest.approx([mean, low, high], abs=1e-5)
-    diff = (acc.loc["ce_lbe"] - acc.loc["ce"]).mean()
-    assert table.measured[1] == pytest.approx(diff, rel=1e-4, abs=1e-6)
-    assert table.n_seeds.tolist() == [2, 2, 2]
-    report = tmp_path / "report.html"
+    assert table.per_seed[0] == ";".join(f"{v:.6g}" for v in acc.loc["ce"])
+    assert table.verdict[0] == ("holds" if low > 0 else "inconclusive")
+    gain = (acc.loc["ce_lbe"] - acc.loc["ce"]).tolist()
+    mean, low, high = t_interval(gain)
+    assert table.measured[1] == pytest.approx(mean, rel=1e-4, abs=1e-6)
+    assert table.verdict[1] == ("fails" if high < 1.0 else "inconclusive")
+    assert table.verdict[3] == "unreplicated" and table.measured[3] == pytest.approx(acc.loc[("ce", 0)], abs=1e-6)
+    assert table.verdict[4] == "not at this scale" and table.measured[4] > 0
+    verdicts = table.verdict.tolist()
+
+    report = out / "report.html"
     snakemake(tmp_path, "--report", str(report))
     html = report.read_text()
-    assert "Claims: 2 of 3 claims hold" in html
-    assert html.index("Claims: 2 of 3 claims hold") < html.index("every cell of the grid")
+    head = f"Claims: {summary_line(table.verdict)}"
+    assert head in html and html.index(head) < html.index("every cell of the grid")
+    assert '<span class=\\"verdict-fails\\">\\u2717 FAILS</span>' in html  # a failing row's mark, styled by class
+
+    page_file = tmp_path / "results/claims.html"
+    main([str(out), "--html", str(page_file)])
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(page_file.as_uri())
+    seen = read_page(page)
+    page.screenshot(path=str(tmp_path / "claims.png"), full_page=True)
+    page.close()
+    assert list(seen) == [f"Paper 000: {summary_line(verdicts[:2])} (tiny)",
+                          f"Paper 003: {summary_line(verdicts[3:])} (tiny)",
+                          f"Other: {summary_line(verdicts[2:3])} (tiny)"]
+    rows = [r for section in seen.values() for r in section["rows"]]
+    assert [r["cells"][1].split("\n")[0] for r in rows] == ["above_zero", "perfect", "one_seed", "paper_only",
+                                                            "entropy_alive"]
+    assert [r["cells"][8] for r in rows] == [verdicts[i] for i in (0, 1, 3, 4, 2)]
+    assert [r["dots"] for r in rows] == [2, 2, 1, 2, 2]
+    assert {r["href"] for r in rows} == {"tiny/report.html"}
+    assert (tmp_path / "claims.png").stat().st_size > 10_000
 
 
 def write_claims(store: xr.Dataset, folder: Path, *claims: dict) -> None:

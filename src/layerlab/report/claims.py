@@ -110,18 +110,18 @@ OPS: dict[str, tuple[Check, Check]] = {
 
 class Verdict(NamedTuple):
     word: str  # in the summary line: '3 hold, 1 fail, ...'
-    mark: str  # in the report's table (failing rows stand out)
+    mark: str  # in the report's table, in a span of class verdict-<verdict> (failing rows stand out)
     meaning: str
 
 
 # the first four are always counted in the summary line, the others where there are any
 VERDICTS: dict[str, Verdict] = {
     "holds": Verdict("hold", "✓ holds", "the whole 95% interval over seeds satisfies the claim"),
-    "fails": Verdict("fail", "**✗ FAILS**", "the whole 95% interval violates the claim"),
+    "fails": Verdict("fail", "✗ FAILS", "the whole 95% interval violates the claim"),
     "inconclusive": Verdict("inconclusive", "? inconclusive",
                             "the 95% interval straddles the threshold: more seeds would decide"),
     "unreplicated": Verdict("unreplicated", "unreplicated", "one seed: the point estimate alone, no interval"),
-    "not measurable": Verdict("not measurable", "**not measurable**", "no finite value (the reason in note)"),
+    "not measurable": Verdict("not measurable", "not measurable", "no finite value (the reason in note)"),
     "not at this scale": Verdict("not at this scale", "not at this scale",
                                  "a claim marked scale: paper, in a quick study"),
 }
@@ -307,13 +307,16 @@ def to_rst(table: pd.DataFrame, study: str) -> str:
             return "" if math.isnan(x) else f"{x:.4g}"
         return str(x).replace("\n", " ") or " "
 
+    roles = {v: f"verdict-{v.replace(' ', '-')}" for v in VERDICTS}  # a class per verdict for the page's style
+    lines += [f".. role:: {role}" for role in roles.values()] + [""]
     lines += [f"Each claim of study {study}'s paper, measured here: the mean over seeds and its 95% Student-t "
               "interval. A claim holds where the whole interval satisfies it, fails where the whole interval violates "
               "it, and is inconclusive where the interval straddles the threshold (more seeds would decide); with one "
               "seed it is unreplicated.", "", ".. list-table::", "   :header-rows: 1", ""]
     header = ["verdict", "name", "source", "paper", "metric", "claim", "measured", "95% interval", "seeds", "note"]
-    rows = [[VERDICTS[r.verdict].mark, f"**{r.name}**" if r.verdict == "fails" else r.name, r.source, r.paper, r.metric,
-             threshold(r.op, r.value), r.measured, interval_text(r.ci_low, r.ci_high, r.n_seeds), r.n_seeds, r.note]
+    rows = [[f":{roles[r.verdict]}:`{VERDICTS[r.verdict].mark}`", f"**{r.name}**" if r.verdict == "fails" else r.name,
+             r.source, r.paper, r.metric, threshold(r.op, r.value), r.measured,
+             interval_text(r.ci_low, r.ci_high, r.n_seeds), r.n_seeds, r.note]
             for r in table.itertuples(index=False)]
     for values in [header, *rows]:
         lines += [f"   {'*' if i == 0 else ' '} - {cell(v)}" for i, v in enumerate(values)]

@@ -143,11 +143,12 @@ def claims_page(table: pd.DataFrame, page_dir: Path) -> str:
     legend = "".join(f'<dt><span class="verdict" style="background:{COLOURS[v]}">{html.escape(v)}</span></dt>'
                      f"<dd>{html.escape(spec.meaning)}</dd>" for v, spec in VERDICTS.items())
     n_studies = table["study"].nunique()
+    studies = f"{n_studies} stud{'y' if n_studies == 1 else 'ies'}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>layerlab: the papers' claims, reproduced</title>
 <style>{CSS}</style></head><body>
 <h1>The papers' claims, reproduced</h1>
-<p class="summary">{html.escape(summary_line(table["verdict"]))} claims, {n_studies} studies.</p>
+<p class="summary">{html.escape(summary_line(table["verdict"]))} claims, {studies}.</p>
 <p>Each claim is measured on its study's store: the mean over seeds and its 95% Student-t interval. Strip plots: one
 dot per seed, the grey bar is the interval, the black tick the mean, the green region satisfies the claim (dashed:
 its threshold).</p>
