@@ -19,6 +19,7 @@ from layerlab.catalog import check_cell
 from layerlab.catalog.losses import HEADS
 from layerlab.core.config import ConfigError
 from layerlab.core.registry import (
+    DATASETS,
     DECISION_HEADS,
     MEASUREMENTS,
     MODELS,
@@ -29,7 +30,6 @@ from layerlab.core.registry import (
     load_plugins,
 )
 from layerlab.core.store import read_store
-from layerlab.data.datasets import DATASETS
 from layerlab.nets.models import ACTIVATIONS, INITS, build_model
 from layerlab.nets.norm import BN_VARIANTS
 from layerlab.training.loop import train_cell
@@ -45,8 +45,8 @@ def schema(name: str) -> dict:
 
 def builtin(registry) -> list[str]:
     """The names the catalog registers (their implementations live in the package)."""
-    return [s.name for s in registry.values() if str(getattr(s, "impl", getattr(s, "build", getattr(s, "draw", ""))))
-            .startswith("layerlab.")]
+    return [s.name for s in registry.values() if str(getattr(s, "impl", getattr(s, "build", getattr(s, "draw", getattr(
+        s, "prepare", ""))))).startswith("layerlab.")]
 
 
 def test_schema_enums_equal_the_builtin_registries_and_tables():
@@ -61,7 +61,7 @@ def test_schema_enums_equal_the_builtin_registries_and_tables():
     assert cell["bn_variant"]["enum"] == list(BN_VARIANTS)
     assert cell["loss"]["enum"] == ["ce", "ce_lbe", *HEADS]
     assert cell["entropy_constant"]["enum"] == list(ENTROPY_CONSTANTS)
-    assert cell["dataset"]["enum"] == list(DATASETS)
+    assert cell["dataset"]["enum"] == builtin(DATASETS)
     for spec in PROBES.values():  # every built-in probe's switch is a cell parameter with a schema default
         assert set(spec.keys) <= set(cell), spec.name
 

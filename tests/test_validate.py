@@ -12,7 +12,7 @@ from conftest import ROOT, TINY_STUDY
 
 from layerlab.core.config import ConfigError, canonical_json, expand_cells
 from layerlab.core.messages import nearest
-from layerlab.data.datasets import SPLIT_SIZES
+from layerlab.core.registry import DATASETS
 from layerlab.workflow.validate import check_study
 
 CONFIGS = sorted([ROOT / "config/config.yaml", *(ROOT / "config/studies").glob("*.yaml")])
@@ -156,9 +156,8 @@ def test_split_sizes_match_the_prepared_dataset(digits_path):
     from layerlab.data.datasets import read_provenance
 
     shapes = read_provenance(digits_path)["shapes"]
-    assert SPLIT_SIZES["digits"] == (shapes["x_train"][0], shapes["x_test"][0])
-    schema = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
-    assert set(SPLIT_SIZES) == set(schema["properties"]["dataset"]["enum"])
+    assert DATASETS["digits"].splits == (shapes["x_train"][0], shapes["x_test"][0])
+    assert DATASETS["digits"].shape == tuple(shapes["x_train"][1:])
 
 
 # --- plot specs --------------------------------------------------------------------------------------------------

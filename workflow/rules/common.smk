@@ -15,6 +15,12 @@ def cell_dataset(wildcards) -> str:
     return f"resources/datasets/{CELLS[wildcards.cell]['dataset']}.npz"
 
 
+def train_inputs(wildcards) -> dict[str, str]:
+    """The cell's dataset, and the manifest of the pack that trains it in this run."""
+    pack = PACK_OF.get(wildcards.cell)
+    return {"data": cell_dataset(wildcards), **({"pack": f"{OUT}/packs/{pack}.json"} if pack else {})}
+
+
 def measurement_inputs(name: str, wildcards) -> dict[str, str]:
     """The dataset, the init weights (they also give the architecture) and the trained weights if it reads them."""
     cell = f"{OUT}/cells/{wildcards.cell}"

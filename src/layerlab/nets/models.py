@@ -89,8 +89,9 @@ def cnn_3c3d(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> Layerw
     pad as `same_padding` says (layerlab.nets.same; DeepOBS's is `tensorflow`)."""
     c1, c2, c3, f1, f2 = _scaled(cell, 64, 96, 128, 512, 256)
     norm, pad = cell["bn_variant"], cell["same_padding"]
-    convs = [block(conv, *batch_norm(c_out, norm), same_max_pool(3, 2, pad)) for conv, c_out in (
-        (nn.Conv2d(input_shape[0], c1, 5), c1), (nn.Conv2d(c1, c2, 3), c2), (same_conv(c2, c3, 3, 1, pad), c3))]
+    maps = [[nn.Conv2d(input_shape[0], c1, 5)], [nn.Conv2d(c1, c2, 3)], same_conv(c2, c3, 3, 1, pad)]
+    convs = [block(*conv, *batch_norm(c_out, norm), *same_max_pool(3, 2, pad))
+             for conv, c_out in zip(maps, (c1, c2, c3), strict=True)]
     with torch.no_grad():
         features = nn.Sequential(*convs)(torch.zeros(1, *input_shape)).numel()
     dense = [block(nn.Flatten(), nn.Linear(features, f1), *batch_norm(f1, norm)),
@@ -107,12 +108,15 @@ def all_cnn_c(input_shape: tuple[int, ...], n_classes: int, cell: dict) -> Layer
     (layerlab.nets.same; DeepOBS's is `tensorflow`)."""
     a, b = _scaled(cell, 96, 192)
     norm, pad = cell["bn_variant"], cell["same_padding"]
-    spec = [  # (dropout before, conv)
-        (0.2, same_conv(input_shape[0], a, 3, 1, pad)), (0.0, same_conv(a, a, 3, 1, pad)),
-        (0.0, same_conv(a, a, 3, 2, pad)), (0.5, same_conv(a, b, 3, 1, pad)), (0.0, same_conv(b, b, 3, 1, pad)),
-        (0.0, same_conv(b, b, 3, 2, pad)), (0.5, nn.Conv2d(b, b, 3)), (0.0, nn.Conv2d(b, b, 1)),
+    spec = [  # (dropout before, c_in, c_out, kernel, stride, 'same' padding)
+        (0.2, input_shape[0], a, 3, 1, True), (0.0, a, a, 3, 1, True), (0.0, a, a, 3, 2, True),
+        (0.5, a, b, 3, 1, True), (0.0, b, b, 3, 1, True), (0.0, b, b, 3, 2, True),
+        (0.5, b, b, 3, 1, False), (0.0, b, b, 1, 1, False),
     ]
-    layers = [block(*([nn.Dropout(p)] if p else []), conv, *batch_norm(conv.out_channels, norm)) for p, conv in spec]
+    layers = [block(*([nn.Dropout(p)] if p else []),
+                    *(same_conv(c_in, c_out, k, s, pad) if same else [nn.Conv2d(c_in, c_out, k, s)]),
+                    *batch_norm(c_out, norm))
+              for p, c_in, c_out, k, s, same in spec]
     classifier = nn.Sequential(output_layer(nn.Conv2d(b, n_classes, 1), n_classes, cell),
                                ACTIVATIONS[cell["activation"]](), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return LayerwiseNet(layers, cell["activation"], classifier, flatten_input=False)

@@ -7,8 +7,10 @@ tensorflow   TensorFlow's 'same', which DeepOBS (paper 002's 3C3D and ALL-CNN-C)
 
 They differ where that total is odd: a stride-2 3x3 window on an even size needs one pixel, which TensorFlow puts at
 the bottom/right only, while PyTorch's padding 1 pads both sides (the same output size, windows shifted by a pixel).
-That is every stride-2 window of the two nets at 32x32 CIFAR inputs. Max-pool pads with -inf (TensorFlow ignores
-the padding), so a pool placed before the ReLU gives what TensorFlow's pool after it gives.
+That is every stride-2 window of the two nets at 32x32 CIFAR inputs. TensorFlow's padding is a module of its own
+(`TFSamePad`, no parameters) before an unpadded conv or pool, so the maps stay plain Conv2d/MaxPool2d for the probes
+and for cell packs. Max-pool pads with -inf (TensorFlow ignores the padding), so a pool placed before the ReLU gives
+what TensorFlow's pool after it gives.
 """
 
 from __future__ import annotations
@@ -28,39 +30,31 @@ def tf_same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _pad(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], value: float) -> torch.Tensor:
-    (top, bottom), (left, right) = (tf_same_pad(n, k, s) for n, k, s in zip(x.shape[-2:], kernel, stride, strict=True))
-    return F.pad(x, (left, right, top, bottom), value=value)
+class TFSamePad(nn.Module):
+    """Pads as TensorFlow's 'same' does for a square `kernel` window of `stride`, from the input's size at each
+    call, with `value` (0 before a conv, -inf before a max-pool)."""
 
-
-class TFSameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow's 'same' padding, from the input's size at each call (zeros)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0)
+    def __init__(self, kernel: int, stride: int, value: float = 0.0):
+        super().__init__()
+        self.kernel, self.stride, self.value = kernel, stride, value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_pad(x, self.kernel_size, self.stride, 0.0))
+        (top, bottom), (left, right) = (tf_same_pad(n, self.kernel, self.stride) for n in x.shape[-2:])
+        return F.pad(x, (left, right, top, bottom), value=self.value)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}, value={self.value}"
 
 
-class TFSameMaxPool2d(nn.MaxPool2d):
-    """MaxPool2d with TensorFlow's 'same' padding (-inf: padding never wins)."""
-
-    def __init__(self, kernel_size: int, stride: int):
-        super().__init__(kernel_size, stride, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, s = self.kernel_size, self.stride  # ints, as constructed
-        return super().forward(_pad(x, (k, k), (s, s), -math.inf))
-
-
-def same_conv(c_in: int, c_out: int, kernel: int, stride: int, padding: str) -> nn.Conv2d:
-    """A 'same' conv, padded as `padding` (SAME_PADDINGS) says."""
+def same_conv(c_in: int, c_out: int, kernel: int, stride: int, padding: str) -> list[nn.Module]:
+    """A 'same' conv padded as `padding` (SAME_PADDINGS) says: the modules of its layer, the conv last."""
     if padding == "tensorflow":
-        return TFSameConv2d(c_in, c_out, kernel, stride)
-    return nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2)
+        return [TFSamePad(kernel, stride), nn.Conv2d(c_in, c_out, kernel, stride)]
+    return [nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2)]
 
 
-def same_max_pool(kernel: int, stride: int, padding: str) -> nn.MaxPool2d:
-    """A 'same' max-pool, padded as `padding` (SAME_PADDINGS) says."""
-    return TFSameMaxPool2d(kernel, stride) if padding == "tensorflow" else nn.MaxPool2d(kernel, stride, kernel // 2)
+def same_max_pool(kernel: int, stride: int, padding: str) -> list[nn.Module]:
+    """A 'same' max-pool padded as `padding` (SAME_PADDINGS) says: the modules of its layer, the pool last."""
+    if padding == "tensorflow":
+        return [TFSamePad(kernel, stride, -math.inf), nn.MaxPool2d(kernel, stride)]
+    return [nn.MaxPool2d(kernel, stride, padding=kernel // 2)]

@@ -31,6 +31,18 @@ class Interrupted(Exception):
     """The job was asked to stop (SIGTERM/SIGINT); its checkpoint is saved."""
 
 
+def catch_signals(checkpoints: list[Checkpoint]) -> None:
+    """SIGTERM and SIGINT: every checkpoint saves at the next step boundary, then the run raises Interrupted."""
+
+    def request_stop(signum: int, frame) -> None:
+        log.info("received %s: checkpoint at the next step, then stop", signal.Signals(signum).name)
+        for checkpoint in checkpoints:
+            checkpoint.stop = signum
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+
+
 def cell_tag(cell: dict) -> str:
     return f"{hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]}/layerlab-{__version__}"
 
@@ -43,15 +55,6 @@ class Checkpoint:
         self.tag, self.every, self.seconds = cell_tag(cell), every, minutes * 60
         self.last = time.monotonic()
         self.stop: int | None = None  # the signal received
-
-    def catch_signals(self) -> None:
-        """SIGTERM and SIGINT: save at the next step boundary, then raise Interrupted."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._request_stop)
-
-    def _request_stop(self, signum: int, frame) -> None:
-        log.info("received %s: checkpoint at the next step, then stop", signal.Signals(signum).name)
-        self.stop = signum
 
     def due(self, step: int) -> bool:
         return (self.stop is not None or (self.every > 0 and step % self.every == 0)

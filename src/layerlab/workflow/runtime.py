@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from layerlab.core.registry import load_plugins
 from layerlab.data.datasets import Dataset, DatasetUnavailable, load
 from layerlab.nets.layers import Network
 from layerlab.nets.models import build_model, load_init, save_init
@@ -37,17 +36,21 @@ def setup(threads: int) -> torch.device:
     return device()
 
 
+def load_data(cell: dict, path: Path, device: torch.device) -> Dataset:
+    """The cell's dataset as it reads it (subsets, scaling, pooling, crop, resize), on `device`."""
+    return load(path, device, cell["train_subset"], cell["test_subset"], cell["input_scaling"], cell["input_pool"],
+                cell["input_crop"], cell["input_resize"])
+
+
 def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
     """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights,
     built and saved to the `init` output by the train job, loaded from the `init` input by a measurement); its log
     started and the study's plug-ins loaded."""
     start_log(snakemake)
-    load_plugins(snakemake.config["plugins"])
     cell = json.loads(snakemake.params.cell)
     device = setup(snakemake.threads)
     try:
-        data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"],
-                    cell["input_scaling"], cell["input_pool"], cell["input_crop"], cell["input_resize"])
+        data = load_data(cell, Path(snakemake.input.data), device)
     except DatasetUnavailable as err:  # a missing or corrupt dataset: its message alone, naming the fix
         sys.exit(f"layerlab: {err}")
     if "init" in snakemake.input.keys():  # a measurement: the network the train job initialised

@@ -23,7 +23,7 @@ from jsonschema.exceptions import ValidationError
 from layerlab.catalog import check_cell
 from layerlab.core.config import ConfigError, expand_cells
 from layerlab.core.messages import nearest, where
-from layerlab.core.registry import extend_schema, load_plugins
+from layerlab.core.registry import DATASETS, extend_schema, load_plugins
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"  # package data
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -69,6 +69,22 @@ def property_validator(name: str) -> Draft202012Validator:
 @cache
 def cell_defaults() -> dict[str, Any]:
     return {k: v["default"] for k, v in schema("cell")["properties"].items()}
+
+
+@cache
+def per_model_keys() -> frozenset[str]:
+    """Cell parameters each model of a fused pack may have its own value of (`per_model: true` in the cell schema,
+    plug-ins' parameters included)."""
+    return frozenset(k for k, v in schema("cell")["properties"].items() if v.get("per_model"))
+
+
+def fuse_settings(config: dict) -> dict | None:
+    """The study's `fuse` settings (a validated config): None when packs are off."""
+    fuse = config["fuse"]
+    if fuse is False:
+        return None
+    defaults = {k: v["default"] for k, v in schema("config")["properties"]["fuse"]["properties"].items()}
+    return defaults | (fuse if isinstance(fuse, dict) else {})
 
 
 def _describe(err: ValidationError, prefix: tuple) -> Iterator[str]:
@@ -172,9 +188,7 @@ def check_parts(config: dict) -> None:
 
 
 def check_batch_size(cid: str, cell: dict, origin: str) -> None:
-    from layerlab.data.datasets import SPLIT_SIZES
-
-    n = SPLIT_SIZES[cell["dataset"]][0]
+    n = DATASETS[cell["dataset"]].splits[0]
     rows = min(n, cell["train_subset"]) if cell["train_subset"] else n
     if cell["batch_size"] > rows:
         subset = f" (train_subset {cell['train_subset']})" if cell["train_subset"] else ""
