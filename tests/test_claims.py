@@ -173,6 +173,9 @@ def test_a_claim_left_with_dims_or_no_data_is_not_measurable(store):
     assert table.note[0] == ("dims ['step', 'layer'] are left: reduce them (`reduce: {step: last}`) or select a "
                              "value")
     assert table.per_seed[0] == "" and table.n_seeds[0] == 0
+    row = evaluate(store, [claim(metric="cascade_epoch_cost")]).iloc[0]
+    assert row.verdict == "not measurable" and row.note == (
+        "the study store has no 'cascade_epoch_cost': collected by an older layerlab? snakemake --forcerun collect")
     store["test_acc"][:] = np.nan
     row = evaluate(store, [claim(select={"depth": 30, "loss": "ce"})]).iloc[0]
     assert row.verdict == "not measurable" and np.isnan(row.measured)

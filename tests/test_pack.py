@@ -297,3 +297,34 @@ def test_packed_conv_cells_equal_the_cells_alone(digits_path, name):
     results = packed(cells, data)
     for cid, cell in cells.items():
         assert_same_cell(alone(cell, data), results[cid], cid)
+
+
+def test_plan_groups_by_the_non_per_model_keys():
+    """Cells without a store, grouped by their parameters less the per-model ones (seed, lr: one group per depth and
+    optimizer kind), in packs of at most max_cells, at least one per core; stored cells and lone cells stay out."""
+    from layerlab.workflow.packs import plan
+    from layerlab.workflow.validate import per_model_keys
+
+    cells = {f"depth~{d}/seed~{s}/lr~{lr}": make_cell(depth=d, seed=s, lr=lr)
+             for d in (3, 4) for s in range(4) for lr in (1e-3, 1e-2)}
+    cells["sgd"] = make_cell(depth=3, optimizer="sgd")
+    cells["sgd_momentum"] = make_cell(depth=3, optimizer="sgd", momentum=0.9)
+    keys = per_model_keys()
+    assert {"seed", "lr", "momentum", "lbe_beta", "steps"} <= keys and not {"depth", "width", "optimizer"} & keys
+    stored = {"depth~4/seed~3/lr~0.01"}
+    packs = plan(cells, stored.__contains__, keys, max_cells=8, cores=1)
+    members = [m for p in packs.values() for m in p]
+    # first fit, largest first: depth 3 (8 cells) fills a pack, depth 4 (7) and the plain SGD cell the next; the SGD
+    # cell with momentum (another fused group) is left alone: a pack of one is its own train job
+    assert sorted(members) == sorted(set(cells) - stored - {"sgd_momentum"})
+    assert "depth~4/seed~3/lr~0.01" not in members  # it has a store
+    assert all(len(p) <= 8 for p in packs.values())
+    depth3 = [c for c in cells if c.startswith("depth~3")]
+    assert any(set(depth3) <= set(p) for p in packs.values())  # the 8 cells of depth 3 fuse: one pack
+    assert all(p == sorted(p) for p in packs.values()) and all(name.startswith("pack_") for name in packs)
+    many = plan(cells, stored.__contains__, keys, max_cells=16, cores=4)
+    assert len(many) + 1 >= 4  # split for the cores (the lone SGD-momentum cell: its own job)
+    assert plan(cells, lambda c: True, keys, max_cells=16, cores=2) == {}  # everything stored: no packs
+    assert plan({"only": cells["sgd"]}, lambda c: False, keys, max_cells=16, cores=1) == {}  # a lone cell: its job
+    again = plan(cells, stored.__contains__, keys, max_cells=8, cores=1)
+    assert again == packs  # the same plan (and pack ids) from the same cells

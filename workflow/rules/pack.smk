@@ -11,6 +11,7 @@ rule pack:
         cells=lambda wildcards: canonical_json({c: CELLS[c] for c in PACKS[wildcards.pack]}),
         staging=f"{OUT}/packs/{{pack}}",
         checkpoints=f"{OUT}/checkpoints",
+        plugins=pack_plugin_code,
     threads: config["threads"]
     resources:
         gpu=1 if GPUS else 0,

@@ -12,6 +12,7 @@ rule train:
     params:
         cell=cell_json,
         checkpoint=f"{OUT}/checkpoints/{{cell}}",  # not an output: a failed or killed job keeps it
+        **plugin_code("train"),
     threads: config["threads"]
     resources:
         gpu=1 if GPUS else 0,

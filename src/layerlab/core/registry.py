@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -184,6 +185,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._origins: dict[str, str] = {}  # name -> the study plug-in that registered it
 
     @property
     def _entries(self) -> dict[str, T]:
@@ -195,7 +197,13 @@ class Registry(Generic[T]):
         if name in self._items and self._items[name] != spec:
             raise ConfigError(f"{self.kind} '{name}' is registered twice (with different declarations)")
         self._items[name] = spec
+        if _loading:
+            self._origins.setdefault(name, _loading[-1])
         return spec
+
+    def origin(self, name: str) -> str | None:
+        """The study plug-in (its `plugins:` entry) that registered `name`; None for a built-in."""
+        return self._origins.get(name)
 
     def __getitem__(self, name: str) -> T:
         if name not in self._entries:
@@ -253,27 +261,66 @@ def register_plot(name: str, draw: Ref) -> PlotSpec:
     return PLOTS.add(PlotSpec(name, draw))
 
 
-def load_plugins(plugins: list[str], base: str | Path = ".") -> None:
-    """Import the study's plug-ins: module names, or paths of .py files (relative to `base`, the working
-    directory). Importing a plug-in registers its declarations; importing twice is a no-op."""
+PLUGIN_SOURCES: dict[str, Path] = {}  # `plugins:` entry -> the source file it was imported from
+_loading: list[str] = []  # the study plug-in being imported: what it registers comes from it
+
+
+@contextmanager
+def _importing(plugin: str) -> Iterator[None]:
+    _loading.append(plugin)
+    try:
+        yield
+    finally:
+        _loading.pop()
+
+
+def plugin_file(plugin: str, bases: Iterable[str | Path]) -> Path:
+    """The file of a `.py` plug-in entry: the first of `bases` (the study file's folder, then the working directory)
+    that holds it."""
+    bases = list(dict.fromkeys(Path(b).resolve() for b in bases))
+    for base in bases:
+        if (base / plugin).is_file():
+            return (base / plugin).resolve()
+    raise ConfigError(f"plugins: file '{plugin}' not found (relative to {' or '.join(map(str, bases))})")
+
+
+def load_plugins(plugins: list[str], bases: Iterable[str | Path] = (".",)) -> list[str]:
+    """Import the study's plug-ins: module names, or paths of .py files (relative to the first of `bases` that holds
+    them: the study file's folder, then the working directory). Importing a plug-in registers its declarations (each
+    remembers its plug-in: `Registry.origin`); importing twice is a no-op. Returns the entries as the jobs import them
+    (files as absolute paths)."""
+    importlib.import_module("layerlab.catalog")  # the built-ins first, or they would be taken for a plug-in's
+    bases, loaded = list(bases), []
     for plugin in plugins:
         if plugin.endswith(".py"):
-            path = (Path(base) / plugin).resolve()
+            path = plugin_file(plugin, bases)
+            loaded.append(str(path))
+            PLUGIN_SOURCES.setdefault(plugin, path)
             name = f"layerlab_plugin_{path.stem}"
             if name in sys.modules:
                 continue
-            if not path.is_file():
-                raise ConfigError(f"plugins: file '{plugin}' not found (relative to {Path(base).resolve()})")
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
             sys.modules[name] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            with _importing(plugin):
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
         else:
+            loaded.append(plugin)
             try:
-                importlib.import_module(plugin)
+                with _importing(plugin):
+                    module = importlib.import_module(plugin)
             except ModuleNotFoundError as err:
                 raise ConfigError(f"plugins: cannot import module '{plugin}' ({err}); put it on PYTHONPATH or "
                                   f"give the path of its .py file") from None
+            if getattr(module, "__file__", None):
+                PLUGIN_SOURCES.setdefault(plugin, Path(module.__file__))
+    return loaded
+
+
+def measurement_sources(cells: Mapping[str, dict], names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Measurement -> {cell: the cell whose store of it the cell reads} (its declared `source`, else the cell)."""
+    return {name: resolve(MEASUREMENTS[name].source)(cells) if MEASUREMENTS[name].source else {c: c for c in cells}
+            for name in names}
 
 
 def plugin_parameters() -> dict[str, dict]:

@@ -131,7 +131,13 @@ def _stamp_path(npz: Path) -> Path:
 
 
 def _file_ids(npz: Path) -> dict[str, list[int]]:
-    return {p.suffix: [p.stat().st_size, p.stat().st_mtime_ns] for p in (npz, npz.with_suffix(".json"))}
+    """(size, mtime, ctime) of the .npz and the .json: any write changes the ctime, which, unlike the mtime (`touch
+    -r`), nothing can set back."""
+    ids = {}
+    for path in (npz, npz.with_suffix(".json")):
+        stat = path.stat()
+        ids[path.suffix] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+    return ids
 
 
 def _read_stamp(npz: Path) -> dict:
@@ -172,7 +178,7 @@ def _read_verified(npz: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 def verify(npz_path: str | os.PathLike) -> None:
     """Check a prepared dataset against its provenance's sha256, at most once per version of the files: a stamp
-    beside them records the (size, mtime) of the last verified pair. Raises DatasetCorrupt."""
+    beside them records the (size, mtime, ctime) of the last verified pair. Raises DatasetCorrupt."""
     npz = Path(npz_path)
     if (stamp := _read_stamp(npz)) and {k: stamp.get(k) for k in (".npz", ".json")} == _file_ids(npz):
         return

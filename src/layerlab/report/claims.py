@@ -211,6 +211,9 @@ def _reduce(da: xr.DataArray, reduce: dict[str, str]) -> xr.DataArray:
 
 def per_seed(ds: xr.Dataset, claim: dict) -> np.ndarray:
     """The claim's measured value per seed (one value where the store has no seed axis)."""
+    if claim["metric"] not in ds:  # the study produces it (checked before any job): a store collected before it existed
+        raise ValueError(f"the study store has no '{claim['metric']}': collected by an older layerlab? "
+                         f"snakemake --forcerun collect")
     da = _reduce(_select(ds[claim["metric"]], claim.get("select", {})), claim.get("reduce", {}))
     if claim.get("minus"):
         other = _reduce(_select(ds[claim["metric"]], {**claim.get("select", {}), **claim["minus"]}),

@@ -5,7 +5,7 @@ epoch, last partial batch dropped; `augment` applied per batch; with `k_filter` 
 k-filtering keeps, `layerlab.training.kfilter`). At every `log_every` steps (and the last) the
 loop records the loss terms, LBE's alpha and the progress log line; every `eval_every` steps (and the last) the
 test accuracy. Probes (`layerlab.probes.base`) run at their hooks. A non-finite loss ends the run early and marks
-the cell `diverged`: a result, not a crash.
+the cell `diverged`: a result, not a crash; so does a non-finite final training or test loss.
 """
 
 from __future__ import annotations
@@ -251,12 +251,18 @@ def training_rows(cell: dict, data: Dataset) -> tuple[torch.Tensor | None, float
 
 def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
                checkpoint: Checkpoint | None = None) -> tuple[xr.Dataset, Network]:
-    """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state); return the
-    per-cell metrics Dataset and the trained model."""
+    """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state, or returning the
+    finished result it holds); return the per-cell metrics Dataset and the trained model, saved in the checkpoint
+    first (the outputs written after it may fail)."""
     model = model.to(device)
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and "result" in saved:
+        model.load_state_dict(saved["result"]["model"])
+        return saved["result"]["dataset"], model
     loop = Loop(cell, data, model)
     regime = loop.regime
-    saved = checkpoint.load() if checkpoint is not None else None
+    if checkpoint is not None:
+        checkpoint.check_probes(zip(loop.names, loop.probes, strict=True))
     if saved is not None:  # what the regime keeps between stages, before it builds the stage to resume in
         regime.load_state_dict(saved["regime"])
     for index in range(0 if saved is None else saved["stage"], regime.n_stages):
@@ -268,7 +274,10 @@ def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
         if diverged:
             break
         regime.after_stage(stage)
-    return loop.result(stage)
+    ds, model = loop.result(stage)
+    if checkpoint is not None:
+        checkpoint.save_result(ds, model)
+    return ds, model
 
 
 def final_net(stage: Stage) -> nn.Module:
@@ -278,8 +287,12 @@ def final_net(stage: Stage) -> nn.Module:
 
 
 def run_dataset(run: Run, diverged_step: int, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
-    """What every training run stores: per-step scalars and alpha, evaluation curves and the final metrics."""
+    """What every training run stores: per-step scalars and alpha, evaluation curves and the final metrics. A final
+    network whose training or test loss is not finite diverged too (at the last step), though no batch loss was."""
     test_acc = run.evals["test_acc"][-1]
+    if diverged_step < 0 and not np.isfinite([train_loss, run.evals["test_loss"][-1]]).all():
+        diverged_step = run.steps[-1]
+        log.info("diverged: non-finite final loss (train %s, test %s)", train_loss, run.evals["test_loss"][-1])
     alpha = np.stack(run.alpha)
     return xr.Dataset({
         **{k: ("step", np.asarray(v, dtype=np.float32)) for k, v in run.scalars.items()},

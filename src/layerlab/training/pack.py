@@ -86,24 +86,33 @@ def train_pack(cells: dict[str, dict], data: dict[str, Dataset], built: dict[str
     results, members = {}, []
     for name, cell in cells.items():
         torch.set_rng_state(built[name].rng)  # the cell's own stream, as if its network had just been built
-        if reason := unfused_reason(cell):
+        checkpoint, model = checkpoints[name], built[name].model.to(device)
+        saved = checkpoint.load() if checkpoint is not None else None
+        if saved is not None and "result" in saved:  # trained before, its outputs not written: only write them
+            model.load_state_dict(saved["result"]["model"])
+            results[name] = saved["result"]["dataset"], model
+        elif reason := unfused_reason(cell):
             log.info("%s trains unfused: %s", name, reason)
-            results[name] = train_cell(cell, data[name], built[name].model, device, checkpoints[name])
+            results[name] = train_cell(cell, data[name], model, device, checkpoint)
         else:
-            members.append(prepare(name, cell, data[name], built[name].model.to(device), checkpoints[name]))
+            members.append(prepare(name, cell, data[name], model, checkpoint, saved))
     budget = device_budget(device)
     for group in fusable_groups(members):
         for part in fitting(group, budget):
-            for member in Group(part).train():
-                results[member.name] = member.loop.result(member.stage, member.seconds)
+            for m in Group(part).train():
+                results[m.name] = m.loop.result(m.stage, m.seconds)
+                if m.checkpoint is not None:  # before any output is written
+                    m.checkpoint.save_result(*results[m.name])
     return {name: results[name] for name in cells}
 
 
-def prepare(name: str, cell: dict, data: Dataset, model: Network, checkpoint: Checkpoint | None) -> Member:
-    """The cell's Loop and stage as the unfused path builds them (its RNG stream right after), resumed from its
-    checkpoint when it holds this cell's state."""
+def prepare(name: str, cell: dict, data: Dataset, model: Network, checkpoint: Checkpoint | None,
+            saved: dict | None = None) -> Member:
+    """The cell's Loop and stage as the unfused path builds them (its RNG stream right after), resumed from `saved`,
+    its checkpoint's state."""
     loop = Loop(cell, data, model, name=name)
-    saved = checkpoint.load() if checkpoint is not None else None
+    if checkpoint is not None:
+        checkpoint.check_probes(zip(loop.names, loop.probes, strict=True))
     if saved is not None:
         loop.regime.load_state_dict(saved["regime"])
     stage = loop.regime.stage(0)

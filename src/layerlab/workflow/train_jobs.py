@@ -14,33 +14,39 @@ import xarray as xr
 
 from layerlab import __version__
 from layerlab.core.config import canonical_json
+from layerlab.core.disk import WriteFailed, writing
 from layerlab.core.store import write_store
 from layerlab.data.datasets import Dataset, DatasetUnavailable
 from layerlab.nets.layers import Network
 from layerlab.nets.models import save_init
-from layerlab.training.checkpoint import Checkpoint, Interrupted, catch_signals
+from layerlab.training.checkpoint import Checkpoint, Interrupted, catch_signals, own_storage
 from layerlab.training.loop import train_cell
 from layerlab.training.pack import build, train_pack
 from layerlab.workflow import packs
 from layerlab.workflow.jobs import start_log
-from layerlab.workflow.runtime import cell_job, load_data, setup
+from layerlab.workflow.runtime import cell_job, job_attrs, load_data, setup
 
 
-def own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict whose tensors hold only themselves (a packed cell's weights are views of its pack's: saved as
-    they are, each would carry the whole fused storage)."""
-    return {k: v.clone() if v.untyped_storage().nbytes() != v.nbytes else v for k, v in state.items()}
-
-
-def write_outputs(ds: xr.Dataset, model: Network, cell_id: str, cell_json: str, device: torch.device,
-                  store: str | Path, final: str | Path) -> None:
-    """The cell's metrics store (with its parameters and provenance) and final weights."""
-    ds.attrs.update(config=cell_json, cell_id=cell_id, layerlab_version=__version__, torch_version=torch.__version__,
-                    device=str(device))
-    logging.info("%s: test_acc %.4f diverged %s in %.1f s", cell_id, ds.test_acc, bool(ds.diverged),
+def write_outputs(ds: xr.Dataset, model: Network, store: str | Path, final: str | Path, checkpoint: Checkpoint,
+                  keep: bool) -> None:
+    """A trained cell's final weights and train.zarr, after training saved the finished result in `checkpoint`; the
+    checkpoint is removed then unless `keep`. A failed write raises WriteFailed naming the file, the free space and
+    where the trained cell is kept (the rerun only writes)."""
+    logging.info("%s: test_acc %.4f diverged %s in %.1f s", ds.attrs.get("cell_id"), ds.test_acc, bool(ds.diverged),
                  float(ds.train_seconds))
-    torch.save(own_storage(model.state_dict()), final)
-    write_store(ds, store)
+    try:
+        with writing(final):
+            torch.save(own_storage(model.state_dict()), final)
+        write_store(ds, store)
+    except WriteFailed as err:
+        raise WriteFailed(f"{err}; {checkpoint.kept}") from err
+    if not keep:
+        checkpoint.remove()
+
+
+def provenance(device: torch.device) -> dict[str, str]:
+    """What a store records of the code and device that trained it."""
+    return {"layerlab_version": __version__, "torch_version": torch.__version__, "device": str(device)}
 
 
 def train_one(snakemake) -> None:
@@ -51,14 +57,12 @@ def train_one(snakemake) -> None:
     catch_signals([checkpoint])  # SIGTERM/SIGINT (a time limit, preemption, Ctrl-C): checkpoint, then exit non-zero
     logging.info("training %s on %s", snakemake.wildcards.cell, device)
     try:
-        ds, model = train_cell(cell, data, model, device, checkpoint)
-    except Interrupted as err:
+        ds, model = train_cell(cell, data, model, device, checkpoint)  # the finished cell kept in its checkpoint
+        ds.attrs.update(**job_attrs(snakemake), **provenance(device))
+        write_outputs(ds, model, snakemake.output.store, snakemake.output.model, checkpoint, settings["keep"])
+    except (Interrupted, WriteFailed) as err:
         logging.info("%s", err)
         sys.exit(f"layerlab: {err}")
-    write_outputs(ds, model, snakemake.wildcards.cell, snakemake.params.cell, device, snakemake.output.store,
-                  snakemake.output.model)
-    if not settings["keep"]:
-        checkpoint.remove()
 
 
 def train_pack_job(snakemake) -> None:
@@ -77,10 +81,11 @@ def train_pack_job(snakemake) -> None:
             target = packs.staged(staging, cid)
             target.mkdir(parents=True, exist_ok=True)
             built[cid] = build(cell, data)
-            save_init(built[cid].model, cell, data.input_shape, data.n_classes, target / "init.pt")
+            with writing(target / "init.pt"):
+                save_init(built[cid].model, cell, data.input_shape, data.n_classes, target / "init.pt")
             checkpoints[cid] = Checkpoint(Path(snakemake.params.checkpoints) / cid, cell, settings["every"],
                                           settings["minutes"])
-    except DatasetUnavailable as err:
+    except (DatasetUnavailable, WriteFailed) as err:
         sys.exit(f"layerlab: {err}")
     catch_signals(list(checkpoints.values()))
     logging.info("pack %s: %d cells on %s", snakemake.wildcards.pack, len(cells), device)
@@ -90,11 +95,16 @@ def train_pack_job(snakemake) -> None:
     except Interrupted as err:
         logging.info("%s", err)
         sys.exit(f"layerlab: {err}")
-    for cid, (ds, model) in results.items():
-        target = packs.staged(staging, cid)
-        write_outputs(ds, model, cid, canonical_json(cells[cid]), device, target / "train.zarr", target / "final.pt")
-        if not settings["keep"]:
-            checkpoints[cid].remove()
+    plugins = json.loads(snakemake.params.plugins)
+    try:
+        for cid, (ds, model) in results.items():
+            target = packs.staged(staging, cid)
+            ds.attrs.update(config=canonical_json(cells[cid]), cell_id=cid, plugins=plugins.get(cid, "{}"),
+                            **provenance(device))
+            write_outputs(ds, model, target / "train.zarr", target / "final.pt", checkpoints[cid], settings["keep"])
+    except WriteFailed as err:
+        logging.info("%s", err)
+        sys.exit(f"layerlab: {err}")
     packs.write_manifest(snakemake.output.manifest, staging, snakemake.log[0],
                          {cid: canonical_json(cell) for cid, cell in cells.items()})
 
