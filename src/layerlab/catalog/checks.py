@@ -18,6 +18,9 @@ def check_model(cell: dict) -> None:
                                ("residual", "false removes the shortcuts", not cell["residual"])]:
         if applies and cell["model"] not in ("resnet", "preresnet"):
             raise ConfigError(f"{key} ({what}) needs model 'resnet' or 'preresnet' (got '{cell['model']}')")
+    if cell["same_padding"] != "symmetric" and cell["model"] not in ("cnn_3c3d", "all_cnn_c"):
+        raise ConfigError(f"same_padding {cell['same_padding']} needs model 'cnn_3c3d' or 'all_cnn_c' (got "
+                          f"'{cell['model']}')")
     if not cell["bias"] and cell["model"] != "fnn":
         raise ConfigError(f"bias false (bias-free Linear maps) needs model 'fnn' (got '{cell['model']}')")
     if (widths := cell["widths"]) and (cell["model"] != "fnn" or len(widths) != cell["depth"]):
