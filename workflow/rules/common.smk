@@ -20,3 +20,9 @@ def measurement_inputs(name: str, wildcards) -> dict[str, str]:
     cell = f"{OUT}/cells/{wildcards.cell}"
     final = {"final": f"{cell}/final.pt"} if "final" in MEASUREMENTS[name].reads else {}
     return {"data": cell_dataset(wildcards), "init": f"{cell}/init.pt", **final}
+
+
+def plot_spec(wildcards) -> str:
+    """What one figure draws, as readable one-line YAML (the report shows it): the plot without its words, which
+    the captions rule writes (so new words do not redraw the figure)."""
+    return flow_yaml({k: v for k, v in PLOTS[wildcards.plot].items() if k not in ("caption", "section")})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from typing import Any
 
@@ -63,3 +64,11 @@ def expand_cells(config: dict, origins: dict[str, str] | None = None) -> dict[st
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def flow_yaml(value: Any) -> str:
+    """`value` as one line of YAML, keys sorted: canonical like canonical_json, and readable where Snakemake shows
+    it (a report's job parameters escape JSON's quotes)."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=True, width=math.inf).strip()
