@@ -69,7 +69,7 @@ def test_store_roundtrip_is_atomic_and_combines(tmp_path, digits):
 
 
 def test_plots_draw_the_cells_that_have_data():
-    from layerlab.report.plots import layer_step_heatmap, layer_trajectories, metric_vs_axis
+    from layerlab.report.plots import figure
 
     steps, layers = [0, 10, 20], [0, 1, 2, 3]
     alpha = np.full((2, 2, 3, 4), np.nan)
@@ -80,10 +80,10 @@ def test_plots_draw_the_cells_that_have_data():
         coords={"depth": [3, 4], "loss": np.array(["ce", "ce_lbe"], dtype=object), "seed": [0, 1], "step": steps,
                 "layer": layers},
     )
-    fig = layer_trajectories(ds.sel(loss="ce_lbe"), {"var": "alpha", "col": "depth"})
+    fig = figure(ds.sel(loss="ce_lbe"), {"kind": "layer_trajectories", "var": "alpha", "col": "depth"})
     assert [len(ax.lines) for ax in fig.axes] == [2, 2]
-    fig = layer_step_heatmap(ds, {"var": "alpha", "row": "loss", "col": "depth"})
+    fig = figure(ds, {"kind": "layer_step_heatmap", "var": "alpha", "row": "loss", "col": "depth"})
     assert [len(ax.collections) for ax in fig.axes[:4]] == [0, 0, 1, 1]  # ce panels say "no data"
-    fig = metric_vs_axis(ds, {"metric": "test_acc", "x": "depth", "hue": "loss"})
+    fig = figure(ds, {"kind": "metric_vs_axis", "metric": "test_acc", "x": "depth", "hue": "loss"})
     line = fig.axes[0].lines[1]  # ce_lbe: mean over seeds
     np.testing.assert_allclose(line.get_ydata(), [0.925, 0.8])
