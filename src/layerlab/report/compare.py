@@ -71,19 +71,20 @@ def _mean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
-def default_metrics(a: xr.Dataset, b: xr.Dataset, available: set[str]) -> tuple[list[str], list[str]]:
-    """(the metrics to compare, those left out as equal in every shared cell): every shared per-cell scalar but the
-    costs (COST_UNITS)."""
+def default_metrics(a: xr.Dataset, b: xr.Dataset, available: set[str]) -> dict[str, list[str]]:
+    """Every shared per-cell scalar but the costs (COST_UNITS), as {"compared": [...], "equal": [...] (equal in every
+    shared cell), "empty": [...] (no value in either study)}."""
     results = sorted(m for m in available if a[m].attrs.get("units", b[m].attrs.get("units")) not in COST_UNITS)
-    equal = [m for m in results if a[m].astype(float).equals(b[m].astype(float))]
-    return [m for m in results if m not in equal], equal
+    empty = [m for m in results if not (np.isfinite(a[m].astype(float)).any() or np.isfinite(b[m].astype(float)).any())]
+    equal = [m for m in results if m not in empty and a[m].astype(float).equals(b[m].astype(float))]
+    return {"compared": [m for m in results if m not in equal + empty], "equal": equal, "empty": empty}
 
 
 def compare(a: xr.Dataset, b: xr.Dataset, metrics: list[str] | None = None,
             names: tuple[str, str] = ("A", "B")) -> pd.DataFrame:
     """One row per shared cell (without seed) and metric: A's and B's means over seeds, the mean of B - A over the
     seeds both have, its 95% t-interval and the seed count. Without `metrics`: default_metrics, and only cells with
-    a value in both studies. `attrs["equal"]` lists the metrics left out as equal."""
+    a value in both studies; `attrs` names the metrics left out ("equal", "empty")."""
     a, b = matched(a, b, names)
     cell_dims = [d for d in study_axes(a) if d in a.dims and d in b.dims]
 
@@ -92,7 +93,8 @@ def compare(a: xr.Dataset, b: xr.Dataset, metrics: list[str] | None = None,
                 and v.dtype.kind in "fiub"}
 
     available = scalars(a) & scalars(b)
-    chosen, equal = (metrics, []) if metrics else default_metrics(a, b, available)
+    picked = {"compared": metrics, "equal": [], "empty": []} if metrics else default_metrics(a, b, available)
+    chosen = picked["compared"]
     missing = [m for m in chosen if m not in available]
     if missing:
         raise ValueError(f"metric {missing[0]!r} is not a per-cell variable of both studies "
@@ -114,7 +116,7 @@ def compare(a: xr.Dataset, b: xr.Dataset, metrics: list[str] | None = None,
     table = pd.DataFrame(rows)
     if not metrics and len(table):
         table = table[table[list(names)].notna().all(axis=1)].reset_index(drop=True)
-    table.attrs["equal"] = equal
+    table.attrs.update(equal=picked["equal"], empty=picked["empty"])
     return table
 
 
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(table):
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    if table.attrs["equal"]:
-        print(f"equal in every shared cell: {', '.join(table.attrs['equal'])}")
+    for group, words in (("equal", "equal in every shared cell"), ("empty", "no value in either study")):
+        if table.attrs[group]:
+            print(f"{words}: {', '.join(table.attrs[group])}")
     print(f"wrote {out / 'compare.csv'}" + (f" and {out / 'compare.png'}" if len(table) else
                                             " (no result differs: no figure)"))
