@@ -12,7 +12,7 @@ from conftest import ROOT, TINY_STUDY
 
 from layerlab.core.config import ConfigError, canonical_json, expand_cells
 from layerlab.core.messages import nearest
-from layerlab.core.registry import PLOTS
+from layerlab.core.registry import PLOT_KEYS, PLOT_ROLES, PLOTS, plot_option, register_plot
 from layerlab.data.datasets import SPLIT_SIZES
 from layerlab.workflow.validate import check_study
 
@@ -214,16 +214,16 @@ def test_plot_kinds_declare_their_parameters_and_captions():
     plot has are the schema's; a study's plot gets its kind's defaults."""
     from jsonschema import Draft202012Validator
 
-    from layerlab.workflow.plotcheck import COMMON
-
     schema = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/config.schema.yaml").read_text())
-    assert set(COMMON) == set(schema["properties"]["plots"]["items"]["properties"])
+    assert set(PLOT_KEYS) == set(schema["properties"]["plots"]["items"]["properties"])
     for kind in PLOTS.values():
         assert len(kind.caption) > 80 and "\n" not in kind.caption, kind.name
         for name, param in kind.parameters.items():
-            assert param.role in ("option", "variable", "facet") and name not in COMMON
+            assert param.role in PLOT_ROLES and name not in PLOT_KEYS
             Draft202012Validator.check_schema(param.schema)
             assert Draft202012Validator(param.schema).is_valid(param.default) or param.required, (kind.name, name)
+    with pytest.raises(ConfigError, match=r"plot kind 'my_kind' declares parameter\(s\) \['caption'\]: every plot"):
+        register_plot("my_kind", "my_plots:draw", parameters={"caption": plot_option("its words", type="string")})
     config = study()
     check_study(config)
     assert config["plots"][2] == {"name": "alpha", "kind": "layer_trajectories", "var": "alpha", "row": None,

@@ -120,6 +120,7 @@ class HeadSpec:
 
 
 PLOT_ROLES = ("option", "variable", "facet")
+PLOT_KEYS = ("name", "kind", "select", "section", "caption")  # keys of every plot (config.schema.yaml), not a kind's
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,9 @@ def register_head(name: str, build: Ref, **options: Any) -> HeadSpec:
 
 def register_plot(name: str, draw: Ref, caption: str = "", parameters: Mapping[str, PlotParam] | None = None,
                   **options: Any) -> PlotSpec:
+    clashes = sorted(set(parameters or {}) & set(PLOT_KEYS))
+    if clashes:
+        raise ConfigError(f"plot kind '{name}' declares parameter(s) {clashes}: every plot has these keys; rename")
     return PLOTS.add(PlotSpec(name, draw, caption, parameters or {}, **options))
 
 

@@ -11,9 +11,8 @@ from jsonschema import Draft202012Validator
 
 from layerlab.core.config import ConfigError
 from layerlab.core.messages import nearest
-from layerlab.core.registry import PLOTS, PlotSpec
+from layerlab.core.registry import PLOT_KEYS, PLOTS, PlotSpec
 
-COMMON = ("name", "kind", "select", "section", "caption")  # keys of every plot (config.schema.yaml), not the kind's
 # dims of store variables besides the grid axes, which `select` may pick from (e.g. the curvature probe's `p`)
 STORE_DIMS = {"step", "eval_step", "layer", "channel", "eigen", "p", "checkpoint", "fisher", "rep_layer",
               "memory_part", "image", "y", "x"}
@@ -23,7 +22,7 @@ def _parameter_problems(spec: dict[str, Any], kind: PlotSpec) -> list[str]:
     """Keys the kind does not take, required ones missing, values of the wrong type."""
     params = kind.parameters
     problems = [f"`{key}` is not used by kind {kind.name} (it takes {', '.join(params) or 'no parameters'})"
-                f"{nearest(key, params)}" for key in sorted(set(spec) - set(params) - set(COMMON))]
+                f"{nearest(key, params)}" for key in sorted(set(spec) - set(params) - set(PLOT_KEYS))]
     problems += [f"`{key}` is required for kind {kind.name}" for key, param in params.items()
                  if param.required and spec.get(key) is None]
     for key in sorted(params.keys() & spec.keys()):
