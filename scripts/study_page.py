@@ -12,7 +12,7 @@ snakemake = globals()["snakemake"]
 start_log(snakemake)
 config = snakemake.config
 axes = list(config["grid"])
-study = read_store(snakemake.input[0])
+study = read_store(snakemake.input[0], load=False)  # the per-cell scalars and attrs only are read
 table = to_table(study, axes)  # one row per existing cell, in stored_cells' order
 cells = [cell_id(json.loads(c), axes) for c in stored_cells(study)]
 flagged = [cid for cid, (_, row) in zip(cells, table.iterrows(), strict=True)
