@@ -14,9 +14,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
-    """A headless Chromium for the whole session; skipped (saying why) where Chromium or Playwright is missing."""
+    """A headless Chromium for the tests of one module; skipped (saying why) where Chromium or Playwright is missing.
+    Not for the session: while Playwright's sync API is open, the thread has a running asyncio loop, and code that
+    runs its own (layerlab.core.store's reads) fails in every later test."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install .[dev])")
     if not shutil.which(CHROMIUM):
         pytest.skip("chromium not installed (apt-get install chromium)")

@@ -210,6 +210,7 @@ def test_study_page_has_the_config_the_grid_and_a_sortable_filterable_cell_table
     page.get_by_text("study page").click()
     frame = page.frame_locator("iframe")
     rows = frame.locator("#cells tbody tr")
+    rows.first.wait_for()  # the page loads in the report's frame
     assert rows.count() == 7
     headers = frame.locator("#cells thead tr").first.locator("th").all_inner_texts()
     assert headers[:4] == ["depth", "loss", "seed", "status"] and "test_acc" in headers
