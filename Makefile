@@ -15,7 +15,6 @@ STUDY    = $(shell sed -n 's/^study: *//p' $(or $(CONFIG),config/config.yaml))
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e ".[$(subst -,$(comma),$(EXTRAS))]"
 	touch $@
 

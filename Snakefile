@@ -18,27 +18,39 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 from layerlab.core.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canonical_json, flow_yaml  # noqa: E402
-from layerlab.core.registry import MEASUREMENTS, resolve  # noqa: E402
-from layerlab.data.datasets import DATASETS, DatasetUnavailable, verify as verify_dataset  # noqa: E402
+from layerlab.core.registry import DATASETS, MEASUREMENTS, measurement_sources  # noqa: E402
+from layerlab.data.datasets import DatasetUnavailable, verify as verify_dataset  # noqa: E402
 from layerlab.workflow.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
+from layerlab.workflow.plugin_code import job_plugins  # noqa: E402
+from layerlab.workflow.study_file import study_config  # noqa: E402
 
 min_version("9.0")
 
 report: "workflow/report/workflow.rst"
 
-# A study file replaces the default config instead of being merged into it (grids must not mix).
+# A study file replaces the default config instead of being merged into it (grids must not mix). It is read again as
+# layerlab reads study files (layerlab.workflow.study_file: `1e-3` is a number, a syntax error names its line).
+STUDY_FILES = workflow.overwrite_configfiles or [Path(workflow.basedir) / "config/config.yaml"]
+try:
+    _study = study_config(STUDY_FILES, workflow.config_settings.config)
+except ConfigError as err:
+    raise WorkflowError(f"layerlab config error: {err}") from None
 if not workflow.overwrite_configfiles:
 
-    configfile: Path(workflow.basedir) / "config/config.yaml"
+    configfile: STUDY_FILES[0]
 
+
+config.update(_study)
 
 # Schemas compiled once (layerlab.workflow.validate): defaults filled, `--config KEY=VALUE` cell overrides applied, every
 # cell checked (its plug-ins' constraints, batch size), plot specs checked against the grid and the variables the
-# study produces. The study's plug-ins first: their parameters and names join the schemas.
-from layerlab.workflow.validate import check_study  # noqa: E402
+# study produces. The study's plug-ins first (files beside the study file, else in the working directory): their
+# parameters and names join the schemas.
+from layerlab.workflow.packs import plan as plan_packs  # noqa: E402
+from layerlab.workflow.validate import check_study, fuse_settings, per_model_keys  # noqa: E402
 
 try:
-    CELLS = check_study(config, workflow.config_settings.config)
+    CELLS = check_study(config, workflow.config_settings.config, STUDY_FILES[-1].parent)
 except ConfigError as err:
     raise WorkflowError(f"layerlab config error: {err}") from None
 # A corrupt prepared dataset stops the run here, before a job could delete a result computed from it.
@@ -55,8 +67,20 @@ AXES = list(config["grid"])
 MEASURED = config["measurements"]  # the study's measurements (layerlab.core.registry.MEASUREMENTS)
 PLOTS = {p["name"]: p for p in config["plots"]}  # each with its kind's parameters (layerlab.catalog.plots)
 # which cell's store of each measurement a cell reads (the cascade's: its deepest sibling's)
-MEASUREMENT_SOURCES = {p: resolve(MEASUREMENTS[p].source)(CELLS) if MEASUREMENTS[p].source else {c: c for c in CELLS}
-                 for p in MEASURED}
+MEASUREMENT_SOURCES = measurement_sources(CELLS, MEASURED)
+# Cell packs (layerlab.workflow.packs): the cells this run trains (those without a store), several to a job, cells that
+# differ only in per-model parameters fused into one network. Each pack job stages its cells' outputs; every cell's
+# own train job takes them over (its input: the pack's manifest).
+# Locally at least as many packs as cores; a cluster runs packs side by side anyway (one job each, on one GPU).
+try:
+    _cores = workflow.cores if workflow.local_exec else 1
+except WorkflowError:  # a dry run without --cores
+    _cores = 1
+_fuse = fuse_settings(config)
+PACKS = {} if _fuse is None else plan_packs(
+    CELLS, lambda c: Path(f"{OUT}/cells/{c}/train.zarr/{STORE_FILE}").exists(), per_model_keys(), _fuse["max_cells"],
+    _cores)
+PACK_OF = {cell: pack for pack, members in PACKS.items() for cell in members}
 # Local GPUs (layerlab.workflow.gpus): each training job claims one (device, slot) of this pool and sees only that device.
 # On a cluster SLURM binds the devices instead (profiles/slurm asks for gpu=1 per training job).
 GPUS, GPU_SLOTS = gpu_pool(config.get("gpus"))
@@ -67,11 +91,13 @@ wildcard_constraints:
     cell=CELL_ID_PATTERN,
     dataset="|".join(DATASETS),
     plot="|".join(PLOTS) or "^$",
+    pack="pack_[0-9a-f]{12}",
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/pack.smk"
 include: "workflow/rules/measurements.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/plots.smk"
@@ -83,6 +109,7 @@ include: "workflow/rules/study_page.smk"
 rule all:
     default_target: True
     input:
+        rules.collect.input,  # every cell's stores: a deleted one is made again (Snakemake keeps intermediate files)
         rules.collect.output,
         rules.claims.output,
         rules.study_page.output,

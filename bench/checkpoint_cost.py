@@ -53,12 +53,11 @@ def measure(overrides: dict, shape: tuple[int, ...], n: int, repeats: int, every
     model = build_model(cell, shape, 10)
     loop = Loop(cell, data, model)
     stage = loop.regime.stage(0)
-    stage.net.train()
-    to_log = set()
+    loop.begin_stage(stage)
     step_times = []
     for t in range(repeats + 1):
         tic = time.perf_counter()
-        state = loop.forward(stage, t, to_log)
+        state = loop.forward(stage, t)
         loop.update(stage, state)
         step_times.append(time.perf_counter() - tic)
     with tempfile.TemporaryDirectory() as tmp:

@@ -241,6 +241,40 @@ def determinism(cell: dict, datasets: Path, device: torch.device) -> dict:
             "nondeterministic_op_warnings": nondeterministic}
 
 
+def pack_check(datasets: Path, device: torch.device, tiny: bool, steps: int) -> dict:
+    """Cell packs on the device: 16 cells of paper 000's FNN (width 1000, depth 50, batch 128; tiny: 4 of width 32,
+    depth 5) trained as one pack and one after another: cell-steps/s both ways, and each packed cell's loss curve
+    against its cell alone (bit for bit on the CPU; on a GPU the deviation, which cuBLAS may make non-zero)."""
+    from layerlab.nets.models import build_model
+    from layerlab.training.loop import train_cell
+    from layerlab.training.pack import build, train_pack
+
+    size = dict(width=32, depth=5) if tiny else dict(width=1000, depth=50)
+    cells = {f"seed~{s}": {**default_cells(steps)[next(iter(default_cells(steps)))], **size, "loss": "ce",
+                           "seed": s, "log_every": 1, "eval_every": steps} for s in range(4 if tiny else 16)}
+    cells = {k: {key: v for key, v in c.items() if key != "full_steps"} for k, c in cells.items()}
+    path = datasets / "digits.npz"
+    data = load(path, device)
+    built = {k: build(c, data) for k, c in cells.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
+    start = time.perf_counter()
+    packed = train_pack(cells, dict.fromkeys(cells, data), built, device, dict.fromkeys(cells))
+    sync()
+    packed_s = time.perf_counter() - start
+    alone, start = {}, time.perf_counter()
+    for k, c in cells.items():
+        alone[k], _ = train_cell(c, data, build_model(c, data.input_shape, data.n_classes), device)
+    sync()
+    alone_s = time.perf_counter() - start
+    deviation = max(float(abs(packed[k][0]["loss"] - alone[k]["loss"]).max()) for k in cells)
+    cell_steps = len(cells) * steps
+    return {"device": str(device), "cells": len(cells), "steps": steps, **size,
+            "packed_cell_steps_per_s": cell_steps / packed_s, "alone_cell_steps_per_s": cell_steps / alone_s,
+            "speedup": alone_s / packed_s, "max_loss_deviation": deviation,
+            "ok": deviation == 0.0 if device.type == "cpu" else deviation < 1e-3}
+
+
 def ensure_datasets(names: set[str], datasets: Path) -> dict[str, str]:
     """Prepare (or verify) each dataset once, for every run to link; name -> error for those unavailable."""
     errors = {}
@@ -279,6 +313,8 @@ def write_summary(out: Path, summary: dict) -> None:
         lines += [f"  - {cid}: {r['train_seconds']:.2f} s, {r['cells_per_hour']:.1f} cells/h, max_memory_allocated "
                   f"{r['max_memory_allocated_bytes']:.4g} B" for cid, r in sp["cells"].items()]
     lines += ["", f"## Determinism: {json.dumps(summary.get('determinism'))}", ""]
+    lines += ["## Cell packs (fused vs one after another, same device)", "", f"{json.dumps(summary.get('packs'))}",
+              ""]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -374,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         if left() > 0:
             summary["determinism"] = determinism(next(iter(cells.values())), datasets, device)
             ok &= summary["determinism"]["ok"]
-    for phase in ("pool", "speed", "determinism"):
+    if left() > 0 and "digits" not in missing:
+        summary["packs"] = pack_check(datasets, device, tiny, 5 if tiny else 100)
+        ok &= summary["packs"]["ok"]
+    for phase in ("pool", "speed", "determinism", "packs"):
         if phase not in summary:
             summary[phase] = "skipped (budget, missing digits, or the default study not run/failed)"
             ok = False

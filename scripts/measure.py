@@ -2,10 +2,11 @@
 
 import torch
 
+from layerlab.core.disk import WriteFailed
 from layerlab.core.registry import MEASUREMENTS, resolve
 from layerlab.core.store import describe, write_store
 from layerlab.nets.models import load_init
-from layerlab.workflow.runtime import cell_job, run_script
+from layerlab.workflow.runtime import cell_job, job_attrs, run_script
 
 snakemake = globals()["snakemake"]
 
@@ -18,8 +19,8 @@ def main() -> None:
         networks["final"] = load_init(snakemake.input.init, cell)
         networks["final"].load_state_dict(torch.load(snakemake.input.final, map_location="cpu"))
     ds = resolve(spec.impl)(cell, data, {name: networks[name] for name in spec.reads}, device)
-    describe(ds, spec.variables).attrs.update(config=snakemake.params.cell, cell_id=snakemake.wildcards.cell)
+    describe(ds, spec.variables).attrs.update(job_attrs(snakemake))
     write_store(ds, snakemake.output.store)
 
 
-run_script(main, ValueError)
+run_script(main, ValueError, WriteFailed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,21 @@ def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = 
 def write_study(workdir: Path, config: dict) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def finished_study(tmp_path_factory, config: dict) -> Path:
+    """`config` run once in a fresh folder (for a module-scoped fixture: each test works on a `private_copy`)."""
+    workdir = tmp_path_factory.mktemp(config["study"])
+    write_study(workdir, config)
+    snakemake(workdir)
+    return workdir
+
+
+def private_copy(workdir: Path, tmp_path: Path) -> Path:
+    """A copy of a finished run that a test may change (mtimes and Snakemake metadata preserved)."""
+    copy = tmp_path / "study"
+    shutil.copytree(workdir, copy, symlinks=True)
+    return copy
 
 
 TINY_STUDY = {

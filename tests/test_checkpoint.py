@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -17,8 +18,12 @@ import torch
 import xarray as xr
 from conftest import ROOT, make_cell, snakemake, write_study
 
+from layerlab.core.registry import load_plugins
 from layerlab.core.store import read_store
 from layerlab.nets.models import build_model
+from layerlab.probes.base import takes_from_run
+from layerlab.probes.grad_rms import GradRMSProbe
+from layerlab.training import loop
 from layerlab.training.checkpoint import Checkpoint, Interrupted
 from layerlab.training.loop import train_cell
 
@@ -104,9 +109,8 @@ def test_interval_checkpoints_and_a_stale_or_corrupt_one_starts_fresh(digits, tm
     changed = {**cell, "lr": 2e-3}
     with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
         fresh = train(changed, digits, Checkpoint(tmp_path, changed))
-    assert "training starts fresh: it belongs to" in caplog.text and not (tmp_path / "checkpoint.pt").exists()
+    assert "training starts fresh: it belongs to" in caplog.text
     assert_identical(fresh, train(changed, digits))  # nothing of the other cell's state was mixed in
-    tmp_path.mkdir()
     (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
@@ -114,7 +118,71 @@ def test_interval_checkpoints_and_a_stale_or_corrupt_one_starts_fresh(digits, tm
     assert "it cannot be read" in caplog.text and "checkpoint at step 4" in caplog.text
     assert "checkpoint at step 8" in caplog.text
     assert_identical(whole, again)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 8  # the last one, kept
+    kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)  # the last one: the finished cell
+    assert kept["step"] == 12 and set(kept["result"]) == {"dataset", "model"}
+    Checkpoint(tmp_path, cell).remove()
+    assert not tmp_path.exists()  # the cell's folder goes with its last checkpoint
+
+
+def test_a_finished_cell_in_its_checkpoint_is_returned_without_training(digits, tmp_path, caplog, monkeypatch):
+    """The finished result is checkpointed before any output is written: the rerun after a failed write trains
+    nothing (no Loop is built) and returns the same metrics and weights."""
+    cell = make_cell(depth=3, width=8, steps=12, log_every=4, eval_every=6, lr=1e-3, grad_rms_probe=True)
+    whole = train(cell, digits, Checkpoint(tmp_path, cell))
+    monkeypatch.setattr(loop, "Loop", None)  # building one would fail
+    with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
+        again = train(cell, digits, Checkpoint(tmp_path, cell))
+    assert f"training finished at step 12 ({tmp_path / 'checkpoint.pt'}): only the outputs are written" in caplog.text
+    np.testing.assert_array_equal(whole[0]["train_seconds"], again[0]["train_seconds"])  # not even the wall time
+    assert_identical(whole, again)
+
+
+def test_probe_state_is_every_attribute_but_what_it_takes_from_the_run(digits):
+    cell = make_cell(depth=3, width=8, steps=12, curvature_every=4, neuron_every=4, grad_rms_probe=True)
+    model = build_model(cell, digits.input_shape, digits.n_classes)
+    built = loop.Loop(cell, digits, model)
+    probes = dict(zip(built.names, built.probes, strict=True))
+    assert set(probes["grad_rms"].state_dict()) == {"records"}  # not the layers (modules) nor the cell
+    assert set(probes["curvature"].state_dict()) == {"schedule", "generator", "steps", "records", "seconds"}  # not x, y
+    assert set(probes["neuron_states"].state_dict()) == {"schedule", "dying", "full"}  # not x, a view of the data
+    assert set(probes["memory"].state_dict()) == {"n_layers", "stages", "backprop"}  # not the fixed batch
+    assert takes_from_run([torch.zeros(1), torch.zeros(2)]) and not takes_from_run([])  # empty: records to come
+
+
+def test_a_plugin_probe_resumes_bit_identically_without_declaring_its_state(digits, tmp_path, caplog):
+    """docs/PLUGINS.md's worked example (tests/plugins/grad_norm.py) keeps its records in a plain attribute: stopped
+    before step 12 and resumed, every record before the checkpoint is there, equal to an uninterrupted run's."""
+    load_plugins([str(ROOT / "tests/plugins/grad_norm.py")])
+    cell = {**make_cell(depth=3, width=16, steps=20, batch_size=64, log_every=5, eval_every=10, lr=1e-3),
+            "grad_norm_probe": True}
+    whole = train(cell, digits)
+    with pytest.raises(Interrupted, match="at step 12; rerun to resume"):
+        train(cell, digits, StopAt(tmp_path, cell, 12))
+    with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
+        resumed = train(cell, digits, Checkpoint(tmp_path, cell))
+    assert "resumed from step 12" in caplog.text
+    assert_identical(whole, resumed)
+    norms = resumed[0]["grad_norm"]
+    assert np.isfinite(norms.sel(step=[0, 5, 10, 15])).all() and np.isnan(norms.sel(step=20)).all()
+
+
+def test_a_probe_that_cannot_be_checkpointed_turns_checkpoints_off_with_a_warning(digits, tmp_path, caplog,
+                                                                                   monkeypatch):
+    build = GradRMSProbe.__init__
+
+    def with_a_lock(self, *args):
+        build(self, *args)
+        self.lock = threading.Lock()  # cannot be pickled
+
+    monkeypatch.setattr(GradRMSProbe, "__init__", with_a_lock)
+    cell = make_cell(depth=3, width=8, steps=12, log_every=4, eval_every=6, lr=1e-3, grad_rms_probe=True)
+    whole = train(cell, digits)
+    stopped = r"at step 8; no checkpoint \(training probe 'grad_rms' keeps 'lock'.*\): a rerun starts over"
+    with caplog.at_level(logging.INFO, "layerlab.training.checkpoint"), pytest.raises(Interrupted, match=stopped):
+        train(cell, digits, StopAt(tmp_path, cell, 8))
+    assert "no checkpoints for this cell: training probe 'grad_rms' keeps 'lock' (lock)" in caplog.text
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert_identical(whole, train(cell, digits, Checkpoint(tmp_path, cell, every=4)))  # the run itself is unchanged
 
 
 @pytest.mark.e2e

@@ -15,7 +15,7 @@ def test_product_grid_with_readable_ids():
     assert cells["depth~30/loss~ce"] == {"width": 8, "depth": 30, "loss": "ce"}
 
 
-def test_explicit_cells_override_or_add():
+def test_explicit_cells_override_or_add():  # once each: two entries of one cell are refused (below)
     cells = expand_cells({"grid": {"depth": [10]}, "fixed": {"lr": 0.1},
                           "cells": [{"depth": 10, "lr": 0.5}, {"depth": 99, "width": 4}]})
     assert cells == {"depth~10": {"lr": 0.5, "depth": 10}, "depth~99": {"lr": 0.1, "depth": 99, "width": 4}}
@@ -34,6 +34,11 @@ def test_float_values_in_ids_and_pattern():
     ({"grid": {"depth": [1]}, "cells": [{"loss": "ce"}]}, "missing \\['depth'\\]"),
     ({"grid": {"depth": [1]}, "fixed": {"depth": 2}}, "both in 'grid' and in 'fixed'"),
     ({"grid": {"dataset": ["a/b"]}}, "cannot be part of a cell id"),
+    ({"grid": {"depth": [3, 4, 3]}}, "grid.depth: 3 is listed twice"),
+    ({"grid": {"lr": [0.01]}, "cells": [{"lr": 0.01, "steps": 5}, {"lr": 0.01, "steps": 9}]},
+     r"^cells\[0\] and cells\[1\] are the same cell 'lr~0.01' \(steps 5 vs 9\): give each cell once$"),
+    ({"grid": {"lr": [0.01]}, "cells": [{"lr": [0.1, 0.1]}]}, r"^cells\[0\] lists cell 'lr~0.1' twice"),
+    ({"grid": {"freeze_weights": ["1" * 240]}}, "bytes long, too long for a folder name \\(at most 250\\)"),
 ])
 def test_bad_configs_name_the_problem(config, message):
     with pytest.raises(ConfigError, match=message):

@@ -11,16 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from layerlab.data.datasets import (
-    DEBIAN_FASHION_MNIST,
-    DatasetCorrupt,
-    DatasetUnavailable,
-    load,
-    prepare,
-    read_idx,
-    read_provenance,
-    verify,
-)
+from layerlab.data.datasets import DatasetCorrupt, DatasetUnavailable, load, prepare, read_provenance, verify
+from layerlab.data.sources import DEBIAN_FASHION_MNIST, read_idx
 
 
 def test_digits_prepared_with_provenance(tmp_path):

@@ -76,7 +76,7 @@ def test_training_draws_batches_from_the_kept_rows(digits):
     stage = loop.regime.stage(0)
     allowed = {tuple(r.tolist()) for r in digits.train.x[rows].flatten(1)}
     for t in range(len(rows) // 50 + 2):  # more than one epoch of the kept rows
-        state = loop.forward(stage, t, set())
+        state = loop.forward(stage, t)
         assert all(tuple(r.tolist()) in allowed for r in state.x.flatten(1))
     ds, _ = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes), torch.device("cpu"))
     assert int(ds["train_rows"]) == len(rows) and float(ds["train_kept"]) == pytest.approx(len(rows) / 1437)

@@ -19,6 +19,7 @@ from layerlab.catalog import check_cell
 from layerlab.catalog.losses import HEADS
 from layerlab.core.config import ConfigError
 from layerlab.core.registry import (
+    DATASETS,
     DECISION_HEADS,
     MEASUREMENTS,
     MODELS,
@@ -29,7 +30,6 @@ from layerlab.core.registry import (
     load_plugins,
 )
 from layerlab.core.store import read_store
-from layerlab.data.datasets import DATASETS
 from layerlab.nets.models import ACTIVATIONS, INITS, build_model
 from layerlab.nets.norm import BN_VARIANTS
 from layerlab.training.loop import train_cell
@@ -45,8 +45,8 @@ def schema(name: str) -> dict:
 
 def builtin(registry) -> list[str]:
     """The names the catalog registers (their implementations live in the package)."""
-    return [s.name for s in registry.values() if str(getattr(s, "impl", getattr(s, "build", getattr(s, "draw", ""))))
-            .startswith("layerlab.")]
+    return [s.name for s in registry.values() if str(getattr(s, "impl", getattr(s, "build", getattr(s, "draw", getattr(
+        s, "prepare", ""))))).startswith("layerlab.")]
 
 
 def test_schema_enums_equal_the_builtin_registries_and_tables():
@@ -61,9 +61,9 @@ def test_schema_enums_equal_the_builtin_registries_and_tables():
     assert cell["bn_variant"]["enum"] == list(BN_VARIANTS)
     assert cell["loss"]["enum"] == ["ce", "ce_lbe", *HEADS]
     assert cell["entropy_constant"]["enum"] == list(ENTROPY_CONSTANTS)
-    assert cell["dataset"]["enum"] == list(DATASETS)
+    assert cell["dataset"]["enum"] == builtin(DATASETS)
     for spec in PROBES.values():  # every built-in probe's switch is a cell parameter with a schema default
-        assert set(spec.keys) <= set(cell), spec.name
+        assert set(spec.keys) <= set(cell) or PROBES.origin(spec.name), spec.name  # (a plug-in another test loaded)
 
 
 def test_planning_imports_no_torch_and_the_package_has_no_import_cycle():
@@ -163,3 +163,22 @@ def test_outside_probe_runs_end_to_end_through_snakemake(tmp_path, tiny_config):
     write_study(tmp_path, tiny_config)
     proc = snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "plugins: file 'missing.py' not found" in proc.stdout + proc.stderr
+
+
+def test_job_plugins_digest_the_plugin_files_each_job_runs(tmp_path):
+    """The params entry that reruns a job when a plug-in it runs is edited: the train job of a cell with built-ins
+    only runs no plug-in code; a plug-in measurement's job runs its file, whose digest follows its content."""
+    from layerlab.workflow.plugin_code import job_plugins
+
+    plugin = tmp_path / "my_measure.py"
+    plugin.write_text("from layerlab.core.registry import register_measurement\n\n\n"
+                      "def run(cell, data, networks, device):\n    raise NotImplementedError\n\n\n"
+                      "register_measurement('digested_measure', run, variables={})\n")
+    load_plugins(["my_measure.py"], [tmp_path])
+    assert MEASUREMENTS.origin("digested_measure") == "my_measure.py" and MEASUREMENTS.origin("cascade") is None
+    cell = make_cell()
+    assert job_plugins(cell) == {} and job_plugins(cell, "cascade") == {}
+    first = job_plugins(cell, "digested_measure")
+    assert list(first) == ["my_measure.py"] and len(first["my_measure.py"]) == 16
+    plugin.write_text(plugin.read_text() + "# edited\n")
+    assert job_plugins(cell, "digested_measure")["my_measure.py"] != first["my_measure.py"]

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from layerlab.catalog import check_cell
 from layerlab.core.config import ConfigError
+from layerlab.core.registry import register_dataset
 from layerlab.core.store import read_store
 from layerlab.data.datasets import DatasetUnavailable, input_shape, load, prepare
 from layerlab.nets.models import build_model
@@ -209,12 +210,18 @@ def test_crop_flip_against_a_per_image_reference():
     assert len({(int(a), int(b), int(c)) for a, b, c in zip(flip, dy, dx, strict=True)}) > 1
 
 
-def test_per_channel_standardization(tmp_path, monkeypatch):
+def rgb_images(spec, downloads) -> tuple[dict, dict]:
+    """Colour channels of very different ranges (up to 40, 120, 250), two classes."""
     rng = np.random.default_rng(0)
     images = {f"x_{s}": (rng.random((n, 3, 4, 4)) * [[[40]], [[120]], [[250]]]).astype(np.uint8)
               for s, n in (("train", 50), ("test", 10))}
     labels = {f"y_{s}": rng.integers(0, 2, n) for s, n in (("train", 50), ("test", 10))}
-    monkeypatch.setattr("layerlab.data.datasets.build", lambda *_: ({**images, **labels}, {"scale": 255.0}))
+    return {**images, **labels}, {}
+
+
+def test_per_channel_standardization(tmp_path):
+    register_dataset("rgb", rgb_images, shape=(3, 4, 4), classes=2, splits=(50, 10),
+                     provenance={"source": "generated", "license": "none", "split": "50/10", "scale": 255.0})
     path = tmp_path / "rgb.npz"
     prepare("rgb", path, tmp_path)
     x = load(path, scaling="standardize_channels").train.x

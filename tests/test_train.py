@@ -43,6 +43,15 @@ def test_divergence_is_a_result(digits):
     assert 0 <= float(ds["test_acc"]) <= 0.2
 
 
+def test_a_non_finite_final_loss_is_divergence(digits):
+    """Every batch loss finite, the final network's test loss NaN (lr 1e6: some test inputs overflow): diverged, at
+    the last step."""
+    ds = run(make_cell(depth=2, width=16, optimizer="sgd", lr=1e6, steps=30, batch_size=64, log_every=10,
+                       eval_every=15), digits)
+    assert np.isfinite(ds["loss"]).all() and not np.isfinite(float(ds["test_loss"]))
+    assert bool(ds["diverged"]) and int(ds["diverged_step"]) == 30
+
+
 def test_same_seed_identical_metrics_other_seed_differs(digits):
     cell = make_cell(depth=3, width=16, steps=20, log_every=5, loss="ce_lbe", lr=1e-3)
     a, b = run(cell, digits), run(cell, digits)

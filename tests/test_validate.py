@@ -12,8 +12,8 @@ from conftest import ROOT, TINY_STUDY
 
 from layerlab.core.config import ConfigError, canonical_json, expand_cells
 from layerlab.core.messages import nearest
-from layerlab.core.registry import PLOT_KEYS, PLOT_ROLES, PLOTS, plot_option, register_plot
-from layerlab.data.datasets import SPLIT_SIZES
+from layerlab.core.registry import DATASETS, PLOT_KEYS, PLOT_ROLES, PLOTS, plot_option, register_plot
+from layerlab.workflow.study_file import read_study
 from layerlab.workflow.validate import check_study
 
 CONFIGS = sorted([ROOT / "config/config.yaml", *(ROOT / "config/studies").glob("*.yaml")])
@@ -99,6 +99,47 @@ def test_messages_name_the_place_and_the_nearest_name(change, expected):
     assert len(text) < 300 and "\n" not in text  # one short line, no schema dump
 
 
+def test_a_study_name_too_long_for_a_folder_is_one_line():
+    text = message(study(study="a" * 300))
+    assert text == "study: the name is 300 characters long, at most 250 (it names the folder results/<study>/)"
+
+
+def test_numbers_as_papers_write_them_are_numbers_and_whole_ones_integers(tmp_path):
+    """YAML 1.1 reads `1e-3` as a string; a study file reads it as a number wherever it is written, and a whole
+    float for an integer parameter (`steps: 1e2`) as that integer."""
+    path = tmp_path / "study.yaml"
+    path.write_text("study: tiny\n"
+                    "grid: {lr: [1e-3, 3e-4], depth: [3]}\n"
+                    "fixed: {dataset: digits, width: 8, steps: 1e2, lbe_beta: 1E-2, lr_milestones: [5e1]}\n"
+                    "cells: [{lr: 1e-1, depth: 3, momentum: 9e-1}]\n"
+                    "claims: [{name: c, metric: test_acc, select: {lr: 1e-3, depth: 3}, op: '>=', value: 1e-1}]\n")
+    config = read_study(path)
+    assert config["grid"]["lr"] == [1e-3, 3e-4] and config["claims"][0]["select"]["lr"] == 1e-3
+    cells = check_study(config)
+    assert list(cells) == ["lr~0.001/depth~3", "lr~0.0003/depth~3", "lr~0.1/depth~3"]
+    cell = cells["lr~0.1/depth~3"]
+    assert cell["momentum"] == 0.9 and cell["lbe_beta"] == 0.01
+    assert cell["steps"] == 100 and isinstance(cell["steps"], int) and cell["lr_milestones"] == [50]
+    assert canonical_json(cell["lr_milestones"]) == "[50]"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("study: x\ngrid: {depth: [3]\n  fixed: 1\n", ", line 3, column 3: not valid YAML: did not find expected ',' "
+                                                  "or '}'"),
+    ("study: x\n\tgrid: {}\n", ", line 2, column 1: not valid YAML: found a tab character that violates "
+                                "indentation"),
+    ("- just\n- a list\n", ": a study file is a mapping of keys (study, grid, fixed, ...)"),
+])
+def test_an_unreadable_study_file_is_one_line_with_its_line(tmp_path, text, expected):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_study(path)
+    assert str(err.value) == f"{path}{expected}"
+    with pytest.raises(ConfigError, match=f"^study file {tmp_path / 'missing.yaml'} not found$"):
+        read_study(tmp_path / "missing.yaml")
+
+
 def test_nearest_name():
     assert nearest("batch_entropie", ["batch_entropy", "alpha"]) == " (did you mean 'batch_entropy'?)"
     assert nearest("learning_rate", ["lr", "steps"]) == " (did you mean 'lr'?)"
@@ -158,9 +199,8 @@ def test_split_sizes_match_the_prepared_dataset(digits_path):
     from layerlab.data.datasets import read_provenance
 
     shapes = read_provenance(digits_path)["shapes"]
-    assert SPLIT_SIZES["digits"] == (shapes["x_train"][0], shapes["x_test"][0])
-    schema = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
-    assert set(SPLIT_SIZES) == set(schema["properties"]["dataset"]["enum"])
+    assert DATASETS["digits"].splits == (shapes["x_train"][0], shapes["x_test"][0])
+    assert DATASETS["digits"].shape == tuple(shapes["x_train"][1:])
 
 
 # --- plot specs --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
-from conftest import ROOT, TINY_STUDY, snakemake, write_study
+from conftest import ROOT, TINY_STUDY, finished_study, private_copy, snakemake, write_study
 
 from layerlab.core.config import expand_cells
 from layerlab.core.store import read_store
@@ -40,18 +40,12 @@ def changed(before: dict[str, float], after: dict[str, float]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def completed(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("study")
-    write_study(workdir, TINY_STUDY)
-    snakemake(workdir)
-    return workdir
+    return finished_study(tmp_path_factory, TINY_STUDY)
 
 
 @pytest.fixture
 def workdir(completed, tmp_path) -> Path:
-    """A private copy of the completed run (mtimes and Snakemake metadata preserved)."""
-    copy = tmp_path / "study"
-    shutil.copytree(completed, copy, symlinks=True)
-    return copy
+    return private_copy(completed, tmp_path)
 
 
 def test_study_store_has_grid_axes_as_dims(completed):

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import ROOT, snakemake, write_study
 
 from layerlab.core.store import read_store
@@ -106,3 +108,76 @@ def test_nested_cli_values_are_typed(tmp_path):
     proc = snakemake(tmp_path, "-n", "--config", "fixed={steps: 7, train_subset: 500}", "grid={depth: [4, 5]}")
     assert re.search(r"^train\s+4$", proc.stdout, re.MULTILINE)
     assert "depth~5/loss~ce_lbe" in proc.stdout
+
+
+# --- study files as a researcher writes them (`snakemake -n`, where the user sees it) ------------------------------
+
+STUDY_TEXT = """\
+study: numbers
+grid: {lr: [1e-3, 3e-4], depth: [3]}
+fixed: {dataset: digits, width: 8, steps: 1e1, batch_size: 64, log_every: 5, eval_every: 5}
+cells:
+  - {lr: 1e-2, depth: 3, momentum: 9e-1}
+"""
+
+
+def test_numbers_written_as_papers_write_them_plan(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY_TEXT)
+    proc = snakemake(tmp_path, "-n")
+    assert re.search(r"^train\s+3$", proc.stdout, re.MULTILINE)
+    for cid in ("lr~0.001/depth~3", "lr~0.0003/depth~3", "lr~0.01/depth~3"):
+        assert f"results/numbers/cells/{cid}/train.zarr" in proc.stdout
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (STUDY_TEXT.replace("numbers", "n" * 300),
+     "layerlab config error: study: the name is 300 characters long, at most 250"),
+    (STUDY_TEXT + "  - {lr: 1e-2, depth: 3, momentum: 0.5}\n",
+     "layerlab config error: cells[0] and cells[1] are the same cell 'lr~0.01/depth~3' (momentum 0.9 vs 0.5): give "
+     "each cell once"),
+])
+def test_study_file_mistakes_are_one_line_before_any_job(tmp_path, text, expected):
+    (tmp_path / "study.yaml").write_text(text)
+    proc = snakemake(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and expected in out, out[-2000:]
+    assert "Traceback" not in out and not (tmp_path / "results").exists()
+
+
+def test_plugin_files_resolve_beside_the_study_file(tmp_path):
+    """The study in studies/, its plug-in beside it, the run in another folder: the plug-in is found (and, as
+    before, one in the working directory)."""
+    studies, workdir = tmp_path / "studies", tmp_path / "run"
+    studies.mkdir()
+    shutil.copy(ROOT / "tests/plugins/grad_norm.py", studies / "my_probes.py")
+    study = {**STUDY, "plugins": ["my_probes.py"], "fixed": {**STUDY["fixed"], "grad_norm_probe": True},
+             "plots": []}
+    (studies / "study.yaml").write_text(yaml.safe_dump(study))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(studies / "study.yaml"), "-n"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0 and re.search(r"^train\s+2$", proc.stdout, re.MULTILINE), proc.stdout[-2000:]
+    shutil.move(studies / "my_probes.py", workdir / "my_probes.py")  # in the working directory: found there
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    (workdir / "my_probes.py").unlink()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode != 0 and f"plugins: file 'my_probes.py' not found (relative to {studies} or {workdir})" \
+        in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("study: x\ngrid: {depth: [3]\n  fixed: 1\n", "PATH, line 3, column 3: not valid YAML: did not find expected "
+                                                  "',' or '}'"),
+    (None, "study file PATH not found"),
+])
+def test_diff_names_the_line_of_a_yaml_error_and_a_missing_study_file(tmp_path, text, expected):
+    """Snakemake reads `--configfile` itself, before the workflow runs (`Config file is not valid JSON or YAML`, a
+    FileNotFoundError traceback for a missing file); `python -m layerlab.diff` says which line, in one line."""
+    path = tmp_path / "study.yaml"
+    if text is not None:
+        path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "layerlab.diff", "-d", str(tmp_path), "--configfile", str(path)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == f"layerlab config error: {expected.replace('PATH', str(path))}"

@@ -25,7 +25,7 @@ class GradNorm(TrainingProbe):
 register_probe(
     "grad_norm", GradNorm,
     variables={"grad_norm": ("L2 norm of dL/dW of the layer's weight (training mini-batch)", "1")},
-    enabled=lambda cell: cell["grad_norm_probe"], keys=("grad_norm_probe",), layer_maps=True,
-    parameters={"grad_norm_probe": {"type": "boolean", "default": False,
+    enabled=lambda cell: cell["grad_norm_probe"], keys=("grad_norm_probe",), layer_maps=True, packs=True,
+    parameters={"grad_norm_probe": {"type": "boolean", "default": False, "per_model": True,
                                     "description": "record grad_norm (step, layer) at the logged steps"}},
 )

@@ -11,8 +11,30 @@ def cell_json(wildcards) -> str:
     return canonical_json(CELLS[wildcards.cell])
 
 
+def plugin_code(rule: str) -> dict:
+    """The `plugins` params entry of a per-cell rule: the digest of each plug-in source a job runs
+    (layerlab.workflow.plugin_code), so that editing a plug-in reruns the jobs that ran it. A study without plug-ins
+    has no entry: adding one would change the params of every finished job, and rerun it."""
+    if not config["plugins"]:
+        return {}
+    measurement = None if rule == "train" else rule
+    return {"plugins": lambda wildcards: canonical_json(job_plugins(CELLS[wildcards.cell], measurement))}
+
+
+def pack_plugin_code(wildcards) -> str:
+    """Each member's `plugins` params of its train job (what its store records), for the pack that trains it."""
+    members = PACKS[wildcards.pack]
+    return canonical_json({c: canonical_json(job_plugins(CELLS[c])) for c in members} if config["plugins"] else {})
+
+
 def cell_dataset(wildcards) -> str:
     return f"resources/datasets/{CELLS[wildcards.cell]['dataset']}.npz"
+
+
+def train_inputs(wildcards) -> dict[str, str]:
+    """The cell's dataset, and the manifest of the pack that trains it in this run."""
+    pack = PACK_OF.get(wildcards.cell)
+    return {"data": cell_dataset(wildcards), **({"pack": f"{OUT}/packs/{pack}.json"} if pack else {})}
 
 
 def measurement_inputs(name: str, wildcards) -> dict[str, str]:

@@ -13,6 +13,7 @@ for _name in MEASUREMENTS:
             store=zarr_store(f"{OUT}/cells/{{cell}}/{_name}.zarr"),
         params:
             cell=cell_json,
+            **plugin_code(_name),
         threads: config["threads"]
         resources:
             gpu=1 if GPUS and MEASUREMENTS[_name].gpu else 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from layerlab.catalog.losses import check_loss
 from layerlab.core.config import ConfigError
-from layerlab.core.registry import MEASUREMENTS, MODELS, PROBES, REGIMES
+from layerlab.core.registry import DATASETS, MEASUREMENTS, MODELS, PROBES, REGIMES, network_input
 
 
 def check_model(cell: dict) -> None:
@@ -47,16 +47,11 @@ def check_k_filter(cell: dict) -> None:
                           f"neighbours in its batch (0: the whole training split)")
 
 
-def check_input(cell: dict) -> None:
-    from layerlab.data.datasets import IMAGE_SIDES  # numpy, not needed by the other checks
-
-    side = IMAGE_SIDES[cell["dataset"]]
-    if cell["input_crop"] > side:
-        raise ConfigError(f"input_crop {cell['input_crop']} is larger than the {cell['dataset']} images "
-                          f"({side}x{side})")
-    if (size := cell["input_resize"] or cell["input_crop"] or side) < cell["input_pool"]:
-        raise ConfigError(f"input_pool {cell['input_pool']} is larger than the {size}x{size} images "
-                          f"(after input_crop/input_resize)")
+def input_shape(cell: dict) -> tuple[int, ...]:
+    """(channels, height, width) of what the cell's network sees, from its dataset's declaration; raises ConfigError
+    for an input_crop or input_pool larger than the images."""
+    return network_input(cell["dataset"], DATASETS[cell["dataset"]].shape, cell["input_pool"], cell["input_crop"],
+                         cell["input_resize"])
 
 
 def active_probes(cell: dict) -> list[str]:
@@ -83,7 +78,7 @@ def check_probes(cell: dict) -> None:
 
 def check_cell(cell: dict, measurements: list[str] | None = None) -> None:
     """Every plug-in's constraints on `cell` (model, loss, regime, training probes, the study's measurements)."""
-    check_input(cell)
+    input_shape(cell)  # input_crop and input_pool against the dataset's images
     check_model(cell)
     check_loss(cell)
     regime = REGIMES[cell["training"]]

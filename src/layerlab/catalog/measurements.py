@@ -5,9 +5,11 @@ study-level derivations: layerlab.report.analysis)."""
 from __future__ import annotations
 
 import itertools
+import math
 
+from layerlab.catalog.checks import input_shape
 from layerlab.core.config import ConfigError, canonical_json
-from layerlab.core.registry import MODELS, register_measurement
+from layerlab.core.registry import DATASETS, MODELS, register_measurement
 
 CASCADE = {
     "re_kl": ("relative entropy of reconstruction vs original, / last layer, median over samples", "1"),
@@ -106,18 +108,15 @@ def check_representation(cell: dict) -> None:
 
 
 def check_fisher(cell: dict) -> None:
-    from layerlab.data.datasets import IMAGE_SIDES, SPLIT_SIZES  # numpy, not needed by the other checks
-
     if cell["model"] != "fnn" or cell["loss"] != "ce":
         raise ConfigError(f"the fisher probe computes the Fisher of softmax cross-entropy for an MLP: it needs model "
                           f"'fnn' and loss 'ce' (got '{cell['model']}', '{cell['loss']}')")
-    side = (cell["input_resize"] or cell["input_crop"] or IMAGE_SIDES[cell["dataset"]]) // cell["input_pool"]
-    sizes = [side * side * (3 if cell["dataset"].startswith("cifar") else 1),
-             *(cell["widths"] or [cell["width"]] * cell["depth"]), 10 if cell["dataset"] != "cifar100" else 100]
+    dataset = DATASETS[cell["dataset"]]
+    sizes = [math.prod(input_shape(cell)), *(cell["widths"] or [cell["width"]] * cell["depth"]), dataset.classes]
     if (params := sum(a * b for a, b in itertools.pairwise(sizes))) > FISHER_MAX_PARAMS:
         raise ConfigError(f"the fisher probe's dense matrix over {params} weights is too large (at most "
                           f"{FISHER_MAX_PARAMS}): reduce width/depth or the input (input_resize, input_pool)")
-    rows = min(SPLIT_SIZES[cell["dataset"]][0], cell["train_subset"] or SPLIT_SIZES[cell["dataset"]][0])
+    rows = min(dataset.splits[0], cell["train_subset"] or dataset.splits[0])
     if cell["fisher_samples"] > rows:
         raise ConfigError(f"fisher_samples {cell['fisher_samples']} is larger than the training split ({rows} rows)")
 

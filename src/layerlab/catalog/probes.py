@@ -107,32 +107,33 @@ def check_compression(cell: dict) -> None:
 
 
 # paper 000: every hidden layer's batch entropy at the logged steps
-register_probe("batch_entropy", "layerlab.probes.batch_entropy:BatchEntropyProbe", BATCH_ENTROPY)
+register_probe("batch_entropy", "layerlab.probes.batch_entropy:BatchEntropyProbe", BATCH_ENTROPY, packs=True)
 # paper 002: BatchNorm's learnable gamma/beta (networks without learnable ones write nothing)
 register_probe("bn_parameters", "layerlab.probes.bn_params:BNParametersProbe", BN_PARAMETERS,
                enabled=lambda cell: cell["bn_variant"] in ("bn_gamma", "bn_beta", "bn_gamma_beta") or cell["last_bn"],
-               keys=("bn_variant", "last_bn"))
+               keys=("bn_variant", "last_bn"), packs=True)
 # paper 001 ch. 4: per-layer RMS of dL/dW from the training step's own backward
 register_probe("grad_rms", "layerlab.probes.grad_rms:GradRMSProbe", GRAD_RMS,
-               enabled=lambda cell: cell["grad_rms_probe"], keys=("grad_rms_probe",), layer_maps=True)
+               enabled=lambda cell: cell["grad_rms_probe"], keys=("grad_rms_probe",), layer_maps=True, packs=True)
 # paper 001 ch. 3: weight entropy and Huffman bits per weight
 register_probe("weight_entropy", "layerlab.probes.weight_entropy:WeightEntropyProbe", WEIGHT_ENTROPY,
-               enabled=lambda cell: cell["weight_entropy_bits"] > 0, keys=("weight_entropy_bits",), layer_maps=True)
+               enabled=lambda cell: cell["weight_entropy_bits"] > 0, keys=("weight_entropy_bits",), layer_maps=True,
+               packs=True)
 # paper 001 ch. 3: W <- Decompress(Compress(W)) during training, and the bits sent
 register_probe("weight_compression", "layerlab.probes.weight_entropy:WeightCompressionProbe", WEIGHT_COMPRESSION,
                enabled=lambda cell: cell["quantize_bits"] > 0, keys=("quantize_bits",), regimes=("backprop",),
-               layer_maps=True, check=check_compression)
+               layer_maps=True, check=check_compression, packs=True)
 # paper 004: K-FAC factors of every layer's Fisher block, their spectra and condition numbers
 register_probe("curvature", "layerlab.probes.curvature:CurvatureProbe", CURVATURE,
                enabled=lambda cell: cell["curvature_every"] > 0, keys=("curvature_every",), regimes=("backprop",),
-               layer_maps=True)
+               layer_maps=True, packs=True)
 # paper 001 ch. 6: peak memory of one training step (per stage in the staged regimes)
-register_probe("memory", "layerlab.probes.memory:MemoryProbe", MEMORY)
+register_probe("memory", "layerlab.probes.memory:MemoryProbe", MEMORY, packs=True)
 # paper 004 Sec. 4.2, Fig. A12: dying and full ReLU units per hidden layer
 register_probe("neuron_states", "layerlab.probes.neurons:NeuronStatesProbe", NEURON_STATES,
-               enabled=lambda cell: cell["neuron_every"] > 0, keys=("neuron_every",), regimes=("backprop",))
+               enabled=lambda cell: cell["neuron_every"] > 0, keys=("neuron_every",), regimes=("backprop",), packs=True)
 # paper 001 ch. 5: LSD, k-redundancy and selection entropy per representation at chosen steps of training
 register_probe("representation_dynamic", "layerlab.probes.representation_dynamic:RepresentationDynamicProbe",
                REPRESENTATION_DYNAMIC, enabled=lambda cell: cell["representation_every"] > 0
                or bool(cell["representation_at"]), keys=("representation_every", "representation_at"),
-               regimes=("backprop",), check=check_representation_dynamic)
+               regimes=("backprop",), check=check_representation_dynamic, packs=True)

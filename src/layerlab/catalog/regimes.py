@@ -101,7 +101,7 @@ def check_staged(cell: dict) -> None:
     check_head(cell)
 
 
-register_regime("backprop", "layerlab.training.regimes.backprop:Backprop", k_filter="before")
+register_regime("backprop", "layerlab.training.regimes.backprop:Backprop", k_filter="before", packs=True)
 for _name, _windows in (("layerwise", "single"), ("segmentwise", "sliding"), ("partitionwise", "partitions")):
     register_regime(_name, "layerlab.training.regimes.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged,
                     options={"windows": _windows}, k_filter="online" if _windows == "partitions" else None)

@@ -1,4 +1,5 @@
-"""Plug-in registries: training probes, measurements, models, training regimes, decision heads and plot kinds.
+"""Plug-in registries: datasets, training probes, measurements, models, training regimes, decision heads and plot
+kinds.
 
 A plug-in is a *declaration* (torch-free: its name, when it is on, the cell parameters it adds, the variables it
 writes, the regimes it supports, its config checks) plus an *implementation* (a class or function, imported only
@@ -6,7 +7,7 @@ by the jobs that run it). The declaration is what the Snakefile needs to plan an
 without importing torch. `impl` is the implementation itself or a lazy reference "package.module:attribute".
 
 Built-in plug-ins are declared in `layerlab.catalog`; a study's `plugins: [module or path/to/file.py, ...]`
-imports more (see docs/PLUGINS.md). Each registry is one source of truth: the schema enums of `model`,
+imports more (see docs/PLUGINS.md). Each registry is one source of truth: the schema enums of `dataset`, `model`,
 `training`, `layer_head`, `measurements` and plot `kind` are extended from them, and a test keeps the built-in enums
 equal.
 """
@@ -16,7 +17,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -44,6 +46,50 @@ def no_conv_layers(cell: dict) -> int:
     return 0
 
 
+# what a prepared dataset's provenance (written beside its arrays) must say; `scale` is the uint8 value of 1.0
+PROVENANCE_KEYS = ("source", "license", "split", "scale")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset (`dataset: name`), prepared once into resources/datasets/<name>.npz by `prepare(spec, downloads)`:
+    it returns {"x_train", "y_train", "x_test", "y_test": arrays} (uint8 images (N, C, H, W) or (N, H, W) of values
+    0..scale, integer labels) and the provenance known only once read (e.g. which of two sources; may be empty).
+    The rest is known before any job: the image `shape` (C, H, W) and `classes` size the networks, `splits` (train,
+    test rows) bound batch_size, and `provenance` (PROVENANCE_KEYS, in the order written) goes beside the arrays.
+    Preparation checks the arrays against this declaration."""
+
+    name: str
+    prepare: Ref
+    shape: tuple[int, int, int]
+    classes: int
+    splits: tuple[int, int]
+    provenance: Mapping[str, Any]
+    options: Mapping[str, Any] = field(default_factory=dict)  # what a shared `prepare` needs to know of this one
+
+    def __post_init__(self) -> None:
+        if missing := [k for k in PROVENANCE_KEYS if k not in self.provenance]:
+            raise ConfigError(f"dataset '{self.name}': its provenance lacks {', '.join(missing)} "
+                              f"(it needs {', '.join(PROVENANCE_KEYS)})")
+        if len(self.shape) != 3 or len(self.splits) != 2:
+            raise ConfigError(f"dataset '{self.name}': shape is (channels, height, width) and splits (train rows, "
+                              f"test rows); got {self.shape} and {self.splits}")
+
+
+def network_input(dataset: str, image: Sequence[int], pool: int = 1, crop: int = 0, resize: int = 0) -> tuple[int, ...]:
+    """(channels, height, width) of what a network sees of `dataset`'s images of shape `image` (C, H, W):
+    centre-cropped to `crop` pixels a side, resized to `resize`, then average-pooled by `pool` (0: no crop, no
+    resize). Raises ConfigError when the crop or the pooling is larger than the images."""
+    channels, *size = image
+    if crop > min(size):
+        raise ConfigError(f"input_crop {crop} is larger than the {dataset} images ({'x'.join(map(str, size))})")
+    size = [resize] * 2 if resize else [crop] * 2 if crop else size
+    if pool > min(size):
+        raise ConfigError(f"input_pool {pool} is larger than the {'x'.join(map(str, size))} images (after "
+                          f"input_crop/input_resize)")
+    return channels, *(n // pool for n in size)
+
+
 @dataclass(frozen=True)
 class ProbeSpec:
     """A training probe: measures during training (hooks of `layerlab.probes.base.TrainingProbe`) and
@@ -58,6 +104,8 @@ class ProbeSpec:
     layer_maps: bool = False  # reads the one Linear/Conv map of every layer (the model must have them)
     check: Check | None = None
     parameters: Mapping[str, dict] = field(default_factory=dict)  # cell parameters it adds (JSON schema, default)
+    packs: bool = False  # runs in a cell pack: on each packed cell's own network, whose weights are views of the
+    # pack's fused ones (layerlab.training.pack); a probe that does not makes its cells train unfused
 
 
 @dataclass(frozen=True)
@@ -103,6 +151,7 @@ class RegimeSpec:
     parameters: Mapping[str, dict] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)  # the variant of `impl`: keyword arguments it takes
     k_filter: str | None = None  # how it applies `k_filter`: "before" training, "online" per stage, None: not at all
+    packs: bool = False  # its cells can train fused in a pack (one stage over the whole network)
 
 
 @dataclass(frozen=True)
@@ -185,6 +234,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._origins: dict[str, str] = {}  # name -> the study plug-in that registered it
 
     @property
     def _entries(self) -> dict[str, T]:
@@ -196,7 +246,13 @@ class Registry(Generic[T]):
         if name in self._items and self._items[name] != spec:
             raise ConfigError(f"{self.kind} '{name}' is registered twice (with different declarations)")
         self._items[name] = spec
+        if _loading:
+            self._origins.setdefault(name, _loading[-1])
         return spec
+
+    def origin(self, name: str) -> str | None:
+        """The study plug-in (its `plugins:` entry) that registered `name`; None for a built-in."""
+        return self._origins.get(name)
 
     def __getitem__(self, name: str) -> T:
         if name not in self._entries:
@@ -216,12 +272,18 @@ class Registry(Generic[T]):
         return list(self._entries)
 
 
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 PROBES: Registry[ProbeSpec] = Registry("training probe")
 MEASUREMENTS: Registry[MeasurementSpec] = Registry("measurement")
 MODELS: Registry[ModelSpec] = Registry("model")
 REGIMES: Registry[RegimeSpec] = Registry("training regime")
 DECISION_HEADS: Registry[HeadSpec] = Registry("decision head")
 PLOTS: Registry[PlotSpec] = Registry("plot kind")
+
+
+def register_dataset(name: str, prepare: Ref, shape: tuple[int, int, int], classes: int, splits: tuple[int, int],
+                     provenance: Mapping[str, Any], **options: Any) -> DatasetSpec:
+    return DATASETS.add(DatasetSpec(name, prepare, shape, classes, splits, provenance, **options))
 
 
 def register_probe(name: str, impl: Ref, variables: Variables, **options: Any) -> ProbeSpec:
@@ -252,27 +314,66 @@ def register_plot(name: str, draw: Ref, caption: str = "", parameters: Mapping[s
     return PLOTS.add(PlotSpec(name, draw, caption, parameters or {}, **options))
 
 
-def load_plugins(plugins: list[str], base: str | Path = ".") -> None:
-    """Import the study's plug-ins: module names, or paths of .py files (relative to `base`, the working
-    directory). Importing a plug-in registers its declarations; importing twice is a no-op."""
+PLUGIN_SOURCES: dict[str, Path] = {}  # `plugins:` entry -> the source file it was imported from
+_loading: list[str] = []  # the study plug-in being imported: what it registers comes from it
+
+
+@contextmanager
+def _importing(plugin: str) -> Iterator[None]:
+    _loading.append(plugin)
+    try:
+        yield
+    finally:
+        _loading.pop()
+
+
+def plugin_file(plugin: str, bases: Iterable[str | Path]) -> Path:
+    """The file of a `.py` plug-in entry: the first of `bases` (the study file's folder, then the working directory)
+    that holds it."""
+    bases = list(dict.fromkeys(Path(b).resolve() for b in bases))
+    for base in bases:
+        if (base / plugin).is_file():
+            return (base / plugin).resolve()
+    raise ConfigError(f"plugins: file '{plugin}' not found (relative to {' or '.join(map(str, bases))})")
+
+
+def load_plugins(plugins: list[str], bases: Iterable[str | Path] = (".",)) -> list[str]:
+    """Import the study's plug-ins: module names, or paths of .py files (relative to the first of `bases` that holds
+    them: the study file's folder, then the working directory). Importing a plug-in registers its declarations (each
+    remembers its plug-in: `Registry.origin`); importing twice is a no-op. Returns the entries as the jobs import them
+    (files as absolute paths)."""
+    importlib.import_module("layerlab.catalog")  # the built-ins first, or they would be taken for a plug-in's
+    bases, loaded = list(bases), []
     for plugin in plugins:
         if plugin.endswith(".py"):
-            path = (Path(base) / plugin).resolve()
+            path = plugin_file(plugin, bases)
+            loaded.append(str(path))
+            PLUGIN_SOURCES.setdefault(plugin, path)
             name = f"layerlab_plugin_{path.stem}"
             if name in sys.modules:
                 continue
-            if not path.is_file():
-                raise ConfigError(f"plugins: file '{plugin}' not found (relative to {Path(base).resolve()})")
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
             sys.modules[name] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            with _importing(plugin):
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
         else:
+            loaded.append(plugin)
             try:
-                importlib.import_module(plugin)
+                with _importing(plugin):
+                    module = importlib.import_module(plugin)
             except ModuleNotFoundError as err:
                 raise ConfigError(f"plugins: cannot import module '{plugin}' ({err}); put it on PYTHONPATH or "
                                   f"give the path of its .py file") from None
+            if getattr(module, "__file__", None):
+                PLUGIN_SOURCES.setdefault(plugin, Path(module.__file__))
+    return loaded
+
+
+def measurement_sources(cells: Mapping[str, dict], names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Measurement -> {cell: the cell whose store of it the cell reads} (its declared `source`, else the cell)."""
+    return {name: resolve(MEASUREMENTS[name].source)(cells) if MEASUREMENTS[name].source else {c: c for c in cells}
+            for name in names}
 
 
 def plugin_parameters() -> dict[str, dict]:
@@ -286,10 +387,11 @@ def plugin_parameters() -> dict[str, dict]:
 
 def extend_schema(name: str, schema: dict) -> dict:
     """The `cell` or `config` schema (layerlab/workflow/schemas, loaded) with the registries' names as the enums of
-    `model`, `training`, `layer_head`, `measurements` and plot `kind`, and the plug-ins' cell parameters (the YAML lists
-    the built-ins; a test keeps them equal)."""
+    `dataset`, `model`, `training`, `layer_head`, `measurements` and plot `kind`, and the plug-ins' cell parameters (the
+    YAML lists the built-ins; a test keeps them equal)."""
     props = schema["properties"]
     if name == "cell":
+        props["dataset"]["enum"] = DATASETS.names()
         props["model"]["enum"], props["training"]["enum"] = MODELS.names(), REGIMES.names()
         props["layer_head"]["enum"] = DECISION_HEADS.names()
         clashes = sorted(set(props) & set(plugin_parameters()))

@@ -13,6 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from layerlab.core.config import STORE_FILE
+from layerlab.core.disk import writing
 
 
 def axis_variable(name: str, axes: Iterable[str]) -> str:
@@ -43,11 +44,17 @@ def describe(ds: xr.Dataset, descriptions: dict[str, tuple[str, str]]) -> xr.Dat
 
 
 def write_store(ds: xr.Dataset, path: str | os.PathLike) -> None:
-    """Write `ds` to a zarr v3 store at `path` atomically: a reader sees the old store or the new, whole."""
+    """Write `ds` to a zarr v3 store at `path` atomically: a reader sees the old store or the new, whole. A failed
+    write (layerlab.core.disk.WriteFailed: the path and the free space) leaves no partial copy behind."""
     path = store_dir(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _object_strings(ds).to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
+    try:
+        with writing(path):
+            _object_strings(ds).to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

@@ -1,44 +1,31 @@
 """Datasets: prepare once into an .npz with provenance, load as tensors on the training device.
 
 Every prepared dataset holds uint8 images `x_train`/`x_test` of shape (N, C, H, W), int64 labels, and a
-`scale` that maps the uint8 values to [0, 1]. Sources never substitute for each other: an unavailable
-source raises `DatasetUnavailable` with a message that says how to get it.
+`scale` that maps the uint8 values to [0, 1]. A dataset is a registered `DatasetSpec` (layerlab.catalog.datasets
+declares the built-ins, a study's plug-in may add more); its `prepare` reads the source. Sources never substitute
+for each other: an unavailable source raises `DatasetUnavailable` with a message that says how to get it.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
-import urllib.error
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from layerlab.core.config import ConfigError
+from layerlab.core.registry import DATASETS, DatasetSpec, network_input, resolve
+
 if TYPE_CHECKING:  # only `load` needs torch: planning (the Snakefile's checksum checks) imports no torch
     import torch
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-IDX_FILES = {
-    "x_train": "train-images-idx3-ubyte.gz",
-    "y_train": "train-labels-idx1-ubyte.gz",
-    "x_test": "t10k-images-idx3-ubyte.gz",
-    "y_test": "t10k-labels-idx1-ubyte.gz",
-}
-DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "white_noise")
-WHITE_NOISE_SHAPE = (1, 28, 28)
-WHITE_NOISE_SIZES = (10_000, 2_000)
-# (train, test) rows of each prepared dataset, known before any job (the config check refuses a batch_size larger
-# than the training split); tests/test_data.py checks them against prepared files
-SPLIT_SIZES = {"digits": (1437, 360), "fashion_mnist": (60_000, 10_000), "mnist": (60_000, 10_000),
-               "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "white_noise": WHITE_NOISE_SIZES}
-# side of each dataset's square images, known before any job (input_crop is checked against it)
-IMAGE_SIDES = {"digits": 8, "fashion_mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32,
-               "white_noise": WHITE_NOISE_SHAPE[1]}
+ARRAYS = ("x_train", "y_train", "x_test", "y_test")  # in the order they are written
 
 
 class DatasetUnavailable(RuntimeError):
@@ -70,121 +57,55 @@ def sha256_of(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read a (gzipped) IDX file: magic byte 3 is the rank, then big-endian uint32 dims."""
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4)
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+def as_written(spec: DatasetSpec, raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays a source returned as they are written: images (N, C, H, W) uint8, labels int64, in ARRAYS order,
+    checked against the dataset's declaration (shape, splits, classes)."""
+    if missing := [k for k in ARRAYS if k not in raw]:
+        raise DatasetUnavailable(f"dataset '{spec.name}': its source returned no {', '.join(missing)}")
+    arrays = {k: np.asarray(raw[k]) for k in ARRAYS}
+    wrong = [f"{k} is {a.dtype}" for k, a in arrays.items()
+             if not (a.dtype == np.uint8 if k.startswith("x") else np.issubdtype(a.dtype, np.integer))]
+    if wrong:
+        raise DatasetUnavailable(f"dataset '{spec.name}': {', '.join(wrong)}; images are uint8 (values 0..scale), "
+                                 f"labels integers")
+    arrays = {k: np.ascontiguousarray(a[:, None] if k.startswith("x") and a.ndim == 3 else a,  # -> NCHW
+                                      dtype=np.uint8 if k.startswith("x") else np.int64) for k, a in arrays.items()}
+    if problems := mismatches(spec, arrays):
+        raise DatasetUnavailable(f"dataset '{spec.name}' differs from its declaration: {'; '.join(problems)}")
+    return arrays
 
 
-def _digits() -> tuple[dict[str, np.ndarray], dict]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = d.images.astype(np.uint8)[:, None]  # values 0..16
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, d.target, test_size=0.2, random_state=0, stratify=d.target
-    )
-    arrays = {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
-    meta = {
-        "source": "sklearn.datasets.load_digits (UCI optdigits test set, bundled with scikit-learn)",
-        "license": "CC BY 4.0 (UCI Machine Learning Repository)",
-        "split": "stratified 80/20, sklearn train_test_split(random_state=0)",
-        "scale": 16.0,
-    }
-    return arrays, meta
-
-
-def _idx_dir(root: Path) -> dict[str, np.ndarray]:
-    return {key: read_idx(root / name) for key, name in IDX_FILES.items()}
-
-
-def offline_layout(cls: type, downloads: Path) -> str:
-    """Where torchvision's dataset class `cls` finds its files under `downloads` without a network."""
-    if hasattr(cls, "resources"):  # MNIST family: the IDX files, gunzipped (torchvision checks only that they exist)
-        files = ", ".join(f.removesuffix(".gz") for f, _ in cls.resources)
-        return f"{downloads / cls.__name__ / 'raw'}/{{{files}}} (gunzip the .gz files of {cls.mirrors[0]})"
-    return f"{downloads / cls.filename} (from {cls.url}), or its extracted folder {downloads / cls.base_folder}/"
-
-
-def _torchvision(name: str, downloads: Path) -> dict[str, np.ndarray]:
-    import torchvision
-
-    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
-           "cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
-    try:
-        train = cls(str(downloads), train=True, download=True)
-        test = cls(str(downloads), train=False, download=True)
-    except (RuntimeError, urllib.error.URLError, OSError) as err:
-        hint = (
-            " Offline alternative: `apt-get install dataset-fashion-mnist` (Debian) provides the real files."
-            if name == "fashion_mnist" else ""
-        )
-        raise DatasetUnavailable(
-            f"dataset '{name}' is not prepared and the torchvision download into {downloads} failed "
-            f"({type(err).__name__}: {err}). Run on a machine with internet access once, or place the "
-            f"torchvision files there by hand: {offline_layout(cls, downloads)}.{hint}"
-        ) from err
-
-    def arrays(split) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(split.data, dtype=np.uint8)
-        return (x.transpose(0, 3, 1, 2) if x.ndim == 4 else x), np.asarray(split.targets)  # NHWC -> NCHW
-
-    (x_tr, y_tr), (x_te, y_te) = arrays(train), arrays(test)
-    return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
-
-
-def _fashion_mnist(downloads: Path) -> tuple[dict[str, np.ndarray], dict]:
-    debian = Path(os.environ.get("LAYERLAB_FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST))
-    meta = {"license": "MIT (Zalando Research)", "scale": 255.0, "split": "official 60k/10k"}
-    if all((debian / f).exists() for f in IDX_FILES.values()):
-        return _idx_dir(debian), {**meta, "source": f"Debian dataset-fashion-mnist at {debian}"}
-    return _torchvision("fashion_mnist", downloads), {**meta, "source": "torchvision download"}
-
-
-def _white_noise() -> tuple[dict[str, np.ndarray], dict]:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in zip(("train", "test"), WHITE_NOISE_SIZES, strict=True):
-        arrays[f"x_{split}"] = rng.integers(0, 256, size=(n, *WHITE_NOISE_SHAPE), dtype=np.uint8)
-        arrays[f"y_{split}"] = rng.integers(0, 10, size=n, dtype=np.int64)
-    meta = {"source": "generated: uniform uint8 pixels and uniform labels, numpy default_rng(0)",
-            "license": "public domain (generated)", "scale": 255.0, "split": "10k/2k"}
-    return arrays, meta
-
-
-def build(name: str, downloads: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Return the raw arrays and provenance of dataset `name`."""
-    if name == "digits":
-        return _digits()
-    if name == "fashion_mnist":
-        return _fashion_mnist(downloads)
-    if name == "white_noise":
-        return _white_noise()
-    if name in ("mnist", "cifar10", "cifar100"):
-        return _torchvision(name, downloads), {
-            "source": "torchvision download", "scale": 255.0, "split": "official train/test",
-            "license": {"mnist": "CC BY-SA 3.0 (LeCun, Cortes, Burges)",
-                        "cifar10": "MIT-style (Krizhevsky, Nair, Hinton)",
-                        "cifar100": "MIT-style (Krizhevsky, Nair, Hinton)"}[name],
-        }
-    raise DatasetUnavailable(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
+def mismatches(spec: DatasetSpec, arrays: dict[str, np.ndarray]) -> list[str]:
+    """How prepared arrays differ from the declared shape, splits and classes (planning relied on them)."""
+    problems = []
+    for split, rows in zip(("train", "test"), spec.splits, strict=True):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.shape != (rows, *spec.shape):
+            problems.append(f"x_{split} has shape {x.shape}, declared {(rows, *spec.shape)} (splits, shape)")
+        if y.shape != (rows,):
+            problems.append(f"y_{split} has shape {y.shape}, declared ({rows},)")
+    labels = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    if labels.size and (labels.min() < 0 or labels.max() + 1 != spec.classes):
+        problems.append(f"labels run {labels.min()}..{labels.max()}, declared {spec.classes} classes "
+                        f"(0..{spec.classes - 1})")
+    return problems
 
 
 def prepare(name: str, out: Path, downloads: Path) -> dict:
-    """Write dataset `name` to `out` (.npz) and its provenance to `out` with suffix .json."""
-    arrays, meta = build(name, downloads)
-    arrays = {k: np.ascontiguousarray(v[:, None] if k.startswith("x") and v.ndim == 3 else v,  # -> NCHW
-                                      dtype=np.uint8 if k.startswith("x") else np.int64)
-              for k, v in arrays.items()}
+    """Write dataset `name` (its registered source, DATASETS) to `out` (.npz) and its provenance to `out` with
+    suffix .json."""
+    if name not in DATASETS:
+        raise DatasetUnavailable(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    raw, details = resolve(spec.prepare)(spec, downloads)
+    arrays = as_written(spec, raw)
     meta = {
         "dataset": name,
-        **meta,
+        **spec.provenance,
+        **details,  # may say more precisely what the declaration says (e.g. which source was read)
         "sha256": sha256_of(*(arrays[k] for k in sorted(arrays))),
         "shapes": {k: list(v.shape) for k, v in arrays.items()},
-        "n_classes": int(max(arrays["y_train"].max(), arrays["y_test"].max()) + 1),
+        "n_classes": int(spec.classes),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npz")
@@ -210,7 +131,13 @@ def _stamp_path(npz: Path) -> Path:
 
 
 def _file_ids(npz: Path) -> dict[str, list[int]]:
-    return {p.suffix: [p.stat().st_size, p.stat().st_mtime_ns] for p in (npz, npz.with_suffix(".json"))}
+    """(size, mtime, ctime) of the .npz and the .json: any write changes the ctime, which, unlike the mtime (`touch
+    -r`), nothing can set back."""
+    ids = {}
+    for path in (npz, npz.with_suffix(".json")):
+        stat = path.stat()
+        ids[path.suffix] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+    return ids
 
 
 def _read_stamp(npz: Path) -> dict:
@@ -240,7 +167,7 @@ def _read_verified(npz: Path) -> tuple[dict[str, np.ndarray], dict]:
         raise _corrupt(npz, f"provenance {npz.with_suffix('.json')} unreadable: {type(err).__name__}") from None
     try:
         with np.load(npz) as f:
-            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            arrays = {k: f[k] for k in ARRAYS}
             embedded = json.loads(str(f["provenance"])).get("sha256")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise _corrupt(npz, f"unreadable: {type(err).__name__}: {err}") from None
@@ -251,7 +178,7 @@ def _read_verified(npz: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 def verify(npz_path: str | os.PathLike) -> None:
     """Check a prepared dataset against its provenance's sha256, at most once per version of the files: a stamp
-    beside them records the (size, mtime) of the last verified pair. Raises DatasetCorrupt."""
+    beside them records the (size, mtime, ctime) of the last verified pair. Raises DatasetCorrupt."""
     npz = Path(npz_path)
     if (stamp := _read_stamp(npz)) and {k: stamp.get(k) for k in (".npz", ".json")} == _file_ids(npz):
         return
@@ -267,13 +194,10 @@ def read_provenance(npz_path: str | os.PathLike) -> dict:
 def input_shape(meta: dict, pool: int = 1, crop: int = 0, resize: int = 0) -> tuple[int, ...]:
     """(channels, height, width) of the images a network sees: the provenance's shape, centre-cropped to `crop`
     pixels per side, resized to `resize`, then average-pooled by `pool` (0: no crop, no resize)."""
-    channels, *size = meta["shapes"]["x_train"][1:]
-    if crop > min(size):
-        raise DatasetUnavailable(f"input_crop {crop} is larger than the {meta['dataset']} images {size}")
-    size = [resize] * 2 if resize else [crop] * 2 if crop else size
-    if pool > min(size):
-        raise DatasetUnavailable(f"input_pool {pool} is larger than the {meta['dataset']} images {size}")
-    return channels, *(n // pool for n in size)
+    try:
+        return network_input(meta["dataset"], meta["shapes"]["x_train"][1:], pool, crop, resize)
+    except ConfigError as err:
+        raise DatasetUnavailable(str(err)) from None
 
 
 def crop_resize(x: torch.Tensor, crop: int = 0, resize: int = 0) -> torch.Tensor:

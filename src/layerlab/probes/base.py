@@ -8,32 +8,46 @@ Hooks, in the order the loop calls them:
 - `after_update(state)`: the optimizer has updated the weights;
 - `variables(steps)`: at the end, the probe's store variables (`steps`: the logged steps, the `step` coordinate).
 The loop adds each variable's long_name and units from the probe's declaration (`layerlab.core.registry.ProbeSpec`).
-A checkpoint (`layerlab.training.checkpoint`) saves the attributes named in `state` (the records so far; override
-`state_dict`/`load_state_dict` for more, e.g. an RNG stream); a resumed run restores them and calls `start_stage`
-again for the stage it resumes in.
+A checkpoint (`layerlab.training.checkpoint`) saves every attribute of a probe (its records so far, schedules, RNG
+streams) but what it takes from the run (`takes_from_run`: the network and its modules, the data, tensors, and lists
+or tuples of these), which its constructor takes again; a resumed run restores them and calls `start_stage` again
+for the stage it resumes in. Records kept as numbers, numpy arrays, lists and dicts survive a resume without a line of
+code; a probe that keeps tensors across steps overrides `state_dict`/`load_state_dict`.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import xarray as xr
+from typing import Any
 
-from layerlab.data.datasets import Dataset
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from layerlab.data.datasets import Dataset, Split
 from layerlab.nets.layers import Network
 from layerlab.training.stage import Stage, StepState
 
 __all__ = ["Stage", "StepState", "TrainingProbe", "step_layer_dataset"]  # what a probe plug-in imports
 
+
+def takes_from_run(value: Any) -> bool:
+    """Whether a probe attribute is part of the run rather than a record: a module, the data, a tensor, or a
+    non-empty list or tuple of these (the probe's layers, a fixed batch)."""
+    if isinstance(value, list | tuple) and value:
+        return all(map(takes_from_run, value))
+    return isinstance(value, torch.Tensor | nn.Module | Dataset | Split)
+
+
 class TrainingProbe:
     """Base class: every hook does nothing."""
-
-    state: tuple[str, ...] = ()  # attributes a checkpoint saves and restores
 
     def __init__(self, cell: dict, model: Network, data: Dataset):
         self.cell = cell
 
     def state_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.state}
+        """What a checkpoint saves: every attribute but the cell and what the probe takes from the run."""
+        return {name: value for name, value in vars(self).items() if name != "cell" and not takes_from_run(value)}
 
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():

@@ -19,7 +19,6 @@ class BatchEntropyProbe(TrainingProbe):
     """`batch_entropy` (step, layer) of every hidden layer at the logged steps (NaN for layers above a layer-wise
     stage's window, which its network does not compute)."""
 
-    state = ("records",)
 
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)

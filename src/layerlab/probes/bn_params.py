@@ -70,7 +70,6 @@ def trajectories(steps: list[int], records: list[dict[str, dict[int, np.ndarray]
 class BNParametersProbe(TrainingProbe):
     """`gamma`, `beta` (step, layer, channel) and their activity at the logged steps (learnable ones only)."""
 
-    state = ("records",)
 
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)

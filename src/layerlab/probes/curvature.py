@@ -189,15 +189,6 @@ class CurvatureProbe(TrainingProbe):
         self.records: list[list[dict[str, np.ndarray]]] = []
         self.seconds = 0.0
 
-    state = ("steps", "records", "seconds")
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state.pop("generator"))
-        super().load_state_dict(state)
-
     def after_forward(self, state: StepState) -> None:
         if state.step in self.schedule and state.finite:
             tic = time.perf_counter()

@@ -27,7 +27,6 @@ def layer_grad_rms(layers: list[nn.Module]) -> np.ndarray:
 class GradRMSProbe(TrainingProbe):
     """`grad_rms` (step, layer) at the logged steps."""
 
-    state = ("records",)
 
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)

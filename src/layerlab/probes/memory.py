@@ -26,8 +26,6 @@ class MemoryProbe(TrainingProbe):
         self.backprop = None if cell["training"] == "backprop" else step_memory(  # staged: the reference step
             model, ce_step_loss, partial(make_optimizer, cell), *self.batch)
 
-    state = ("stages",)
-
     def start_stage(self, stage: Stage) -> None:
         memory = stage_memory(stage, *self.batch)
         self.stages[stage.index] = memory, stage.top  # a resumed stage measures again: the same shapes

@@ -25,8 +25,6 @@ def neuron_states(hidden: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class NeuronStatesProbe(TrainingProbe):
-    state = ("dying", "full")
-
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)
         self.schedule = logged_steps(cell["steps"], cell["neuron_every"])

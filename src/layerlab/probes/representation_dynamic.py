@@ -25,8 +25,6 @@ from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
 
 
 class RepresentationDynamicProbe(TrainingProbe):
-    state = ("records", "seconds")
-
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)
         self.data = data

@@ -102,7 +102,6 @@ def layer_weight_stats(layers: list[nn.Module], bits: int) -> dict[str, np.ndarr
 class WeightEntropyProbe(TrainingProbe):
     """`weight_entropy` and `huffman_bits` (step, layer) of the weights at the logged steps, at M bits."""
 
-    state = ("records",)
 
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)
@@ -123,7 +122,6 @@ class WeightCompressionProbe(TrainingProbe):
     `quantize_every`-th update, at `quantize_bits` or the dynamic N = ceil(H_M + quantize_floor); records the bit
     rates of the last compression (`sent_bits`, `sent_huffman_bits`) at the logged steps."""
 
-    state = ("records", "sent")
 
     def __init__(self, cell, model, data):
         super().__init__(cell, model, data)

@@ -5,7 +5,7 @@ epoch, last partial batch dropped; `augment` applied per batch; with `k_filter` 
 k-filtering keeps, `layerlab.training.kfilter`). At every `log_every` steps (and the last) the
 loop records the loss terms, LBE's alpha and the progress log line; every `eval_every` steps (and the last) the
 test accuracy. Probes (`layerlab.probes.base`) run at their hooks. A non-finite loss ends the run early and marks
-the cell `diverged`: a result, not a crash.
+the cell `diverged`: a result, not a crash; so does a non-finite final training or test loss.
 """
 
 from __future__ import annotations
@@ -40,23 +40,25 @@ log = logging.getLogger("layerlab.training.loop")
 class Progress:
     """One log line per logged step: step, loss, last test accuracy, speed and time left."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, name: str = ""):
         self.total, self.start, self.first = max(total, 1), time.perf_counter(), None
+        self.prefix = f"{name}: " if name else ""
 
     def __call__(self, step: int, stage: Stage, run: Run) -> None:
         self.first = step if self.first is None else self.first
         elapsed = time.perf_counter() - self.start
         rate = (step - self.first) / elapsed if step > self.first and elapsed > 0 else float("nan")
         acc = run.evals["test_acc"][-1] if run.evals else float("nan")
-        log.info("step %d/%d%s loss %.4g test_acc %.4f  %.1f steps/s  ETA %.0f s", step, self.total,
+        log.info("%sstep %d/%d%s loss %.4g test_acc %.4f  %.1f steps/s  ETA %.0f s", self.prefix, step, self.total,
                  f" stage {stage.index}" if stage.top is not None else "", run.scalars["loss"][-1], acc, rate,
                  (self.total - step) / rate if rate > 0 else float("nan"))
 
 
 class Loop:
-    """The loop's state for one cell: objective, regime, probes, batch stream, records."""
+    """The loop's state for one cell: objective, regime, probes, batch stream, records. `name` (the cell's id in a
+    pack) prefixes its progress lines."""
 
-    def __init__(self, cell: dict, data: Dataset, model: Network):
+    def __init__(self, cell: dict, data: Dataset, model: Network, name: str = ""):
         self.cell, self.data, self.model = cell, data, model
         self.objective = Objective(cell, len(model.layers)).to(data.train.x.device)
         spec = REGIMES[cell["training"]]
@@ -68,38 +70,58 @@ class Loop:
                               torch.Generator().manual_seed(cell["seed"]))
         self.augment = torch.Generator().manual_seed(cell["seed"]) if cell["augment"] == "crop_flip" else None
         self.run, self.diverged_step, self.seconds_before = Run(), -1, 0.0
-        self.progress = Progress(self.regime.total_steps)
+        self.progress = Progress(self.regime.total_steps, name)
+        self.to_log: set[int] = set()
+        self.to_eval: set[int] = set()
         self.start = time.perf_counter()
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows of every training batch (before a stage's selection)."""
+        return self.stream.batch_size
 
     def hooks(self, name: str, *args) -> None:
         for probe in self.probes:
             getattr(probe, name)(*args)
 
+    def begin_stage(self, stage: Stage) -> None:
+        """The stage's network in training mode, its logged and evaluated steps, the probes' start_stage."""
+        stage.net.train()
+        self.to_log = logged_steps(stage.steps, self.cell["log_every"])
+        self.to_eval = logged_steps(stage.steps, self.cell["eval_every"])
+        self.hooks("start_stage", stage)
+
     def run_stage(self, stage: Stage, start: int = 0, checkpoint: Checkpoint | None = None) -> bool:
         """Train one stage from its step `start`, then finish it; True if it diverged. At each step boundary the
         checkpoint saves the state when due (and stops the run when a signal asked it to)."""
-        stage.net.train()
-        self.hooks("start_stage", stage)
-        to_log = logged_steps(stage.steps, self.cell["log_every"])
-        to_eval = logged_steps(stage.steps, self.cell["eval_every"])
+        self.begin_stage(stage)
         for t in range(start, stage.steps):
             if checkpoint is not None and t > start and checkpoint.due(stage.offset + t):
                 checkpoint.save(self.state(stage, t))
-            state = self.forward(stage, t, to_log)
-            if (t in to_eval and (t > 0 or stage.first)) or not state.finite:
-                self.run.evaluate(stage.net, state.step, self.data.test)
-            if self.end_step(stage, state):
+            state = self.forward(stage, t)
+            if self.observe(stage, state):
                 return True
             self.update(stage, state)
-        return self.finish_stage(stage, to_log)
+        return self.finish_stage(stage)
 
-    def finish_stage(self, stage: Stage, to_log: set[int]) -> bool:
+    def observe(self, stage: Stage, state: StepState) -> bool:
+        """After a training step's forward pass: the test evaluation when due, the progress line; True (and the cell
+        marked diverged) after a non-finite loss."""
+        t = state.t
+        if (t in self.to_eval and (t > 0 or stage.first)) or not state.finite:
+            self.run.evaluate(stage.net, state.step, self.data.test)
+        return self.end_step(stage, state)
+
+    def finish_stage(self, stage: Stage) -> bool:
         """The stage's step t = `steps` (no update): a stage whose head is discarded reports its test result; the
-        last stage does a final forward pass and evaluates the final network. True if that pass diverged."""
+        last stage does a final forward pass and `conclude`s. True if that pass diverged."""
         if not stage.last:
             self.regime.end_stage(stage, *self.run.evaluate(stage.net, stage.offset + stage.steps, self.data.test))
             return False
-        state = self.forward(stage, stage.steps, to_log)
+        return self.conclude(stage, self.forward(stage, stage.steps))
+
+    def conclude(self, stage: Stage, state: StepState) -> bool:
+        """After the last stage's final forward pass: the final network's evaluation; True if that pass diverged."""
         test = self.run.evaluate(final_net(stage), state.step, self.data.test)
         self.regime.end_stage(stage, *(test if stage.final is None else evaluate(stage.net, self.data.test)))
         return self.end_step(stage, state)
@@ -110,11 +132,18 @@ class Loop:
             self.progress(state.step, stage, self.run)
         if not state.finite:
             self.diverged_step = state.step
-            log.info("diverged: non-finite loss at step %d", state.step)
+            log.info("%sdiverged: non-finite loss at step %d", self.progress.prefix, state.step)
         return not state.finite
 
-    def forward(self, stage: Stage, t: int, to_log: set[int]) -> StepState:
+    def forward(self, stage: Stage, t: int) -> StepState:
         """The step's batch, forward pass and loss; the logged records and the probes' after_forward."""
+        x, y = self.batch(stage, t)
+        logits, hidden = stage.forward(x, t)
+        return self.record(stage, t, x, y, logits, hidden)
+
+    def batch(self, stage: Stage, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step t's training batch: the stream's next rows (of the kept rows under k-filtering), augmented, the
+        stage's selection of them."""
         idx = next(self.stream).to(self.data.train.x.device)
         if self.rows is not None:  # k-filtering: batches of the kept rows
             idx = self.rows[idx]
@@ -124,11 +153,15 @@ class Loop:
         if stage.select is not None:
             keep = stage.select(idx, x, y, t)
             x, y = x[keep], y[keep]
-        logits, hidden = stage.forward(x, t)
+        return x, y
+
+    def record(self, stage: Stage, t: int, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
+               hidden: list[torch.Tensor]) -> StepState:
+        """The step's loss from the stage's outputs; the logged records and the probes' after_forward."""
         loss, ce, lbe = self.objective(logits, y, hidden)
         finite = bool(torch.isfinite(loss))
         state = StepState(stage.offset + t, t, stage, self.model, x, y, logits, hidden, loss,
-                          t in to_log or not finite, finite)
+                          t in self.to_log or not finite, finite)
         if state.logged:
             run = self.run
             run.steps.append(state.step)
@@ -182,6 +215,15 @@ class Loop:
     def seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.start
 
+    def result(self, stage: Stage, seconds: float | None = None) -> tuple[xr.Dataset, Network]:
+        """After the last stage `stage`: the cell's metrics Dataset and its trained network. `seconds`: the training
+        time since the loop started or resumed, where it is not this loop's own (a cell's share of its pack's)."""
+        seconds = self.seconds() if seconds is None else self.seconds_before + seconds
+        train_acc, train_loss = evaluate(final_net(stage), self.data.train)
+        self.model.requires_grad_(True)
+        self.objective.requires_grad_(True)
+        return self.dataset(train_acc, train_loss, seconds), self.model
+
     def dataset(self, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
         """The run's, the regime's and every probe's variables, described by their declarations."""
         n = len(self.data.train.y)
@@ -209,12 +251,18 @@ def training_rows(cell: dict, data: Dataset) -> tuple[torch.Tensor | None, float
 
 def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
                checkpoint: Checkpoint | None = None) -> tuple[xr.Dataset, Network]:
-    """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state); return the
-    per-cell metrics Dataset and the trained model."""
+    """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state, or returning the
+    finished result it holds); return the per-cell metrics Dataset and the trained model, saved in the checkpoint
+    first (the outputs written after it may fail)."""
     model = model.to(device)
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and "result" in saved:
+        model.load_state_dict(saved["result"]["model"])
+        return saved["result"]["dataset"], model
     loop = Loop(cell, data, model)
     regime = loop.regime
-    saved = checkpoint.load() if checkpoint is not None else None
+    if checkpoint is not None:
+        checkpoint.check_probes(zip(loop.names, loop.probes, strict=True))
     if saved is not None:  # what the regime keeps between stages, before it builds the stage to resume in
         regime.load_state_dict(saved["regime"])
     for index in range(0 if saved is None else saved["stage"], regime.n_stages):
@@ -226,11 +274,10 @@ def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
         if diverged:
             break
         regime.after_stage(stage)
-    seconds = loop.seconds()
-    train_acc, train_loss = evaluate(final_net(stage), data.train)
-    model.requires_grad_(True)
-    loop.objective.requires_grad_(True)
-    return loop.dataset(train_acc, train_loss, seconds), model
+    ds, model = loop.result(stage)
+    if checkpoint is not None:
+        checkpoint.save_result(ds, model)
+    return ds, model
 
 
 def final_net(stage: Stage) -> nn.Module:
@@ -240,8 +287,12 @@ def final_net(stage: Stage) -> nn.Module:
 
 
 def run_dataset(run: Run, diverged_step: int, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
-    """What every training run stores: per-step scalars and alpha, evaluation curves and the final metrics."""
+    """What every training run stores: per-step scalars and alpha, evaluation curves and the final metrics. A final
+    network whose training or test loss is not finite diverged too (at the last step), though no batch loss was."""
     test_acc = run.evals["test_acc"][-1]
+    if diverged_step < 0 and not np.isfinite([train_loss, run.evals["test_loss"][-1]]).all():
+        diverged_step = run.steps[-1]
+        log.info("diverged: non-finite final loss (train %s, test %s)", train_loss, run.evals["test_loss"][-1])
     alpha = np.stack(run.alpha)
     return xr.Dataset({
         **{k: ("step", np.asarray(v, dtype=np.float32)) for k, v in run.scalars.items()},

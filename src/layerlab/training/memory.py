@@ -116,6 +116,18 @@ class SavedTensors:
         self._hooks.__exit__(*exc)
 
 
+def own_buffers(net: nn.Module) -> nn.Module:
+    """`net` with every buffer that is a view into a larger storage copied into one of its own (a packed cell's
+    BatchNorm statistics are views of its pack's: a step of the cell alone holds only its own). A deep copy already
+    gives parameters their own storage, but keeps a buffer's view of the whole storage."""
+    copies: dict[int, torch.Tensor] = {}
+    for module in net.modules():
+        for name, buf in module._buffers.items():
+            if buf is not None and buf.untyped_storage().nbytes() > buf.nbytes:
+                module._buffers[name] = copies.setdefault(id(buf), buf.clone())
+    return net
+
+
 def step_memory(net: nn.Module, loss_fn: LossFn,
                 make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
                 x: torch.Tensor, y: torch.Tensor) -> StepMemory:
@@ -128,7 +140,7 @@ def step_memory(net: nn.Module, loss_fn: LossFn,
             torch.cuda.synchronize(x.device)
             torch.cuda.reset_peak_memory_stats(x.device)
             before = torch.cuda.memory_allocated(x.device)
-        net = copy.deepcopy(net)
+        net = own_buffers(copy.deepcopy(net))
         trainable = [p for p in net.parameters() if p.requires_grad]
         optimizer = make_optimizer(trainable)
         with SavedTensors() as saved:

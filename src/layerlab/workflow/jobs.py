@@ -1,5 +1,5 @@
-"""What every job script needs, torch-free (the collect, claims and dataset jobs import no torch): its log file,
-and an expected error ending the job with its message alone."""
+"""What every job script needs, torch-free (the collect, claims and dataset jobs import no torch): its log file, the
+study's plug-ins, and an expected error ending the job with its message alone."""
 
 from __future__ import annotations
 
@@ -7,10 +7,19 @@ import logging
 import sys
 from collections.abc import Callable
 
+from layerlab.core.registry import load_plugins
+
+
+def log_to(path: str) -> None:
+    """The library's log lines go to `path` (a job's log file, the rule's `log:`)."""
+    logging.basicConfig(filename=path, level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+
 
 def start_log(snakemake) -> None:
-    """The job's log file (the rule's `log:`) receives the library's log lines."""
-    logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    """The job's log file receives the library's log lines; the study's plug-ins are imported (a dataset, a
+    measurement or a plot kind of theirs is known to the job)."""
+    log_to(snakemake.log[0])
+    load_plugins(snakemake.config["plugins"])
 
 
 def run_script(main: Callable[[], None], *expected: type[Exception]) -> None:

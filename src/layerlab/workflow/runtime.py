@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from layerlab.core.registry import load_plugins
+from layerlab.core.disk import WriteFailed, writing
 from layerlab.data.datasets import Dataset, DatasetUnavailable, load
 from layerlab.nets.layers import Network
 from layerlab.nets.models import build_model, load_init, save_init
@@ -37,22 +37,37 @@ def setup(threads: int) -> torch.device:
     return device()
 
 
+def load_data(cell: dict, path: Path, device: torch.device) -> Dataset:
+    """The cell's dataset as it reads it (subsets, scaling, pooling, crop, resize), on `device`."""
+    return load(path, device, cell["train_subset"], cell["test_subset"], cell["input_scaling"], cell["input_pool"],
+                cell["input_crop"], cell["input_resize"])
+
+
+def job_attrs(snakemake) -> dict[str, str]:
+    """What a per-cell store records of its job: the cell's parameters and id, and the digests of the plug-in code it
+    ran (layerlab.workflow.plugin_code; `python -m layerlab.diff` compares both with the study's)."""
+    return {"config": snakemake.params.cell, "cell_id": snakemake.wildcards.cell,
+            "plugins": snakemake.params.get("plugins", "{}")}
+
+
 def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
     """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights,
     built and saved to the `init` output by the train job, loaded from the `init` input by a measurement); its log
     started and the study's plug-ins loaded."""
     start_log(snakemake)
-    load_plugins(snakemake.config["plugins"])
     cell = json.loads(snakemake.params.cell)
     device = setup(snakemake.threads)
     try:
-        data = load(Path(snakemake.input.data), device, cell["train_subset"], cell["test_subset"],
-                    cell["input_scaling"], cell["input_pool"], cell["input_crop"], cell["input_resize"])
+        data = load_data(cell, Path(snakemake.input.data), device)
     except DatasetUnavailable as err:  # a missing or corrupt dataset: its message alone, naming the fix
         sys.exit(f"layerlab: {err}")
     if "init" in snakemake.input.keys():  # a measurement: the network the train job initialised
         return cell, device, data, load_init(snakemake.input.init, cell)
     model = build_model(cell, data.input_shape, data.n_classes)  # the train job: seeded initial weights
-    save_init(model, cell, data.input_shape, data.n_classes, snakemake.output.init)
+    try:
+        with writing(snakemake.output.init):
+            save_init(model, cell, data.input_shape, data.n_classes, snakemake.output.init)
+    except WriteFailed as err:
+        sys.exit(f"layerlab: {err}")
     logging.info("%s: %d parameters", cell["model"], sum(p.numel() for p in model.parameters()))
     return cell, device, data, model

@@ -21,9 +21,9 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from layerlab.catalog import check_cell
-from layerlab.core.config import ConfigError, expand_cells
+from layerlab.core.config import NAME_MAX, ConfigError, expand_cells
 from layerlab.core.messages import nearest, where
-from layerlab.core.registry import extend_schema, load_plugins
+from layerlab.core.registry import DATASETS, extend_schema, load_plugins
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"  # package data
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -69,6 +69,22 @@ def property_validator(name: str) -> Draft202012Validator:
 @cache
 def cell_defaults() -> dict[str, Any]:
     return {k: v["default"] for k, v in schema("cell")["properties"].items()}
+
+
+@cache
+def per_model_keys() -> frozenset[str]:
+    """Cell parameters each model of a fused pack may have its own value of (`per_model: true` in the cell schema,
+    plug-ins' parameters included)."""
+    return frozenset(k for k, v in schema("cell")["properties"].items() if v.get("per_model"))
+
+
+def fuse_settings(config: dict) -> dict | None:
+    """The study's `fuse` settings (a validated config): None when packs are off."""
+    fuse = config["fuse"]
+    if fuse is False:
+        return None
+    defaults = {k: v["default"] for k, v in schema("config")["properties"]["fuse"]["properties"].items()}
+    return defaults | (fuse if isinstance(fuse, dict) else {})
 
 
 def _describe(err: ValidationError, prefix: tuple) -> Iterator[str]:
@@ -153,9 +169,22 @@ def apply_overrides(config: dict, cli: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- the study ------------------------------------------------------------------------------------------------------
 
+def whole(value: Any, sub: dict) -> Any:
+    """`value` with each whole float where `sub` (a schema) wants an integer made an int: `steps: 1e5` is read as a
+    float (jsonschema accepts 100000.0 as an integer), and cells, their ids and the jobs must see 100000."""
+    if isinstance(value, list):
+        return [whole(v, sub.get("items", {})) for v in value]
+    kinds = sub.get("type", [])
+    if isinstance(value, float) and value.is_integer() and "integer" in kinds and "number" not in kinds:
+        return int(value)
+    return value
+
+
 def check_parts(config: dict) -> None:
-    """Cell parameters where they are written: fixed, each grid axis value, each explicit cell."""
+    """Cell parameters where they are written: fixed, each grid axis value, each explicit cell; whole floats of
+    integer parameters made ints."""
     cell = cell_validator()
+    props = schema("cell")["properties"]
     problems = errors(cell, config.get("fixed", {}), ("fixed",))
     for axis, values in config["grid"].items():
         if axis not in cell_defaults():
@@ -169,12 +198,15 @@ def check_parts(config: dict) -> None:
         problems += [p for k in sorted(subgrid) for j, v in enumerate(entry[k])
                      for p in errors(property_validator(k), v, ("cells", i, k, j))]
     raise_if(problems)
+    grid = config["grid"]
+    for part in [config.get("fixed", {}), grid, *config.get("cells", [])]:
+        for k, v in part.items():  # a grid axis (and an explicit cell's list of its values) lists values
+            part[k] = [whole(x, props[k]) for x in v] if part is grid or (k in grid and isinstance(v, list)) else \
+                whole(v, props[k])
 
 
 def check_batch_size(cid: str, cell: dict, origin: str) -> None:
-    from layerlab.data.datasets import SPLIT_SIZES
-
-    n = SPLIT_SIZES[cell["dataset"]][0]
+    n = DATASETS[cell["dataset"]].splits[0]
     rows = min(n, cell["train_subset"]) if cell["train_subset"] else n
     if cell["batch_size"] > rows:
         subset = f" (train_subset {cell['train_subset']})" if cell["train_subset"] else ""
@@ -197,14 +229,20 @@ def rename_deprecated(config: dict) -> None:
         config[new] = config.pop(old)
 
 
-def check_study(config: dict, cli: Mapping[str, Any] | None = None) -> dict[str, dict]:
-    """Validate `config` in place (defaults filled, command-line overrides moved into `fixed`) and return its cells,
-    each with every parameter (schema defaults filled). Raises ConfigError naming where each problem is."""
+def check_study(config: dict, cli: Mapping[str, Any] | None = None, base: str | Path | None = None) -> dict[str, dict]:
+    """Validate `config` in place (defaults filled, command-line overrides moved into `fixed`, plug-in files as
+    absolute paths) and return its cells, each with every parameter (schema defaults filled). `base`: the study
+    file's folder, where plug-in files are looked for before the working directory. Raises ConfigError naming where
+    each problem is."""
     plugins = config.get("plugins", [])
-    load_plugins(plugins if isinstance(plugins, list) else [])  # before the schemas: they add to them
+    if isinstance(plugins, list):  # before the schemas: they add to them
+        config["plugins"] = load_plugins(plugins, [base, "."] if base is not None else ["."])
     rename_deprecated(config)
     apply_overrides(config, cli or {})
     raise_if(errors(config_validator(), config))
+    if len(config["study"].encode()) > NAME_MAX:
+        raise ConfigError(f"study: the name is {len(config['study'].encode())} characters long, at most {NAME_MAX} "
+                          f"(it names the folder results/<study>/)")
     check_parts(config)
     origins: dict[str, str] = {}
     cells = expand_cells(config, origins)
