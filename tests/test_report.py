@@ -129,6 +129,11 @@ def test_an_outside_plot_kind_runs_end_to_end_and_its_parameters_are_typed(tmp_p
     snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
     html = (tmp_path / "report.html").read_text()
     assert "The distribution of a per-layer quantity over every layer" in html and "Paper 000, Sec. 3.2" in html
+    with open(tmp_path / "my_plots.py", "a") as plugin:
+        plugin.write("# edited\n")
+    planned = snakemake(tmp_path, "-n").stdout  # editing the plug-in redraws its figure and caption, nothing else
+    assert re.search(r"^plots\s+1$", planned, re.M) and re.search(r"^captions\s+1$", planned, re.M), planned
+    assert not re.search(r"^(train|collect)\s", planned, re.M)
     for value, error in (("ten", "bins: 'ten' is not of type 'integer'"), (0, "bins: 0 is less than the minimum of 1")):
         tiny_config["plots"][0]["bins"] = value
         write_study(tmp_path, tiny_config)

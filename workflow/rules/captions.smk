@@ -8,6 +8,7 @@ rule captions:
         [f"{OUT}/figures/{plot}.rst" for plot in PLOTS],
     params:
         plots=canonical_json(list(PLOTS.values())),
+        **plot_plugin_code(per_plot=False),
     log:
         f"{OUT}/logs/captions.log",
     conda:

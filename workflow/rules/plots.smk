@@ -8,6 +8,7 @@ rule plots:
                category=lambda wildcards: PLOTS[wildcards.plot]["section"]),
     params:
         spec=plot_spec,
+        **plot_plugin_code(per_plot=True),
     log:
         f"{OUT}/logs/plots/{{plot}}.log",
     conda:
