@@ -170,4 +170,4 @@ def to_table(ds: xr.Dataset, axes: list[str]) -> pd.DataFrame:
     """The scalar (per-cell) variables as a tidy table, one row per existing cell (in stored_cells' order)."""
     scalars = [k for k, v in ds.data_vars.items() if set(v.dims) == set(axes) and k != "config"]
     table = ds[scalars].to_dataframe().reset_index()
-    return table.set_index(axes).loc[stored_cells(ds).index].reset_index()
+    return table.set_index(axes).reindex(stored_cells(ds).index).reset_index()  # by label (a bool axis is no mask)
