@@ -99,9 +99,12 @@ def take_over(manifest: dict, cell_id: str, cell_json: str, outputs: dict[str, s
     os.replace(source / "init.pt", outputs["init"])
     os.replace(source / "final.pt", outputs["model"])
     for folder in [source, *source.parents]:  # the staging folders it emptied, up to the pack's
-        if folder == Path(manifest["staging"]).parent or any(folder.iterdir()):
+        if folder == Path(manifest["staging"]).parent:
             break
-        folder.rmdir()
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or a mate's take_over, running beside this one, removed it first
+            break
     return True
 
 
