@@ -36,6 +36,8 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.catalog.measurements import FisherParams
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset
 from layerlab.measurements.spectra import (
     P_LEVELS,
@@ -174,11 +176,11 @@ def probe_rows(data: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return data.train.x[rows].double(), data.train.y[rows]
 
 
-def run_fisher(cell: dict, data: Dataset, models: dict[str, Network], device: torch.device) -> xr.Dataset:
+def run_fisher(cell: Cell, data: Dataset, models: dict[str, Network], device: torch.device) -> xr.Dataset:
     """The measurement: every checkpoint in `models` (name -> network) x every Fisher type of the cell."""
-    tic = time.perf_counter()
-    x, y = probe_rows(data, cell["fisher_samples"])
-    kinds = list(cell["fisher_types"])
+    tic, params = time.perf_counter(), cell[FisherParams]
+    x, y = probe_rows(data, params.fisher_samples)
+    kinds = list(params.fisher_types)
     results = {(name, kind): fisher_records(analysis_copy(net).to(device), x.to(device), y.to(device), kind)
                for name, net in models.items() for kind in kinds}
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset
 from layerlab.nets.layers import Network, measured_layers
 
@@ -28,7 +29,7 @@ def stable_rank(weight: torch.Tensor) -> float:
     return float((s**2).sum() / s[0] ** 2)
 
 
-def run_stable_rank(cell: dict, data: Dataset, models: dict[str, Network], device: torch.device) -> xr.Dataset:
+def run_stable_rank(cell: Cell, data: Dataset, models: dict[str, Network], device: torch.device) -> xr.Dataset:
     """`stable_rank` (checkpoint, layer) of every network in `models` (name -> network)."""
     ranks = {name: [stable_rank(m.weight) for m in measured_layers(net)] for name, net in models.items()}
     values = np.array(list(ranks.values()), dtype=np.float64)

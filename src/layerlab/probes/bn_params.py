@@ -16,6 +16,9 @@ import torch
 import xarray as xr
 from torch import nn
 
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network
 from layerlab.nets.norm import NEUTRAL, AblatedBatchNorm
 from layerlab.probes.base import StepState, TrainingProbe
 
@@ -71,7 +74,7 @@ class BNParametersProbe(TrainingProbe):
     """`gamma`, `beta` (step, layer, channel) and their activity at the logged steps (learnable ones only)."""
 
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
         self.records: list[dict[str, dict[int, np.ndarray]]] = []
 

@@ -30,6 +30,9 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.catalog.probes import CurvatureParams
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
 from layerlab.measurements.spectra import (
     P_LEVELS,
     kron_spectrum,
@@ -38,7 +41,7 @@ from layerlab.measurements.spectra import (
     spectral_summary,
     spectrum,
 )
-from layerlab.nets.layers import kept_buffers, measured_layers
+from layerlab.nets.layers import Network, kept_buffers, measured_layers
 from layerlab.probes.base import StepState, TrainingProbe
 from layerlab.training.optim import logged_steps
 
@@ -179,12 +182,13 @@ class CurvatureProbe(TrainingProbe):
     the K-FAC factors of every layer's Fisher block, their spectra, condition numbers, weight domination, and the
     last-layer diagnostics; dims (step, layer[, p | eigen])."""
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
-        self.schedule = logged_steps(cell["steps"], cell["curvature_every"])
-        rows = torch.arange(min(cell["curvature_samples"], len(data.train.y)), device=data.train.x.device)
+        params = cell[CurvatureParams]
+        self.schedule = logged_steps(cell.run.steps, params.curvature_every)
+        rows = torch.arange(min(params.curvature_samples, len(data.train.y)), device=data.train.x.device)
         self.x, self.y = data.train.x[rows], data.train.y[rows]
-        self.generator = torch.Generator().manual_seed(cell["seed"])  # sampled labels
+        self.generator = torch.Generator().manual_seed(cell.run.seed)  # sampled labels
         self.steps: list[int] = []
         self.records: list[list[dict[str, np.ndarray]]] = []
         self.seconds = 0.0
@@ -192,7 +196,8 @@ class CurvatureProbe(TrainingProbe):
     def after_forward(self, state: StepState) -> None:
         if state.step in self.schedule and state.finite:
             tic = time.perf_counter()
-            self.records.append(measure(state.model, self.x, self.y, self.cell["curvature_labels"], self.generator))
+            labels = self.cell[CurvatureParams].curvature_labels
+            self.records.append(measure(state.model, self.x, self.y, labels, self.generator))
             self.steps.append(state.step)
             self.seconds += time.perf_counter() - tic
 

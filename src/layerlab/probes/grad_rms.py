@@ -11,7 +11,9 @@ import numpy as np
 import xarray as xr
 from torch import nn
 
-from layerlab.nets.layers import measured_layers
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network, measured_layers
 from layerlab.probes.base import Stage, StepState, TrainingProbe, step_layer_dataset
 
 
@@ -28,7 +30,7 @@ class GradRMSProbe(TrainingProbe):
     """`grad_rms` (step, layer) at the logged steps."""
 
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
         self.layers = measured_layers(model)
         self.records: dict[int, np.ndarray] = {}

@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from layerlab.core.cell import Cell
+
 PREDICTORS = {"": "cutoff_depth", "_diff_entropy": "cutoff_depth_diff_entropy"}  # variable suffix -> its cutoff
 
 
-def add_cascade_prediction(ds: xr.Dataset, cell: dict, is_source: bool) -> xr.Dataset:
+def add_cascade_prediction(ds: xr.Dataset, cell: Cell, is_source: bool) -> xr.Dataset:
     """Paper 003's predictions for one cell from the cutoffs of its deepest sibling: trainable iff depth <= l*
     (relative entropy), and iff depth <= l*_S (differential entropy).
 
     The cost ratio (cascade time / training time of the same network) is defined on the deepest cell only.
     """
     for suffix, cutoff in PREDICTORS.items():
-        ds[f"predicted_trainable{suffix}"] = xr.DataArray(cell["depth"] <= int(ds[cutoff]))
+        ds[f"predicted_trainable{suffix}"] = xr.DataArray(cell.model.depth <= int(ds[cutoff]))
     ds["cost_ratio"] = xr.DataArray(float(ds["cascade_seconds"] / ds["train_seconds"]) if is_source else np.nan)
     return ds
 

@@ -24,6 +24,7 @@ import xarray as xr
 from torch import nn
 
 from layerlab.catalog.checks import active_probes
+from layerlab.core.cell import Cell
 from layerlab.core.registry import PROBES, REGIMES
 from layerlab.data.datasets import Dataset
 from layerlab.nets.layers import Network
@@ -56,10 +57,10 @@ class Member:
         return self.loop.model
 
 
-def unfused_reason(cell: dict) -> str | None:
+def unfused_reason(cell: Cell) -> str | None:
     """Why a cell trains on its own (its regime or a probe does not run in a pack), or None."""
-    if not REGIMES[cell["training"]].packs:
-        return f"training '{cell['training']}' does not run in a pack"
+    if not REGIMES[cell.regime.training].packs:
+        return f"training '{cell.regime.training}' does not run in a pack"
     if blocked := [name for name in active_probes(cell) if not PROBES[name].packs]:
         return f"training probe(s) {', '.join(blocked)} do not run in a pack"
     return None
@@ -74,12 +75,12 @@ class Built:
     rng: torch.Tensor
 
 
-def build(cell: dict, data: Dataset) -> Built:
+def build(cell: Cell, data: Dataset) -> Built:
     model = build_model(cell, data.input_shape, data.n_classes)
     return Built(model, torch.get_rng_state())
 
 
-def train_pack(cells: dict[str, dict], data: dict[str, Dataset], built: dict[str, Built], device: torch.device,
+def train_pack(cells: dict[str, Cell], data: dict[str, Dataset], built: dict[str, Built], device: torch.device,
                checkpoints: dict[str, Checkpoint | None]) -> dict[str, tuple[xr.Dataset, Network]]:
     """Train every cell (name -> cell, its dataset, its built network, its checkpoint); return each cell's metrics
     Dataset and trained network, as `train_cell` would alone."""
@@ -106,7 +107,7 @@ def train_pack(cells: dict[str, dict], data: dict[str, Dataset], built: dict[str
     return {name: results[name] for name in cells}
 
 
-def prepare(name: str, cell: dict, data: Dataset, model: Network, checkpoint: Checkpoint | None,
+def prepare(name: str, cell: Cell, data: Dataset, model: Network, checkpoint: Checkpoint | None,
             saved: dict | None = None) -> Member:
     """The cell's Loop and stage as the unfused path builds them (its RNG stream right after), resumed from `saved`,
     its checkpoint's state."""
@@ -149,7 +150,7 @@ def fitting(group: list[Member], budget: int | None) -> list[list[Member]]:
     if budget is None or len(group) == 1:
         return [group]
     first = group[0]
-    per_cell = stage_memory(first.stage, *first_batch(first.loop.cell, first.loop.data.train.x,
+    per_cell = stage_memory(first.stage, *first_batch(first.loop.cell.run.batch_size, first.loop.data.train.x,
                                                       first.loop.data.train.y)).total
     size = max(1, budget // per_cell)
     if size < len(group):
