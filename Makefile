@@ -26,9 +26,11 @@ run: setup            ## default study (or CONFIG=config/studies/<study>.yaml), 
 
 QUICK   := config/config.yaml $(filter-out %_paper.yaml,$(wildcard config/studies/*.yaml))
 
-claims: setup         ## every quick study (finished cells are reused), then one table of all their claims
-	@for c in $(QUICK); do $(VENV)/bin/snakemake -c$(CORES) --configfile $$c || exit 1; done
-	@$(PY) -m layerlab.claims $(foreach c,$(QUICK),results/$(shell sed -n 's/^study: *//p' $(c)))
+claims: setup         ## every quick study and its report (finished cells reused), then one table of all claims and results/claims.html
+	@for c in $(QUICK); do s=$$(sed -n 's/^study: *//p' $$c); \
+	  $(VENV)/bin/snakemake -c$(CORES) --configfile $$c || exit 1; \
+	  $(VENV)/bin/snakemake -c$(CORES) --configfile $$c --report results/$$s/report.html || exit 1; done
+	@$(PY) -m layerlab.claims --html results/claims.html $(foreach c,$(QUICK),results/$(shell sed -n 's/^study: *//p' $(c)))
 
 test: setup lint
 	$(PY) -m pytest

@@ -14,9 +14,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
-    """A headless Chromium for the whole session; skipped (saying why) where Chromium or Playwright is missing."""
+    """A headless Chromium for one test module; skipped (saying why) where Chromium or Playwright is missing.
+    Module-scoped: Playwright's sync API keeps an asyncio loop running in the main thread while it is open; the
+    tests of other modules run outside it, as a user's scripts would."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install .[dev])")
     if not shutil.which(CHROMIUM):
         pytest.skip("chromium not installed (apt-get install chromium)")

@@ -19,7 +19,13 @@ from layerlab.measurements.cascade import (
     run_cascade,
 )
 from layerlab.nets.models import build_model
-from layerlab.report.analysis import add_cascade_prediction, add_trainability, cascade_summary, study_summary
+from layerlab.report.analysis import (
+    add_cascade_prediction,
+    add_trainability,
+    cascade_epoch_cost,
+    cascade_summary,
+    study_summary,
+)
 
 
 def test_relative_entropy_matches_numpy_reference():
@@ -95,8 +101,9 @@ def test_prediction_agreement_and_cost():
     cells = []
     for depth, acc, cutoff in [(10, 0.9, 30), (20, 0.2, 30), (40, 0.1, 30)]:
         ds = xr.Dataset({"cutoff_depth": cutoff, "cutoff_depth_diff_entropy": 15, "cascade_seconds": 2.0,
-                         "train_seconds": 8.0, "train_acc": acc})
-        cells.append(add_cascade_prediction(ds, {"depth": depth}, is_source=depth == 40).expand_dims(depth=[depth]))
+                         "train_seconds": 8.0, "train_acc": acc, "train_rows": 1000, "diverged_step": -1})
+        cell = {"depth": depth, "steps": 100, "batch_size": 50, "cascade_epochs": 2}
+        cells.append(add_cascade_prediction(ds, cell, is_source=depth == 40).expand_dims(depth=[depth]))
     study = xr.concat(cells, "depth")
     study["config"] = ("depth", np.array(["a", "b", "c"], dtype=object))
     study["diverged"] = ("depth", [0, 0, 0])
@@ -110,6 +117,16 @@ def test_prediction_agreement_and_cost():
     assert list(study["prediction_agrees"].values) == [1, 0, 1]
     assert list(study["prediction_agrees_diff_entropy"].values) == [1, 1, 1]
     assert list(study["predictors_agree"].values) == [1, 0, 1]
+    # one cascade epoch: 2.0 s / 2 = 1 s; one training epoch: 8.0 s / 100 steps x 1000 / 50 steps = 1.6 s
+    assert np.isnan(study["cascade_epoch_cost"].sel(depth=[10, 20])).all()  # defined on the deepest cell only
+    assert float(study["cascade_epoch_cost"].sel(depth=40)) == pytest.approx(1.0 / 1.6)
+
+
+def test_cascade_epoch_cost_of_a_diverged_network_uses_the_steps_it_ran():
+    ds = xr.Dataset({"cascade_seconds": 3.0, "train_seconds": 8.0, "train_rows": 1437, "diverged_step": 40})
+    # 8.0 s / 40 steps = 0.2 s per step; 1437 rows at batch 64: 22.45 steps, 4.49 s; one cascade epoch 1 s
+    cost = cascade_epoch_cost(ds, {"steps": 1500, "batch_size": 64, "cascade_epochs": 3})
+    assert cost == pytest.approx(1.0 / (0.2 * 1437 / 64))
 
 
 def paper_cutoff(curve: list[float], eta: float) -> int:

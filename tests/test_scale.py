@@ -48,6 +48,24 @@ def test_combine_places_each_cell_and_keeps_dtypes(tmp_path):
     assert holes["config"].isnull().sum() == 2
 
 
+def test_combine_inside_a_running_event_loop(tmp_path):
+    """Collect's concurrent reads run an event loop of their own; inside a running one (a notebook) the cells are
+    read one variable at a time, to the same study store."""
+    import asyncio
+
+    params = {f"depth~{d}/seed~{s}": {"depth": d, "seed": s} for d in (2, 4) for s in (0, 1)}
+    for cid, p in params.items():
+        write_store(cell(p["depth"], p["seed"], steps=3), tmp_path / f"{cid}.zarr")
+
+    def lazy() -> dict[str, xr.Dataset]:
+        return {cid: read_store(tmp_path / f"{cid}.zarr/zarr.json", load=False) for cid in params}
+
+    async def inside() -> xr.Dataset:
+        return combine_cells(lazy(), params, ["depth", "seed"])
+
+    xr.testing.assert_identical(asyncio.run(inside()), combine_cells(lazy(), params, ["depth", "seed"]))
+
+
 def test_dims_without_coordinates_are_positions():
     """e.g. a reconstruction's (y, x): cells of different sizes are padded with NaN, no coordinate is invented."""
     cells = {f"c{n}": xr.Dataset({"image": (("y", "x"), np.full((n, n), float(n)))}, attrs={"config": str(n)})

@@ -44,6 +44,12 @@ def test_cascade_runs_on_the_deepest_cell_and_predicts_all(tmp_path):
             assert bool(ds["predicted_trainable_diff_entropy"].sel(sigma_w2=sw2, depth=depth)) == (
                 depth <= float(cut_s.sel(depth=6)))
     assert ds["cost_ratio"].sel(depth=3).isnull().all() and (ds["cost_ratio"].sel(depth=6) > 0).all()
+    # one cascade epoch (cascade_epochs 1) in epochs of training: 20 steps, 1437 digits at batch 64
+    deep = ds.sel(depth=6)
+    epoch = deep["train_seconds"] / 20 * 1437 / 64
+    assert int(deep["train_rows"][0]) == 1437
+    assert ds["cascade_epoch_cost"].sel(depth=3).isnull().all()
+    assert deep["cascade_epoch_cost"].values == pytest.approx((deep["cascade_seconds"] / epoch).values)
     summary = pd.read_csv(out / "study_summary.csv")
     agree = ds["prediction_agrees"].values.mean()
     assert summary.loc[0, "cells"] == 4 and summary.loc[0, "agreement"] == pytest.approx(agree)

@@ -1,6 +1,6 @@
 rule claims:
-    """The study's claims (config `claims:`) checked on the study store: claims.csv, one row per claim (a claim that
-    does not hold is a row, not a failed job), and claims.rst, the report's opening section."""
+    """The study's claims (config `claims:`) checked on the study store: claims.csv, one row per claim with its
+    verdict (a claim that fails is a row, not a failed job), and claims.rst, the report's opening section."""
     input:
         store=rules.collect.output.store,
     output:
@@ -8,6 +8,7 @@ rule claims:
         rst=f"{OUT}/claims.rst",
     params:
         claims=canonical_json(config["claims"]),
+        scale=config["scale"],
     log:
         f"{OUT}/logs/claims.log",
     conda:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from layerlab.catalog.losses import check_loss
-from layerlab.catalog.models import FNNParams, ResNetParams
+from layerlab.catalog.models import DeepOBSParams, FNNParams, ResNetParams
 from layerlab.catalog.regimes import BackpropParams
 from layerlab.core.cell import Cell
 from layerlab.core.config import ConfigError
@@ -23,6 +23,8 @@ def check_model(cell: Cell) -> None:
                                ("residual", "false removes the shortcuts", not resnet.residual)]:
         if applies and model.model not in ("resnet", "preresnet"):
             raise ConfigError(f"{key} ({what}) needs model 'resnet' or 'preresnet' (got '{model.model}')")
+    if (padding := cell[DeepOBSParams].same_padding) != "symmetric" and model.model not in ("cnn_3c3d", "all_cnn_c"):
+        raise ConfigError(f"same_padding {padding} needs model 'cnn_3c3d' or 'all_cnn_c' (got '{model.model}')")
     if not fnn.bias and model.model != "fnn":
         raise ConfigError(f"bias false (bias-free Linear maps) needs model 'fnn' (got '{model.model}')")
     if (widths := fnn.widths) and (model.model != "fnn" or len(widths) != model.depth):

@@ -31,6 +31,8 @@ CASCADE = {
     "original": ("test images that were reconstructed", "input units"),
     "predicted_trainable": ("cascade prediction: depth <= l* of the deepest network with these parameters", "1"),
     "cost_ratio": ("cascade time / training time", "1"),
+    "cascade_epoch_cost": ("one cascade epoch's time in epochs of training the same network (paper 003, Sec. 2.2)",
+                           "epochs"),
     "prediction_agrees": ("cascade prediction matches trained ground truth", "1"),
     "predicted_trainable_diff_entropy": ("differential-entropy prediction: depth <= l*_S of the deepest network",
                                          "1"),

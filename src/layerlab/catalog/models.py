@@ -4,7 +4,7 @@ layerlab.nets.resnets)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from layerlab.core.config import ConfigError
 from layerlab.core.params import Section, param
@@ -25,11 +25,16 @@ class FNNParams(Section):
 
 
 @dataclass(frozen=True)
-class ScaledCNNParams(Section):
-    """cnn_3c3d's and all_cnn_c's own parameter."""
+class DeepOBSParams(Section):
+    """The own parameters of cnn_3c3d and all_cnn_c (paper 002's DeepOBS networks)."""
 
     width_scale: float = param(
         1.0, "cnn_3c3d, all_cnn_c: multiplies every hidden width (1: the thesis's)", exclusiveMinimum=0)
+    same_padding: Literal["symmetric", "tensorflow"] = param(
+        "symmetric", "cnn_3c3d, all_cnn_c: how their 'same' conv and max-pool windows pad (layerlab.nets.same): "
+        "symmetric (PyTorch's k // 2 on every side) or tensorflow (TensorFlow's 'same', as DeepOBS and its PyTorch "
+        "port, paper 002: an odd total's extra pixel at the bottom/right only; differs at every stride-2 window of "
+        "32x32 inputs)")
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,9 @@ def check_residual(cell: Cell) -> None:
 register_model("fnn", "layerlab.nets.models:fnn", depth, stack=True, parameters=FNNParams)
 register_model("cnn", "layerlab.nets.models:cnn", depth, stack=True, conv_layers=hidden_convs)
 register_model("cnn_3c3d", "layerlab.nets.models:cnn_3c3d", lambda cell: 5, stack=True, conv_layers=lambda cell: 3,
-               parameters=ScaledCNNParams)
+               parameters=DeepOBSParams)
 register_model("all_cnn_c", "layerlab.nets.models:all_cnn_c", lambda cell: 8, stack=True, conv_layers=lambda cell: 8,
-               parameters=ScaledCNNParams)
+               parameters=DeepOBSParams)
 register_model("resnet", "layerlab.nets.models:residual_net", hidden_convs, conv_layers=hidden_convs,
                check=check_residual, parameters=ResNetParams)
 register_model("preresnet", "layerlab.nets.models:residual_net", hidden_convs, conv_layers=hidden_convs,

@@ -98,7 +98,15 @@ def _fill_dtype(dtypes: list[np.dtype]) -> np.dtype:
 
 def _each_loaded(cells: Mapping[str, xr.Dataset]) -> Iterator[tuple[str, xr.Dataset]]:
     """The cells one at a time, each read into memory as a copy (a lazily opened cell stays lazy). One event loop
-    for all of them reads a cell's arrays concurrently: 2-3x faster than one variable at a time."""
+    for all of them reads a cell's arrays concurrently: 2-3x faster than one variable at a time. Where an event loop
+    already runs in this thread (a notebook), a cell is read one variable at a time."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        yield from ((cid, ds.copy(deep=False).load()) for cid, ds in cells.items())
+        return
     loop = asyncio.new_event_loop()
     try:
         for cid, ds in cells.items():

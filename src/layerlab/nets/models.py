@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from layerlab.catalog.models import CascadeNetParams, FNNParams, ResNetParams, ScaledCNNParams
+from layerlab.catalog.models import CascadeNetParams, DeepOBSParams, FNNParams, ResNetParams
 from layerlab.core.cell import Cell
 from layerlab.core.registry import MODELS, resolve
 from layerlab.core.sections import ModelParams
 from layerlab.nets.layers import Network
 from layerlab.nets.norm import batch_norm
 from layerlab.nets.resnets import resnet
+from layerlab.nets.same import same_conv, same_max_pool
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "linear": nn.Identity}
 INITS = ("torch_default", "he_normal", "he_fan_out", "gaussian", "xavier_normal")
@@ -86,16 +87,17 @@ def _scaled(scale: float, *sizes: int) -> list[int]:
 
 
 def cnn_3c3d(input_shape: tuple[int, ...], n_classes: int, model: ModelParams,
-             params: ScaledCNNParams) -> LayerwiseNet:
+             params: DeepOBSParams) -> LayerwiseNet:
     """Paper 002's smaller CNN, DeepOBS 3C3D: conv 5x5 (64, valid), conv 3x3 (96, valid), conv 3x3 (128, same),
-    each ReLU + max-pool 3x3 stride 2; FC 512, FC 256 (ReLU); linear classifier. `width_scale` scales the 5
+    each ReLU + max-pool 3x3 stride 2 (same); FC 512, FC 256 (ReLU); linear classifier. `width_scale` scales the 5
     hidden widths. BatchNorm sits after each conv/FC map; the max-pool is placed before the ReLU, which is the
-    same function (max-pool commutes with ReLU) and keeps `hidden` = post-activation layer outputs. The pool
-    pads 1 on both sides (DeepOBS/TF 'same' pads bottom/right only): same output sizes."""
+    same function (max-pool commutes with ReLU) and keeps `hidden` = post-activation layer outputs. 'Same' windows
+    pad as `same_padding` says (layerlab.nets.same; DeepOBS's is `tensorflow`)."""
     c1, c2, c3, f1, f2 = _scaled(params.width_scale, 64, 96, 128, 512, 256)
-    norm = model.bn_variant
-    convs = [block(nn.Conv2d(c_in, c_out, k, padding=p), *batch_norm(c_out, norm), nn.MaxPool2d(3, 2, padding=1))
-             for c_in, c_out, k, p in ((input_shape[0], c1, 5, 0), (c1, c2, 3, 0), (c2, c3, 3, 1))]
+    norm, pad = model.bn_variant, params.same_padding
+    maps = [[nn.Conv2d(input_shape[0], c1, 5)], [nn.Conv2d(c1, c2, 3)], same_conv(c2, c3, 3, 1, pad)]
+    convs = [block(*conv, *batch_norm(c_out, norm), *same_max_pool(3, 2, pad))
+             for conv, c_out in zip(maps, (c1, c2, c3), strict=True)]
     with torch.no_grad():
         features = nn.Sequential(*convs)(torch.zeros(1, *input_shape)).numel()
     dense = [block(nn.Flatten(), nn.Linear(features, f1), *batch_norm(f1, norm)),
@@ -105,20 +107,23 @@ def cnn_3c3d(input_shape: tuple[int, ...], n_classes: int, model: ModelParams,
 
 
 def all_cnn_c(input_shape: tuple[int, ...], n_classes: int, model: ModelParams,
-              params: ScaledCNNParams) -> LayerwiseNet:
+              params: DeepOBSParams) -> LayerwiseNet:
     """Paper 002's deeper CNN, ALL-CNN-C (Springenberg et al. 2015, DeepOBS): dropout 0.2 on the input;
     conv 3x3 96, 96, 96 stride 2; dropout 0.5; 192, 192, 192 stride 2; dropout 0.5; conv 3x3 192 (valid),
     1x1 192 (8 hidden layers, ReLU), then the output layer: 1x1 conv to the classes, ReLU, global average pool.
-    `width_scale` scales the 96/192 channels. Stride-2 convs pad 1 on both sides (TF 'same': same sizes)."""
+    `width_scale` scales the 96/192 channels. The six 3x3 'same' convs pad as `same_padding` says
+    (layerlab.nets.same; DeepOBS's is `tensorflow`)."""
     a, b = _scaled(params.width_scale, 96, 192)
-    norm = model.bn_variant
-    spec = [  # (dropout before, c_in, c_out, kernel, stride, padding)
-        (0.2, input_shape[0], a, 3, 1, 1), (0.0, a, a, 3, 1, 1), (0.0, a, a, 3, 2, 1),
-        (0.5, a, b, 3, 1, 1), (0.0, b, b, 3, 1, 1), (0.0, b, b, 3, 2, 1),
-        (0.5, b, b, 3, 1, 0), (0.0, b, b, 1, 1, 0),
+    norm, pad = model.bn_variant, params.same_padding
+    spec = [  # (dropout before, c_in, c_out, kernel, stride, 'same' padding)
+        (0.2, input_shape[0], a, 3, 1, True), (0.0, a, a, 3, 1, True), (0.0, a, a, 3, 2, True),
+        (0.5, a, b, 3, 1, True), (0.0, b, b, 3, 1, True), (0.0, b, b, 3, 2, True),
+        (0.5, b, b, 3, 1, False), (0.0, b, b, 1, 1, False),
     ]
-    layers = [block(*([nn.Dropout(p)] if p else []), nn.Conv2d(c_in, c_out, k, s, pad), *batch_norm(c_out, norm))
-              for p, c_in, c_out, k, s, pad in spec]
+    layers = [block(*([nn.Dropout(p)] if p else []),
+                    *(same_conv(c_in, c_out, k, s, pad) if same else [nn.Conv2d(c_in, c_out, k, s)]),
+                    *batch_norm(c_out, norm))
+              for p, c_in, c_out, k, s, same in spec]
     classifier = nn.Sequential(output_layer(nn.Conv2d(b, n_classes, 1), n_classes, model),
                                ACTIVATIONS[model.activation](), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return LayerwiseNet(layers, model.activation, classifier, flatten_input=False)
