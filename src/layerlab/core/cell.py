@@ -10,12 +10,12 @@ a plug-in whose section repeats a key is refused.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any
 
 from layerlab.core.config import ConfigError, canonical_json
-from layerlab.core.params import S, Section, as_dict, parse, properties
+from layerlab.core.params import S, Section, as_dict, keys, parse, properties
 from layerlab.core.registry import DATASETS, DECISION_HEADS, MODELS, REGIMES, Registry, plugin_sections
 from layerlab.core.sections import (
     CORE,
@@ -31,18 +31,37 @@ from layerlab.core.sections import (
 NAMED: dict[str, Registry] = {"dataset": DATASETS, "model": MODELS, "training": REGIMES, "layer_head": DECISION_HEADS}
 
 
-def sections() -> list[type[Section]]:
+def sections() -> tuple[type[Section], ...]:
     """The cell's own sections, then every registered plug-in's (in registration order). Raises ConfigError for a key
     that two sections declare."""
-    found = [*CORE, *plugin_sections()]
-    owner: dict[str, type[Section]] = {}
-    for section in found:
-        for key in properties(section):
-            if key in owner:
-                raise ConfigError(f"cell parameter '{key}' of {section.__name__} already exists (in "
-                                  f"{owner[key].__name__}): a plug-in's parameters need names of their own")
-            owner[key] = section
+    found = (*CORE, *plugin_sections())
+    owners(found)
     return found
+
+
+def owners(found: tuple[type[Section], ...]) -> dict[str, type[Section]]:
+    """Cell key -> the section of `found` that declares it (computed once per tuple of sections); ConfigError for a
+    key declared twice."""
+    if found not in _OWNERS:
+        owner: dict[str, type[Section]] = {}
+        for section in found:
+            for key in keys(section):
+                if key in owner:
+                    raise ConfigError(f"cell parameter '{key}' of {section.__name__} already exists (in "
+                                      f"{owner[key].__name__}): a plug-in's parameters need names of their own")
+                owner[key] = section
+        _OWNERS[found] = owner
+    return _OWNERS[found]
+
+
+_OWNERS: dict[tuple[type, ...], dict[str, type[Section]]] = {}
+
+
+def pick(kind: type[S], found: Mapping[type, Section]) -> S:
+    """The section of class `kind` among `found` (class -> section)."""
+    section = found[kind]
+    assert isinstance(section, kind)
+    return section
 
 
 def cell_properties() -> dict[str, dict[str, Any]]:
@@ -76,13 +95,19 @@ class Cell:
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> Cell:
         """The typed cell of `values` (cell key -> value, as validated by the cell schema)."""
-        kinds = sections()
-        known = {key for section in kinds for key in properties(section)}
-        if unknown := sorted(set(values) - known):
+        kinds = (*CORE, *plugin_sections())
+        if unknown := sorted(set(values) - set(owners(kinds))):
             raise ConfigError(f"unknown cell parameter(s) {unknown}")
-        return cls(parse(DataParams, values), parse(ModelParams, values), parse(LossParams, values),
-                   parse(OptimizerParams, values), parse(RunParams, values), parse(RegimeParams, values),
-                   plugins=tuple(parse(section, values) for section in kinds[len(CORE):]))
+        return cls.of(parse(section, values) for section in kinds)
+
+    @classmethod
+    def of(cls, sections: Iterable[Section]) -> Cell:
+        """The cell of `sections`: one of each of the cell's own, and the plug-ins' (a later one of a class replaces
+        an earlier one)."""
+        found: dict[type, Section] = {type(section): section for section in sections}
+        return cls(pick(DataParams, found), pick(ModelParams, found), pick(LossParams, found),
+                   pick(OptimizerParams, found), pick(RunParams, found), pick(RegimeParams, found),
+                   plugins=tuple(section for kind, section in found.items() if kind not in CORE))
 
     @property
     def sections(self) -> tuple[Section, ...]:
@@ -91,6 +116,9 @@ class Cell:
     def __getitem__(self, kind: type[S]) -> S:
         """The section of class `kind` (a plug-in's, or one of the cell's own); a plug-in section the cell lacks (the
         plug-in was loaded after the cell was parsed) has its defaults."""
+        if not isinstance(kind, type):
+            raise TypeError(f"a cell is read by section, cell[CurvatureParams] or cell.optimizer.lr, not by key "
+                            f"{kind!r}")
         for section in self.sections:
             if type(section) is kind:
                 return section
@@ -98,11 +126,7 @@ class Cell:
 
     def replace(self, section: Section) -> Cell:
         """The cell with `section` in place of its section of the same class."""
-        kind = type(section)
-        for field in dataclasses.fields(self):
-            if type(getattr(self, field.name)) is kind:
-                return dataclasses.replace(self, **{field.name: section})
-        return dataclasses.replace(self, plugins=tuple(section if type(s) is kind else s for s in self.plugins))
+        return Cell.of((*self.sections, section))
 
     def to_dict(self) -> dict[str, Any]:
         """Every cell key and its value, as the cell's JSON has them."""

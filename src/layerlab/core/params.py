@@ -14,7 +14,6 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from functools import cache
 from typing import Any, Literal, TypeVar
 
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
@@ -26,6 +25,8 @@ class Section:
 
 
 S = TypeVar("S", bound=Section)
+_PROPERTIES: dict[type, dict[str, dict[str, Any]]] = {}  # section -> its keys' JSON schemas
+_KEYS: dict[type, tuple[str, ...]] = {}  # section -> its keys
 
 
 def param(default: Any, description: str = "", *, per_model: bool = False, items: Mapping[str, Any] | None = None,
@@ -65,16 +66,17 @@ def field_schema(field: dataclasses.Field, annotation: Any) -> dict[str, Any]:
     return schema
 
 
-@cache
 def properties(section: type[Section]) -> dict[str, dict[str, Any]]:
-    """Cell key -> JSON schema, for every field of `section`."""
-    if not (dataclasses.is_dataclass(section) and issubclass(section, Section)):
-        raise TypeError(f"{section!r} is not a parameter section (a frozen dataclass subclassing Section)")
-    hints = typing.get_type_hints(section)
-    missing = [f.name for f in dataclasses.fields(section) if f.default is dataclasses.MISSING]
-    if missing:
-        raise TypeError(f"section {section.__name__}: every parameter needs a default ({', '.join(missing)})")
-    return {f.name: field_schema(f, hints[f.name]) for f in dataclasses.fields(section)}
+    """Cell key -> JSON schema, for every field of `section` (computed once per section)."""
+    if section not in _PROPERTIES:
+        if not (dataclasses.is_dataclass(section) and issubclass(section, Section)):
+            raise TypeError(f"{section!r} is not a parameter section (a frozen dataclass subclassing Section)")
+        hints = typing.get_type_hints(section)
+        missing = [f.name for f in dataclasses.fields(section) if f.default is dataclasses.MISSING]
+        if missing:
+            raise TypeError(f"section {section.__name__}: every parameter needs a default ({', '.join(missing)})")
+        _PROPERTIES[section] = {f.name: field_schema(f, hints[f.name]) for f in dataclasses.fields(section)}
+    return _PROPERTIES[section]
 
 
 def render(value: Any) -> Any:
@@ -82,12 +84,19 @@ def render(value: Any) -> Any:
     return [render(v) for v in value] if isinstance(value, tuple) else value
 
 
+def keys(section: type[Section]) -> tuple[str, ...]:
+    """The cell keys of `section`, in declaration order."""
+    if section not in _KEYS:
+        _KEYS[section] = tuple(f.name for f in dataclasses.fields(section))
+    return _KEYS[section]
+
+
 def parse(section: type[S], values: Mapping[str, Any]) -> S:
     """`section` from the cell `values` (its keys missing there take their defaults; lists become tuples)."""
-    return section(**{f.name: tuple(values[f.name]) if isinstance(values[f.name], list) else values[f.name]
-                      for f in dataclasses.fields(section) if f.name in values})
+    return section(**{key: tuple(values[key]) if isinstance(values[key], list) else values[key]
+                      for key in keys(section) if key in values})
 
 
 def as_dict(section: Section) -> dict[str, Any]:
     """The section's keys and values as the cell's JSON has them."""
-    return {f.name: render(getattr(section, f.name)) for f in dataclasses.fields(section)}
+    return {key: render(getattr(section, key)) for key in keys(type(section))}

@@ -105,9 +105,9 @@ class LayerRegime(Regime):
                    **options) -> Stage:
         """Stage `index` (global steps from index x layer_steps) training `net` with stage i's schedule; `top`:
         the layer its results go to. Records the schedule's lr and weight decay at `top`."""
-        schedule = self.schedule(i)
-        self.results["layer_lr"][top] = schedule.lr
-        self.results["layer_weight_decay"][top] = schedule.weight_decay
+        stage_optimizer = self.schedule(i)
+        self.results["layer_lr"][top] = stage_optimizer.lr
+        self.results["layer_weight_decay"][top] = stage_optimizer.weight_decay
         if net.head is not self.model.head:  # a decision head: its down-convs and channels
             self.results["layer_decision_convs"][top], self.results["layer_decision_channels"][top] = (
                 head_config(net.head))
