@@ -285,11 +285,11 @@ def _importing(plugin: str) -> Iterator[None]:
 def plugin_file(plugin: str, bases: Iterable[str | Path]) -> Path:
     """The file of a `.py` plug-in entry: the first of `bases` (the study file's folder, then the working directory)
     that holds it."""
-    bases = list(dict.fromkeys(Path(b).resolve() for b in bases))
-    for base in bases:
-        if (base / plugin).is_file():
-            return (base / plugin).resolve()
-    raise ConfigError(f"plugins: file '{plugin}' not found (relative to {' or '.join(map(str, bases))})")
+    folders = list(dict.fromkeys(Path(b).resolve() for b in bases))
+    for folder in folders:
+        if (folder / plugin).is_file():
+            return (folder / plugin).resolve()
+    raise ConfigError(f"plugins: file '{plugin}' not found (relative to {' or '.join(map(str, folders))})")
 
 
 def load_plugins(plugins: list[str], bases: Iterable[str | Path] = (".",)) -> list[str]:
@@ -320,8 +320,8 @@ def load_plugins(plugins: list[str], bases: Iterable[str | Path] = (".",)) -> li
             except ModuleNotFoundError as err:
                 raise ConfigError(f"plugins: cannot import module '{plugin}' ({err}); put it on PYTHONPATH or "
                                   f"give the path of its .py file") from None
-            if getattr(module, "__file__", None):
-                PLUGIN_SOURCES.setdefault(plugin, Path(module.__file__))
+            if file := getattr(module, "__file__", None):
+                PLUGIN_SOURCES.setdefault(plugin, Path(file))
     return loaded
 
 

@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -110,7 +110,8 @@ def prepare(name: str, out: Path, downloads: Path) -> dict:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **arrays, provenance=np.array(json.dumps(meta)))
+    payload: dict[str, Any] = {**arrays, "provenance": np.array(json.dumps(meta))}
+    np.savez(tmp, **payload)
     tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     stamp = _read_stamp(out)

@@ -16,8 +16,10 @@ differential entropy S (App. A.2, the paper's second predictor; official code: r
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 import time
 
 import numpy as np
@@ -101,7 +103,7 @@ def make_conv_cascade(model: Network, x: torch.Tensor) -> nn.ModuleList:
     sizes: dict[nn.Module, tuple[int, int]] = {}
 
     def record(conv: nn.Module, inputs: tuple[torch.Tensor], _: torch.Tensor) -> None:
-        sizes[conv] = tuple(inputs[0].shape[-2:])
+        sizes[conv] = (inputs[0].shape[-2], inputs[0].shape[-1])
 
     convs = [[m for m in layer.modules() if isinstance(m, nn.Conv2d)] for layer in model.layers]
     hooks = [m.register_forward_hook(record) for m in itertools.chain(*convs)]
@@ -143,7 +145,8 @@ def run_cascade(cell: Cell, data: Dataset, networks: dict[str, Network], device:
         x = x_train[idx.to(device)]
         with torch.no_grad():
             targets = [x, *model(x)[1]]
-        loss = sum(F.mse_loss(c(targets[i + 1]), targets[i]) for i, c in enumerate(cascade))
+        loss = functools.reduce(operator.add, (F.mse_loss(c(targets[i + 1]), targets[i])
+                                               for i, c in enumerate(cascade)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,11 +72,12 @@ def analysis_copy(model: Network) -> Network:
     net = copy.deepcopy(model).double().train()
     for m in net.modules():
         if hasattr(m, "running_mean"):
-            m.running_mean = m.running_var = None
+            m.register_buffer("running_mean", None)
+            m.register_buffer("running_var", None)
     return net
 
 
-def fisher_weights(net: Network) -> list[nn.Parameter]:
+def fisher_weights(net: Network) -> list[torch.Tensor]:
     """theta: the weight of every measured (Linear/Conv) layer, hidden layers first, the output layer last."""
     return [m.weight for m in measured_layers(net)]
 
@@ -166,7 +168,7 @@ def fisher_records(net: Network, x: torch.Tensor, y: torch.Tensor, kind: str) ->
         error = torch.linalg.matrix_norm(block - torch.kron(g, a)) / norm if norm > 0 else torch.tensor(np.nan)
         for key, value in {**exact, **kfac, "kfac_rel_error": float(error)}.items():
             rec.setdefault(key, []).append(value)
-    out = {key: np.array(values) for key, values in rec.items()}
+    out: dict[str, Any] = {key: np.array(values) for key, values in rec.items()}
     return {**out, **spectral_summary(eig_full, "full"), "eig_full": eig_full}
 
 
@@ -189,7 +191,7 @@ def run_fisher(cell: Cell, data: Dataset, models: dict[str, Network], device: to
 
     first = next(iter(results.values()))
     dims = {0: (), 1: ("layer",), 2: ("layer", "p")}
-    data_vars = {}
+    data_vars: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
     for key, value in first.items():
         if key == "eig_full":
             data_vars[key] = (("checkpoint", "fisher", "fisher_eigen"), stack(key))

@@ -42,7 +42,7 @@ def stable_rank_summary(study: xr.Dataset) -> dict[str, float]:
     regime, final networks."""
     if "training" not in study.dims or BASELINE not in study["training"].values:
         return {}
-    log = np.log(study["stable_rank"])
+    log = xr.apply_ufunc(np.log, study["stable_rank"])
     study["stable_rank_gap"] = abs(log - log.sel(training=BASELINE, drop=True)).mean("layer")
     final = study["stable_rank_gap"].sel(checkpoint="final") if "checkpoint" in study.dims else study["stable_rank_gap"]
     return {f"stable_rank_gap_{t}": float(final.sel(training=t).mean()) for t in study["training"].values

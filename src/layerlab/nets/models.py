@@ -20,7 +20,7 @@ from layerlab.catalog.models import CascadeNetParams, DeepOBSParams, FNNParams, 
 from layerlab.core.cell import Cell
 from layerlab.core.registry import MODELS, resolve
 from layerlab.core.sections import ModelParams
-from layerlab.nets.layers import Network
+from layerlab.nets.layers import LayerStack, Network
 from layerlab.nets.norm import batch_norm
 from layerlab.nets.resnets import resnet
 from layerlab.nets.same import same_conv, same_max_pool
@@ -29,7 +29,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.T
 INITS = ("torch_default", "he_normal", "he_fan_out", "gaussian", "xavier_normal")
 
 
-class LayerwiseNet(nn.Module):
+class LayerwiseNet(LayerStack):
     """A stack of (layer, activation) blocks followed by a classifier head."""
 
     def __init__(self, layers: list[nn.Module], activation: str, head: nn.Module, flatten_input: bool):
@@ -95,7 +95,8 @@ def cnn_3c3d(input_shape: tuple[int, ...], n_classes: int, model: ModelParams,
     pad as `same_padding` says (layerlab.nets.same; DeepOBS's is `tensorflow`)."""
     c1, c2, c3, f1, f2 = _scaled(params.width_scale, 64, 96, 128, 512, 256)
     norm, pad = model.bn_variant, params.same_padding
-    maps = [[nn.Conv2d(input_shape[0], c1, 5)], [nn.Conv2d(c1, c2, 3)], same_conv(c2, c3, 3, 1, pad)]
+    maps: list[list[nn.Module]] = [[nn.Conv2d(input_shape[0], c1, 5)], [nn.Conv2d(c1, c2, 3)],
+                                   same_conv(c2, c3, 3, 1, pad)]
     convs = [block(*conv, *batch_norm(c_out, norm), *same_max_pool(3, 2, pad))
              for conv, c_out in zip(maps, (c1, c2, c3), strict=True)]
     with torch.no_grad():

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from layerlab.catalog.models import ResNetParams
 from layerlab.core.sections import ModelParams
+from layerlab.nets.layers import Network
 from layerlab.nets.norm import batch_norm
 
 
@@ -40,7 +41,7 @@ def shortcut(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, 0, 0, like.shape[1] - x.shape[1]))
 
 
-class ResNet(nn.Module):
+class ResNet(Network):
     """`layers[0]` is the stem; `layers[2b + 1]`, `layers[2b + 2]` are block b's two convs."""
 
     def __init__(self, layers: list[nn.Module], activation: Callable[[], nn.Module], head: nn.Module,
@@ -64,7 +65,7 @@ class ResNet(nn.Module):
         return self.head(h), hidden
 
 
-class PreResNet(nn.Module):
+class PreResNet(Network):
     """Pre-activation layout: `layers[i]` = (BN, activation, conv) except the stem (conv only)."""
 
     def __init__(self, layers: list[nn.Module], head: nn.Module, residual: bool = True):
@@ -78,6 +79,7 @@ class PreResNet(nn.Module):
         hidden = [h]
         for i in range(1, len(self.layers), 2):
             first = self.layers[i]
+            assert isinstance(first, nn.Sequential)  # (BN, activation, conv)
             block_input = first[:-1](h) if i == 1 else h  # 'both_preact': the shortcut sees the pre-activation
             h = first[-1](block_input) if i == 1 else first(h)
             hidden.append(h)

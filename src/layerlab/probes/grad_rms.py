@@ -7,6 +7,8 @@ step: the gradient of that step's mini-batch, at no extra cost. Layers the stage
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import xarray as xr
 from torch import nn
@@ -17,7 +19,7 @@ from layerlab.nets.layers import Network, measured_layers
 from layerlab.probes.base import Stage, StepState, TrainingProbe, step_layer_dataset
 
 
-def layer_grad_rms(layers: list[nn.Module]) -> np.ndarray:
+def layer_grad_rms(layers: Sequence[nn.Linear | nn.Conv2d]) -> np.ndarray:
     """RMS of dL/dW of the `weight` of each module in `layers` as left by the last backward (NaN: no gradient)."""
     out = np.full(len(layers), np.nan)
     for k, m in enumerate(layers):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ def huffman_bits(counts: np.ndarray) -> float:
     return float((counts * huffman_lengths(counts)).sum() / counts.sum())
 
 
-def layer_weight_stats(layers: list[nn.Module], bits: int) -> dict[str, np.ndarray]:
+def layer_weight_stats(layers: Sequence[nn.Linear | nn.Conv2d], bits: int) -> dict[str, np.ndarray]:
     """Per-layer weight entropy H_N and Huffman bits per weight of the `weight` of each module in `layers`."""
     counts = [histogram(m.weight, bits) if torch.isfinite(m.weight).all() else None for m in layers]
     return {"weight_entropy": np.array([np.nan if c is None else entropy_bits(c) for c in counts]),

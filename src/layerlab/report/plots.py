@@ -23,14 +23,14 @@ from layerlab.core.registry import PLOTS, resolve
 sns.set_theme(context="paper", style="whitegrid")
 
 
-def _reduce(da: xr.DataArray, keep: set[str]) -> xr.DataArray:
+def _reduce(da: xr.DataArray, keep: set[str | None]) -> xr.DataArray:
     """Average over seeds, take the first value of any other grid axis not kept."""
     for dim in [d for d in da.dims if d not in keep]:
         da = da.mean(dim) if dim == "seed" else da.isel({dim: 0})
     return da
 
 
-def _seed_sd(da: xr.DataArray, keep: set[str]) -> xr.DataArray | None:
+def _seed_sd(da: xr.DataArray, keep: set[str | None]) -> xr.DataArray | None:
     """The spread over seeds (sample sd) of what `_reduce` keeps; None with one seed."""
     if "seed" not in da.dims or da.sizes["seed"] < 2:
         return None
@@ -317,7 +317,8 @@ def layer_accuracy(ds: xr.Dataset, spec: dict) -> plt.Figure:
     heads = var == "layer_test_acc"
     ax.set(xlabel="layer (decision head on its output)" if heads else "layer (1-based; last: output layer)",
            ylabel="head test accuracy" if heads else ds[var].attrs.get("long_name", var))
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    # an AutoLocator (a MaxNLocator) takes `integer`; matplotlib's stub types the base Locator, which takes none
+    ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     ax.legend(title=hue, fontsize=6, title_fontsize=7)
     return fig
 

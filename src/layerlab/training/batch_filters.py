@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from layerlab.core.sections import RunParams
 from layerlab.data.datasets import Split
 from layerlab.training.kfilter import kept_rows
+from layerlab.training.regimes.stage_nets import StageNet
 from layerlab.training.stage import Select
 
 
@@ -24,7 +24,7 @@ class LossFilter:
     `fraction` of its examples with the lowest loss of the trained first partition (its layers and own head,
     frozen, eval mode) before it reaches the stage's partition."""
 
-    net: nn.Module  # (x) -> (logits, hidden), frozen, eval mode
+    net: StageNet  # frozen, eval mode
     fraction: float
     start: int
 
@@ -44,8 +44,8 @@ class KFilter:
     ones in stored order); from then on each mini-batch keeps only its kept rows. Computed when first needed, so a
     resumed stage filters with its restored feednet."""
 
-    def __init__(self, run: RunParams, cap: float, net: nn.Module, data: Split, start: int):
-        self.run, self.cap, self.net, self.data, self.start = run, cap, net, data, start  # net: a StageNet
+    def __init__(self, run: RunParams, cap: float, net: StageNet, data: Split, start: int):
+        self.run, self.cap, self.net, self.data, self.start = run, cap, net, data, start
         self.keep: torch.Tensor | None = None
 
     def kept(self) -> torch.Tensor:

@@ -107,9 +107,12 @@ def fit_stage(cell: Cell, model: LayerStack, i: int, window: tuple[int, int], la
         return measure_stage(with_head(cell, families[f][j]), model, i, window, last, n_classes, x, y,
                              extrapolated_step_memory)
 
+    def total(f: int, j: int) -> int:
+        return memory(f, j).total
+
     found = []
     for f, family in enumerate(families):
-        j = last_within(len(family), lambda j, f=f: memory(f, j).total, target)
+        j = last_within(len(family), partial(total, f), target)
         found += [(f, k) for k in ([0] if j is None else [j, j + 1])
                   if k < len(family) and memory(f, k).total <= target + tolerance]
     f, j = (min(found, key=lambda fj: abs(memory(*fj).total - target)) if found
@@ -133,7 +136,8 @@ def fit_heads(cell: Cell, model: LayerStack, x: torch.Tensor, y: torch.Tensor, n
     with frozen(model):
         for i, window in enumerate(stages):
             last = i == len(stages) - 1
-            families = [[None]] if last else search_space(params, window_shape(model, window[1], x))
+            families: list[list[Section | None]] = ([[None]] if last else
+                                                     search_space(params, window_shape(model, window[1], x)))
             head, memory = fit_stage(cell, model, i, window, last, n_classes, x, y, families, target, tolerance)
             heads.append(head)
             memories.append(memory)

@@ -42,13 +42,14 @@ class Progress:
     """One log line per logged step: step, loss, last test accuracy, speed and time left."""
 
     def __init__(self, total: int, name: str = ""):
-        self.total, self.start, self.first = max(total, 1), time.perf_counter(), None
+        self.total, self.start = max(total, 1), time.perf_counter()
+        self.first: int | None = None  # the first step logged
         self.prefix = f"{name}: " if name else ""
 
     def __call__(self, step: int, stage: Stage, run: Run) -> None:
-        self.first = step if self.first is None else self.first
+        first = self.first = step if self.first is None else self.first
         elapsed = time.perf_counter() - self.start
-        rate = (step - self.first) / elapsed if step > self.first and elapsed > 0 else float("nan")
+        rate = (step - first) / elapsed if step > first and elapsed > 0 else float("nan")
         acc = run.evals["test_acc"][-1] if run.evals else float("nan")
         log.info("%sstep %d/%d%s loss %.4g test_acc %.4f  %.1f steps/s  ETA %.0f s", self.prefix, step, self.total,
                  f" stage {stage.index}" if stage.top is not None else "", run.scalars["loss"][-1], acc, rate,

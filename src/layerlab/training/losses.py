@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from torch.nn import functional as F
 from layerlab.catalog.losses import head_targets
 from layerlab.core.sections import LossParams
 
+T = TypeVar("T")
 # the c of batch entropy H^l = mean_k 1/2 log(c sigma_k^2 + 1) (paper 000, Eq. 2-3; `layerlab.probes.batch_entropy`)
 ENTROPY_CONSTANTS = {"pi_e": math.pi * math.e, "two_pi_e": 2 * math.pi * math.e}
 
@@ -54,7 +56,7 @@ class LBELoss(nn.Module):
         return ce + ce * lbe, lbe
 
 
-def regularized(hidden: list[torch.Tensor], which: str) -> list[torch.Tensor]:
+def regularized(hidden: list[T], which: str) -> list[T]:
     """The hidden layers LBE acts on: 'middle' drops the first and last (official FNN code), or 'all'."""
     return hidden[1:-1] if which == "middle" else hidden
 

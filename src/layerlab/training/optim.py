@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ EVAL_BATCH = 1000
 
 def make_optimizer(opt: OptimizerParams, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """SGD or Adam; `weight_decay_params: weights` exempts biases, gamma, beta (every 0/1-d tensor) from L2."""
-    groups: list[nn.Parameter] | list[dict] = params
+    groups: list[dict[str, Any]] = [{"params": params}]
     if opt.weight_decay_params == "weights":
         groups = [{"params": [p for p in params if p.ndim > 1]},
                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -81,7 +82,7 @@ def build(cell: Cell, data: Dataset) -> Built:
 
 
 def train_pack(cells: dict[str, Cell], data: dict[str, Dataset], built: dict[str, Built], device: torch.device,
-               checkpoints: dict[str, Checkpoint | None]) -> dict[str, tuple[xr.Dataset, Network]]:
+               checkpoints: Mapping[str, Checkpoint | None]) -> dict[str, tuple[xr.Dataset, Network]]:
     """Train every cell (name -> cell, its dataset, its built network, its checkpoint); return each cell's metrics
     Dataset and trained network, as `train_cell` would alone."""
     results, members = {}, []
@@ -250,7 +251,8 @@ class Group:
         separate(leaving)  # they keep their weights and optimizer state as of now
         self.optimizer.step()
         for m in self.active:
-            m.stage.optimizer._opt_called = True  # stepped through the fused step (the LR schedule checks it)
+            # stepped through the fused step: the LR schedule checks this flag, which torch sets undeclared
+            m.stage.optimizer._opt_called = True  # type: ignore[attr-defined]
         self.hooks(going, "after_update")
         for k, _ in going:
             self.active[k].stage.schedule.step()

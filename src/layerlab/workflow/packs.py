@@ -60,14 +60,14 @@ def plan(cells: Mapping[str, Cell], stored: Callable[[str], bool], per_model: It
         if not stored(cid):
             groups.setdefault(pack_key(cells[cid], per_model), []).append(cid)
     pieces = sorted((c for group in groups.values() for c in chunks(group, max_cells)), key=len, reverse=True)
-    packs: list[list[list[str]]] = []
+    bins: list[list[list[str]]] = []
     for piece in pieces:  # first fit, largest first: pieces of one fusable group stay whole
-        home = next((p for p in packs if sum(map(len, p)) + len(piece) <= max_cells), None)
+        home = next((b for b in bins if sum(map(len, b)) + len(piece) <= max_cells), None)
         if home is None:
-            packs.append([piece])
+            bins.append([piece])
         else:
             home.append(piece)
-    packs = [[c for piece in p for c in piece] for p in packs]
+    packs = [[c for piece in b for c in piece] for b in bins]
     while len(packs) < cores and max(map(len, packs), default=1) > 1:
         largest = max(packs, key=len)
         packs.remove(largest)

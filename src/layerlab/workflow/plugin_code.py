@@ -49,7 +49,7 @@ def sources(registry: Registry, name: str) -> dict[str, Path]:
 def job_plugins(cell: Cell, measurement: str | None = None) -> dict[str, str]:
     """{plug-in: digest} of the plug-in code the train job of `cell` runs (its model, regime, decision head and
     training probes) or, with `measurement`, that measurement's job (the measurement and the model it rebuilds)."""
-    used = [(MODELS, cell.model.model)]
+    used: list[tuple[Registry, str]] = [(MODELS, cell.model.model)]
     if measurement is None:
         used += [(REGIMES, cell.regime.training), (DECISION_HEADS, cell.regime.layer_head),
                  *((PROBES, probe) for probe in active_probes(cell))]

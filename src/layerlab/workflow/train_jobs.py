@@ -22,7 +22,7 @@ from layerlab.nets.layers import Network
 from layerlab.nets.models import save_init
 from layerlab.training.checkpoint import Checkpoint, Interrupted, catch_signals, own_storage
 from layerlab.training.loop import train_cell
-from layerlab.training.pack import build, train_pack
+from layerlab.training.pack import Built, build, train_pack
 from layerlab.workflow import packs
 from layerlab.workflow.jobs import start_log
 from layerlab.workflow.runtime import cell_job, job_attrs, setup
@@ -75,7 +75,8 @@ def train_pack_job(snakemake) -> None:
     settings, staging = snakemake.config["checkpoint"], Path(snakemake.params.staging)
     shutil.rmtree(staging, ignore_errors=True)  # what a killed run of this pack staged
     loaded: dict[DataParams, Dataset] = {}
-    built, checkpoints = {}, {}
+    built: dict[str, Built] = {}
+    checkpoints: dict[str, Checkpoint] = {}
     try:
         for cid, cell in cells.items():
             data = dataset(cell.data, snakemake.input[cell.data.dataset], device, loaded)

@@ -34,7 +34,7 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"  # package data
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _with_defaults(cls: type) -> type:
+def _with_defaults(cls: Any) -> Any:
     """A validator class that fills missing properties from their schema `default` (a copy) before checking them,
     as snakemake.utils.validate(set_default=True) does; a defaulted object is then filled in turn."""
     check_properties = cls.VALIDATORS["properties"]
@@ -85,19 +85,22 @@ def fuse_settings(config: dict) -> dict | None:
 
 def _describe(err: ValidationError, prefix: tuple) -> Iterator[str]:
     loc = where((*prefix, *err.absolute_path))
+    schema: Any = err.schema  # jsonschema types these as possibly unset
+    value: Any = err.validator_value
+    instance: Any = err.instance
     if err.validator == "additionalProperties":
-        known = set(err.schema.get("properties", {}))
-        for key in sorted(set(err.instance) - known):
+        known = set(schema.get("properties", {}))
+        for key in sorted(set(instance) - known):
             hint = nearest(key, known)
             if not prefix and not err.absolute_path and key in cell_defaults():
                 hint = (f": '{key}' is a cell parameter, it belongs under `fixed:` (or, for a quick try, "
                         f"`--config {key}=VALUE` overrides it in every cell)")
             yield f"{loc}: unknown key '{key}' ('{key}' was unexpected){hint}"
     elif err.validator == "enum":
-        hint = nearest(err.instance, map(str, err.validator_value))
-        yield f"{loc}: {err.instance!r} is not one of {err.validator_value}{hint}"
+        hint = nearest(instance, map(str, value))
+        yield f"{loc}: {err.instance!r} is not one of {value}{hint}"
     elif err.validator == "oneOf":
-        yield f"{loc}: {err.instance!r} is not valid (expected: {err.schema.get('description', err.validator_value)})"
+        yield f"{loc}: {err.instance!r} is not valid (expected: {schema.get('description', value)})"
     else:
         yield f"{loc}: {err.message}"
 
@@ -145,7 +148,7 @@ def apply_overrides(config: dict, cli: Mapping[str, Any]) -> dict[str, Any]:
     and type the strings of `--config 'fixed={...}'` / `'grid={...}'`; returns the overrides."""
     props = schema("cell")["properties"]
     for part in ("fixed", "grid"):
-        given = cli.get(part) if isinstance(cli.get(part), dict) else {}
+        given = cli[part] if isinstance(cli.get(part), dict) else {}
         for key, value in given.items():
             if key in props and isinstance(config.get(part), dict) and key in config[part]:
                 config[part][key] = typed(value, {"type": "array", "items": props[key]} if part == "grid" else

@@ -89,6 +89,12 @@ class LayerRegime(Regime):
         return Noise(regime.input_dropout * regime.input_dropout_decay ** (t // self.epoch_steps),
                      regime.grad_dropout, self.noise_generator)
 
+    @staticmethod
+    def layer(stage: Stage) -> int:
+        """The layer whose results `stage` reports (every staged stage has one)."""
+        assert stage.top is not None
+        return stage.top
+
     def schedule(self, i: int) -> OptimizerParams:
         """Stage i's optimizer: lr x decay^i, weight decay x growth^i."""
         return stage_schedule(self.cell.optimizer, self.cell.regime, i)
@@ -204,6 +210,7 @@ class Staged(LayerRegime):
             self.results["layer_k_kept"][stage.top] = float(self.k_filter.keep.float().mean())
         regime = self.cell.regime
         if stage.index == 0 and regime.loss_filter > 0:  # the first partition, with its head, filters the rest
+            assert isinstance(stage.net, StageNet)
             self.filter = LossFilter(stage.net.eval(), regime.loss_filter, regime.filter_from)
 
     def resident(self, stage: Stage) -> dict[str, int]:

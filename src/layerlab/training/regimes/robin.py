@@ -87,7 +87,7 @@ class Robin(LayerRegime):
 
     def resident(self, stage: Stage) -> dict[str, int]:
         """Bytes resident beside layer i's stage: the layers above it, the other heads, the other optimizer states."""
-        i = stage.top
+        i = self.layer(stage)
         others = [j for j in range(self.n) if j != i]
         state = sum(optimizer_state_bytes(partial(make_optimizer, self.schedule(j)), self.trainable[j])
                     for j in others)
@@ -95,7 +95,7 @@ class Robin(LayerRegime):
                 "optimizer_state": state}
 
     def schedule_index(self, stage: Stage) -> int:
-        return stage.top
+        return self.layer(stage)
 
     def stage(self, index: int) -> Stage:
         if not self.nets:
@@ -109,7 +109,7 @@ class Robin(LayerRegime):
                                final=self.nets[-1] if last and i != self.n - 1 else None)
 
     def after_stage(self, stage: Stage) -> None:
-        for p in self.trainable[stage.top]:  # its gradients are not kept until its next stage
+        for p in self.trainable[self.layer(stage)]:  # its gradients are not kept until its next stage
             p.grad = None
 
     def state_dict(self) -> dict:
