@@ -123,3 +123,17 @@ def test_a_section_the_cell_lacks_has_its_defaults():
         later_key: int = param(3)
 
     assert make_cell()[Later] == Later(later_key=3)
+
+
+def test_the_parameter_reference_lists_every_key_once(capsys):
+    """`python -m layerlab.params`: one table per section, titled with the plug-ins that declare it, a study's
+    plug-ins included."""
+    from layerlab.workflow.parameters import main
+
+    assert main(["--plugins", str(ROOT / "tests/plugins/grad_norm.py")]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split("`")[1] for line in out.splitlines() if line.startswith("| `")]
+    assert sorted(listed) == sorted(cell_properties()) and len(listed) == len(set(listed))
+    assert "## CurvatureParams (training probe curvature)" in out
+    assert "## GradNormParams (training probe grad_norm)" in out
+    assert "| `lr` | number | `0.0001` |" in out and "| `loss` | ce / ce_lbe / mse" in out
