@@ -6,6 +6,7 @@
 
 import functools
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -82,6 +83,7 @@ PACKS = {} if _fuse is None else plan_packs(
     CELLS, lambda c: Path(f"{OUT}/cells/{c}/train.zarr/{STORE_FILE}").exists(), per_model_keys(), _fuse["max_cells"],
     _cores)
 PACK_OF = {cell: pack for pack, members in PACKS.items() for cell in members}
+PACKED = "|".join(re.escape(cell) for cell in sorted(PACK_OF)) or "(?!)"  # their rule: take_over (none: no match)
 # Local GPUs (layerlab.workflow.gpus): each training job claims one (device, slot) of this pool and sees only that device.
 # On a cluster SLURM binds the devices instead (profiles/slurm asks for gpu=1 per training job).
 GPUS, GPU_SLOTS = gpu_pool(config.get("gpus"))

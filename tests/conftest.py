@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,18 @@ def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = 
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count of Snakemake's job table (on stdout in a dry run, on stderr in a run)."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr,
+                                                               re.MULTILINE) if m.group(1) != "total"}
+
+
+def trained(proc: subprocess.CompletedProcess) -> int:
+    """Cells a Snakemake run trains: its `train` jobs and its `take_over` jobs (the cells its packs train)."""
+    counted = jobs(proc)
+    return counted.get("train", 0) + counted.get("take_over", 0)
 
 
 def write_study(workdir: Path, config: dict) -> None:

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS = PROJECT["optional-dependencies"]
-RUNTIME = [*PROJECT["dependencies"], *EXTRAS["fisher"]]  # what the workflow's jobs may import
+RUNTIME = [*PROJECT["dependencies"], *EXTRAS["fisher"], *EXTRAS["tensorboard"]]  # what the workflow's jobs may import
 
 
 def name(requirement: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
-from conftest import ROOT, TINY_STUDY, finished_study, private_copy, snakemake, write_study
+from conftest import ROOT, TINY_STUDY, finished_study, private_copy, snakemake, trained, write_study
 
 from layerlab.core.config import expand_cells
 from layerlab.core.store import read_store
@@ -219,8 +218,7 @@ def test_shipped_configs_validate_and_plan(tmp_path, config):
     """Every study config in the repo passes validation and plans one train job per cell (dry run)."""
     shutil.copy(ROOT / config, tmp_path / "study.yaml")
     proc = snakemake(tmp_path, "-n")
-    planned = re.search(r"^train\s+(\d+)$", proc.stdout, re.MULTILINE)
-    assert planned and int(planned.group(1)) == len(expand_cells(yaml.safe_load((ROOT / config).read_text())))
+    assert trained(proc) == len(expand_cells(yaml.safe_load((ROOT / config).read_text())))
 
 
 def test_stores_open_without_warnings_and_keep_the_loss_curve(completed):

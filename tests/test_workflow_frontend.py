@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, snakemake, write_study
+from conftest import ROOT, snakemake, trained, write_study
 
 from layerlab.core.store import read_store
 
@@ -66,7 +66,7 @@ def test_failing_figure_leaves_the_others(ran):
     assert "Traceback" in (workdir / "results/front/logs/plots/broken.log").read_text()
     # a rerun retries only the broken figure: the good ones and every cell are up to date
     dry = snakemake(workdir, "-n", "--config", "steps=12", "lr=2e-3", check=False)
-    assert re.search(r"^plots\s+1$", dry.stdout, re.MULTILINE) and not re.search(r"^train\s", dry.stdout, re.M)
+    assert re.search(r"^plots\s+1$", dry.stdout, re.MULTILINE) and trained(dry) == 0
 
 
 def test_diff_names_changed_keys_new_and_removed_cells(ran):
@@ -106,7 +106,7 @@ def test_nested_cli_values_are_typed(tmp_path):
     """`--config 'fixed={steps: 7}'` (Snakemake hands nested values over as strings) plans like steps: 7."""
     write_study(tmp_path, STUDY)
     proc = snakemake(tmp_path, "-n", "--config", "fixed={steps: 7, train_subset: 500}", "grid={depth: [4, 5]}")
-    assert re.search(r"^train\s+4$", proc.stdout, re.MULTILINE)
+    assert trained(proc) == 4
     assert "depth~5/loss~ce_lbe" in proc.stdout
 
 
@@ -124,7 +124,7 @@ cells:
 def test_numbers_written_as_papers_write_them_plan(tmp_path):
     (tmp_path / "study.yaml").write_text(STUDY_TEXT)
     proc = snakemake(tmp_path, "-n")
-    assert re.search(r"^train\s+3$", proc.stdout, re.MULTILINE)
+    assert trained(proc) == 3
     for cid in ("lr~0.001/depth~3", "lr~0.0003/depth~3", "lr~0.01/depth~3"):
         assert f"results/numbers/cells/{cid}/train.zarr" in proc.stdout
 
@@ -156,7 +156,7 @@ def test_plugin_files_resolve_beside_the_study_file(tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile",
            str(studies / "study.yaml"), "-n"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 0 and re.search(r"^train\s+2$", proc.stdout, re.MULTILINE), proc.stdout[-2000:]
+    assert proc.returncode == 0 and trained(proc) == 2, proc.stdout[-2000:]
     shutil.move(studies / "my_probes.py", workdir / "my_probes.py")  # in the working directory: found there
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stdout[-2000:]

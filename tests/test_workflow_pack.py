@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, snakemake, write_study
+from conftest import ROOT, jobs, snakemake, write_study
 from test_checkpoint import WALL_TIMES
 
 from layerlab.core.store import read_store
@@ -32,12 +32,6 @@ STUDY = {
               {"seed": 1, "width": 20}],
     "fuse": {"max_cells": 3},
 }
-
-
-def jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> job count of Snakemake's job table (on stdout in a dry run, on stderr in a run)."""
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr,
-                                                               re.MULTILINE) if m.group(1) != "total"}
 
 
 def cells(workdir) -> list[str]:
@@ -71,7 +65,7 @@ def runs(tmp_path_factory):
 def test_packs_train_the_cells_and_each_cell_keeps_its_job(runs):
     packed, alone, dry = runs
     counted = jobs(dry)
-    assert counted["pack"] == 2 and counted["train"] == 5  # 5 cells in two packs (max 3 each, one per core)
+    assert counted["pack"] == 2 and counted["take_over"] == 5 and "train" not in counted  # 5 cells, two packs
     assert cells(packed) == cells(alone) and len(cells(packed)) == 5
     log = "\n".join(p.read_text() for p in (packed / "results/packed/logs/packs").glob("*.log"))
     assert "fused 3 cells" in log or "fused 2 cells" in log
@@ -96,14 +90,14 @@ def test_no_op_rerun_runs_nothing_and_changes_rerun_per_cell(runs, tmp_path):
     changed["cells"].append({"seed": 2, "width": 16, "lr": 2e-3})
     write_study(work, changed)
     counted = jobs(snakemake(work, "-n"))
-    assert counted.get("train") == 1 and "pack" not in counted  # the changed cell alone (it has a store)
+    assert counted.get("train") == 1 and "pack" not in counted  # the changed cell in its own job (it has a store)
     more = copy.deepcopy(STUDY)
     more["grid"]["seed"] = [0, 1, 2, 3, 4, 5, 6]
     write_study(work, more)
     before = {c: (work / f"results/packed/cells/{c}/final.pt").stat().st_mtime_ns for c in cells(work)}
     proc = snakemake(work)
     counted = jobs(proc)
-    assert counted.get("train") == 4 and counted.get("pack") == 2, counted  # seeds 3-6, two packs for two cores
+    assert counted.get("take_over") == 4 and counted.get("pack") == 2, counted  # seeds 3-6, a pack per core
     assert {c: (work / f"results/packed/cells/{c}/final.pt").stat().st_mtime_ns for c in before} == before
     assert "Nothing to be done" in snakemake(work, "-n").stdout
 

@@ -31,10 +31,9 @@ def cell_dataset(wildcards) -> str:
     return f"resources/datasets/{CELLS[wildcards.cell].data.dataset}.npz"
 
 
-def train_inputs(wildcards) -> dict[str, str]:
-    """The cell's dataset, and the manifest of the pack that trains it in this run."""
-    pack = PACK_OF.get(wildcards.cell)
-    return {"data": cell_dataset(wildcards), **({"pack": f"{OUT}/packs/{pack}.json"} if pack else {})}
+def pack_manifest(wildcards) -> str:
+    """The manifest of the pack that trains the cell in this run."""
+    return f"{OUT}/packs/{PACK_OF[wildcards.cell]}.json"
 
 
 def measurement_inputs(name: str, wildcards) -> dict[str, str]:

@@ -1,7 +1,7 @@
 rule pack:
     """Train a pack's cells in one process (layerlab.training.pack: cells of one architecture fused into one network,
     bit for bit as each alone), each resuming from its own checkpoint; stage each cell's train.zarr, init.pt and
-    final.pt for its own train job, which moves them into place. The manifest is temporary: once every member has
+    final.pt for its own take_over job, which moves them into place. The manifest is temporary: once every member has
     taken over, nothing of the pack is left but its log."""
     input:
         **{dataset: f"resources/datasets/{dataset}.npz" for dataset in sorted({c.data.dataset for c in CELLS.values()})},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 # A store's Snakemake output is its root metadata file (workflow/rules/common.smk `zarr_store`, layerlab.core.store): a
@@ -77,6 +78,11 @@ def expand_cells(config: dict, origins: dict[str, str] | None = None) -> dict[st
             if origins is not None:
                 origins[cid] = f"cells[{i}]"
     return cells
+
+
+def axis_variable(name: str, axes: Iterable[str]) -> str:
+    """The study-store name of a cell variable: `<name>_value` where a grid axis has its name (e.g. `loss`)."""
+    return f"{name}_value" if name in axes else name
 
 
 def _given_twice(cid: str, first: int, old: dict, second: int, new: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from layerlab.core.config import STORE_FILE
+from layerlab.core.config import STORE_FILE, axis_variable
 from layerlab.core.disk import writing
-
-
-def axis_variable(name: str, axes: Iterable[str]) -> str:
-    """The study-store name of a cell variable: `<name>_value` where a grid axis has its name (e.g. `loss`)."""
-    return f"{name}_value" if name in axes else name
 
 
 def store_dir(path: str | os.PathLike) -> Path:

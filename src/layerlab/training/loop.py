@@ -31,6 +31,7 @@ from layerlab.training.checkpoint import Checkpoint
 from layerlab.training.kfilter import kept_rows
 from layerlab.training.losses import Objective
 from layerlab.training.optim import Batches, evaluate, logged_steps
+from layerlab.training.progress import Progress, ProgressWriter, finished
 from layerlab.training.records import Run
 from layerlab.training.regime import Regime
 from layerlab.training.stage import Stage, StepHooks, StepState
@@ -38,29 +39,12 @@ from layerlab.training.stage import Stage, StepHooks, StepState
 log = logging.getLogger("layerlab.training.loop")
 
 
-class Progress:
-    """One log line per logged step: step, loss, last test accuracy, speed and time left."""
-
-    def __init__(self, total: int, name: str = ""):
-        self.total, self.start = max(total, 1), time.perf_counter()
-        self.first: int | None = None  # the first step logged
-        self.prefix = f"{name}: " if name else ""
-
-    def __call__(self, step: int, stage: Stage, run: Run) -> None:
-        first = self.first = step if self.first is None else self.first
-        elapsed = time.perf_counter() - self.start
-        rate = (step - first) / elapsed if step > first and elapsed > 0 else float("nan")
-        acc = run.evals["test_acc"][-1] if run.evals else float("nan")
-        log.info("%sstep %d/%d%s loss %.4g test_acc %.4f  %.1f steps/s  ETA %.0f s", self.prefix, step, self.total,
-                 f" stage {stage.index}" if stage.top is not None else "", run.scalars["loss"][-1], acc, rate,
-                 (self.total - step) / rate if rate > 0 else float("nan"))
-
-
 class Loop:
     """The loop's state for one cell: objective, regime, probes, batch stream, records. `name` (the cell's id in a
-    pack) prefixes its progress lines."""
+    pack) prefixes its progress lines; `writers` show its progress elsewhere (`layerlab.training.progress`)."""
 
-    def __init__(self, cell: Cell, data: Dataset, model: Network, name: str = ""):
+    def __init__(self, cell: Cell, data: Dataset, model: Network, name: str = "",
+                 writers: tuple[ProgressWriter, ...] = ()):
         self.cell, self.data, self.model = cell, data, model
         self.objective = Objective(cell.loss, len(model.layers)).to(data.train.x.device)
         spec = REGIMES[cell.regime.training]
@@ -72,7 +56,7 @@ class Loop:
                               torch.Generator().manual_seed(cell.run.seed))
         self.augment = torch.Generator().manual_seed(cell.run.seed) if cell.run.augment == "crop_flip" else None
         self.run, self.diverged_step, self.seconds_before = Run(), -1, 0.0
-        self.progress = Progress(self.regime.total_steps, name)
+        self.progress = Progress(self.regime.total_steps, name, writers)
         self.to_log: set[int] = set()
         self.to_eval: set[int] = set()
         self.start = time.perf_counter()
@@ -131,7 +115,7 @@ class Loop:
     def end_step(self, stage: Stage, state: StepState) -> bool:
         """The progress line of a logged step; True (and the cell marked diverged) after a non-finite loss."""
         if state.logged:
-            self.progress(state.step, stage, self.run)
+            self.progress(state.step, stage.index if stage.top is not None else None, self)
         if not state.finite:
             self.diverged_step = state.step
             log.info("%sdiverged: non-finite loss at step %d", self.progress.prefix, state.step)
@@ -212,6 +196,7 @@ class Loop:
         for probe, probe_state in zip(self.probes, state["probes"], strict=True):
             probe.load_state_dict(probe_state)
         self.seconds_before, self.start = state["seconds"], time.perf_counter()
+        self.progress.resumed(state["step"], state["seconds"])
         return state["t"]
 
     def seconds(self) -> float:
@@ -224,7 +209,9 @@ class Loop:
         train_acc, train_loss = evaluate(final_net(stage), self.data.train)
         self.model.requires_grad_(True)
         self.objective.requires_grad_(True)
-        return self.dataset(train_acc, train_loss, seconds), self.model
+        ds = self.dataset(train_acc, train_loss, seconds)
+        self.progress.finished(ds)
+        return ds, self.model
 
     def dataset(self, train_acc: float, train_loss: float, seconds: float) -> xr.Dataset:
         """The run's, the regime's and every probe's variables, described by their declarations."""
@@ -252,16 +239,17 @@ def training_rows(cell: Cell, data: Dataset) -> tuple[torch.Tensor | None, float
 
 
 def train_cell(cell: Cell, data: Dataset, model: Network, device: torch.device,
-               checkpoint: Checkpoint | None = None) -> tuple[xr.Dataset, Network]:
+               checkpoint: Checkpoint | None = None,
+               writers: tuple[ProgressWriter, ...] = ()) -> tuple[xr.Dataset, Network]:
     """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state, or returning the
-    finished result it holds); return the per-cell metrics Dataset and the trained model, saved in the checkpoint
-    first (the outputs written after it may fail)."""
+    finished result it holds), its progress shown by `writers`; return the per-cell metrics Dataset and the trained
+    model, saved in the checkpoint first (the outputs written after it may fail)."""
     model = model.to(device)
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None and "result" in saved:
         model.load_state_dict(saved["result"]["model"])
-        return saved["result"]["dataset"], model
-    loop = Loop(cell, data, model)
+        return finished(saved["result"]["dataset"], writers), model
+    loop = Loop(cell, data, model, writers=writers)
     regime = loop.regime
     if checkpoint is not None:
         checkpoint.check_probes(zip(loop.names, loop.probes, strict=True))

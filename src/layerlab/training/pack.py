@@ -35,6 +35,7 @@ from layerlab.training.fused import ModelRNG, NotFusable, fuse, unfuse
 from layerlab.training.fused_optim import FusedOptimizer, FusedParam, own_state
 from layerlab.training.loop import Loop, train_cell
 from layerlab.training.memory import first_batch, stage_memory
+from layerlab.training.progress import ProgressWriter, finished
 from layerlab.training.stage import Stage, StepState
 
 log = logging.getLogger("layerlab.training.pack")
@@ -82,9 +83,11 @@ def build(cell: Cell, data: Dataset) -> Built:
 
 
 def train_pack(cells: dict[str, Cell], data: dict[str, Dataset], built: dict[str, Built], device: torch.device,
-               checkpoints: Mapping[str, Checkpoint | None]) -> dict[str, tuple[xr.Dataset, Network]]:
-    """Train every cell (name -> cell, its dataset, its built network, its checkpoint); return each cell's metrics
-    Dataset and trained network, as `train_cell` would alone."""
+               checkpoints: Mapping[str, Checkpoint | None],
+               writers: dict[str, tuple[ProgressWriter, ...]] | None = None) -> dict[str, tuple[xr.Dataset, Network]]:
+    """Train every cell (name -> cell, its dataset, its built network, its checkpoint, its progress writers); return
+    each cell's metrics Dataset and trained network, as `train_cell` would alone."""
+    writers = writers or {}
     results, members = {}, []
     for name, cell in cells.items():
         torch.set_rng_state(built[name].rng)  # the cell's own stream, as if its network had just been built
@@ -92,12 +95,12 @@ def train_pack(cells: dict[str, Cell], data: dict[str, Dataset], built: dict[str
         saved = checkpoint.load() if checkpoint is not None else None
         if saved is not None and "result" in saved:  # trained before, its outputs not written: only write them
             model.load_state_dict(saved["result"]["model"])
-            results[name] = saved["result"]["dataset"], model
+            results[name] = finished(saved["result"]["dataset"], writers.get(name, ())), model
         elif reason := unfused_reason(cell):
             log.info("%s trains unfused: %s", name, reason)
-            results[name] = train_cell(cell, data[name], model, device, checkpoint)
+            results[name] = train_cell(cell, data[name], model, device, checkpoint, writers.get(name, ()))
         else:
-            members.append(prepare(name, cell, data[name], model, checkpoint, saved))
+            members.append(prepare(name, cell, data[name], model, checkpoint, saved, writers.get(name, ())))
     budget = device_budget(device)
     for group in fusable_groups(members):
         for part in fitting(group, budget):
@@ -109,10 +112,10 @@ def train_pack(cells: dict[str, Cell], data: dict[str, Dataset], built: dict[str
 
 
 def prepare(name: str, cell: Cell, data: Dataset, model: Network, checkpoint: Checkpoint | None,
-            saved: dict | None = None) -> Member:
+            saved: dict | None = None, writers: tuple[ProgressWriter, ...] = ()) -> Member:
     """The cell's Loop and stage as the unfused path builds them (its RNG stream right after), resumed from `saved`,
     its checkpoint's state."""
-    loop = Loop(cell, data, model, name=name)
+    loop = Loop(cell, data, model, name=name, writers=writers)
     if checkpoint is not None:
         checkpoint.check_probes(zip(loop.names, loop.probes, strict=True))
     if saved is not None:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 from layerlab import __version__
-from layerlab.core.config import ConfigError
+from layerlab.core.config import STORE_FILE, ConfigError, canonical_json
 from layerlab.core.registry import measurement_sources
 from layerlab.workflow.plugin_code import job_plugins
 from layerlab.workflow.study_file import study_config
@@ -31,18 +30,18 @@ MISSING = "<absent>"
 
 
 def recorded(store: Path) -> dict | None:
-    """The attributes of a store (`config`, `plugins`, `layerlab_version`, ...), or None without a store."""
-    if not (store / "zarr.json").exists():
+    """The attributes of a store (`config`, `plugins`, `layerlab_version`, ...), read from its root metadata as zarr
+    v3 writes it (no zarr import: a millisecond per store), or None without a store."""
+    try:
+        return json.loads((store / STORE_FILE).read_text())["attributes"]
+    except FileNotFoundError:
         return None
-    import zarr
-
-    with warnings.catch_warnings():  # Snakemake's .snakemake_timestamp beside the zarr metadata
-        warnings.simplefilter("ignore")
-        return dict(zarr.open_group(store, mode="r").attrs)
 
 
 def changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(key, old, new) of every key whose canonical JSON differs (30 vs 30.0 too: Snakemake reruns on it)."""
+    if canonical_json(old) == canonical_json(new):  # the common case at a hundredth of the cost
+        return []
     return [(k, old.get(k, MISSING), new.get(k, MISSING)) for k in sorted(set(old) | set(new))
             if json.dumps(old.get(k, MISSING)) != json.dumps(new.get(k, MISSING))]
 
@@ -92,19 +91,33 @@ def study_diff(config: dict, workdir: Path, cli: dict | None = None, base: Path 
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m layerlab.diff", description=__doc__.split("\n\n")[0])
+def study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The study as `snakemake` is given it: --configfile, --config overrides, -d working directory."""
     parser.add_argument("--configfile", type=Path, default=ROOT / "config/config.yaml",
                         help="study config (default: config/config.yaml)")
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                         help="the same overrides as given to snakemake --config")
     parser.add_argument("-d", "--directory", type=Path, default=Path("."), help="working directory of the run")
-    args = parser.parse_args(argv)
-    from snakemake.cli import parse_config
 
-    cli = parse_config(args.config)
+
+def load_study(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(the study config as Snakemake builds it, the `--config` overrides) from `study_arguments`; ConfigError for a
+    missing or broken study file."""
+    cli = {}
+    if args.config:
+        from snakemake.cli import parse_config  # only with overrides: its import takes half a second
+
+        cli = parse_config(args.config)
+    return study_config([args.configfile], cli), cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m layerlab.diff", description=__doc__.split("\n\n")[0])
+    study_arguments(parser)
+    args = parser.parse_args(argv)
     try:
-        lines = study_diff(study_config([args.configfile], cli), args.directory, cli, args.configfile.parent)
+        config, cli = load_study(args)
+        lines = study_diff(config, args.directory, cli, args.configfile.parent)
     except ConfigError as err:
         print(f"layerlab config error: {err}", file=sys.stderr)
         return 2

@@ -6,8 +6,8 @@ their per-model parameters (the cell schema's `per_model: true` keys, plug-ins' 
 into one network, `layerlab.training.pack`), each group cut into chunks of at most `max_cells`; the chunks are then
 put into packs of at most `max_cells` cells (cells of different groups share a pack's process and train one after
 another), and big packs are split until there are at least as many packs as cores. A pack is one job (rule `pack`)
-that writes every member's outputs to its staging folder and a manifest; each member's own `train` job, which has
-the manifest as an input, then moves them into place (`take_over`). So every cell keeps its own outputs, log,
+that writes every member's outputs to its staging folder and a manifest; each member's own job (rule `take_over`),
+which has the manifest as an input, then moves them into place (`take_over`). So every cell keeps its own outputs, log,
 checkpoint and Snakemake record: collect, measurements, diff and reruns see cells, never packs. A cell that already
 has a store (a changed cell, say) is not packed and trains in its own job.
 """
@@ -107,7 +107,7 @@ def take_over(manifest: dict, cell_id: str, cell_json: str, outputs: dict[str, s
 
 
 def take_over_job(snakemake) -> bool:
-    """A packed cell's train job: take over its outputs, and give its log the cell's lines of the pack's log."""
+    """A packed cell's take_over job: its outputs moved in place, its log given its lines of the pack's log."""
     manifest = json.loads(Path(snakemake.input.pack).read_text())
     cell_id = snakemake.wildcards.cell
     if not take_over(manifest, cell_id, snakemake.params.cell, dict(snakemake.output.items())):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from layerlab.data.datasets import Dataset, DatasetUnavailable, load
 from layerlab.nets.layers import Network
 from layerlab.nets.models import build_model, load_init, save_init
 from layerlab.workflow import gpus
-from layerlab.workflow.jobs import run_script, start_log  # noqa: F401  (re-exported: editing the dataset script would rerun every study)
+from layerlab.workflow.jobs import fail, run_script, start_log  # noqa: F401  (re-exported: editing the dataset script would rerun every study)
 
 
 def device() -> torch.device:
@@ -55,7 +54,7 @@ def cell_job(snakemake) -> tuple[Cell, torch.device, Dataset, Network]:
     try:
         data = load(Path(snakemake.input.data), device, cell.data)
     except DatasetUnavailable as err:  # a missing or corrupt dataset: its message alone, naming the fix
-        sys.exit(f"layerlab: {err}")
+        fail(str(err))
     if "init" in snakemake.input.keys():  # a measurement: the network the train job initialised
         return cell, device, data, load_init(snakemake.input.init, cell)
     model = build_model(cell, data.input_shape, data.n_classes)  # the train job: seeded initial weights
@@ -63,6 +62,6 @@ def cell_job(snakemake) -> tuple[Cell, torch.device, Dataset, Network]:
         with writing(snakemake.output.init):
             save_init(model, cell, data.input_shape, data.n_classes, snakemake.output.init)
     except WriteFailed as err:
-        sys.exit(f"layerlab: {err}")
+        fail(str(err))
     logging.info("%s: %d parameters", cell.model.model, sum(p.numel() for p in model.parameters()))
     return cell, device, data, model

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -24,8 +23,9 @@ from layerlab.training.checkpoint import Checkpoint, Interrupted, catch_signals,
 from layerlab.training.loop import train_cell
 from layerlab.training.pack import Built, build, train_pack
 from layerlab.workflow import packs
-from layerlab.workflow.jobs import start_log
+from layerlab.workflow.jobs import fail, start_log
 from layerlab.workflow.runtime import cell_job, job_attrs, setup
+from layerlab.workflow.watch import cell_writers, job_writers
 
 
 def write_outputs(ds: xr.Dataset, model: Network, store: str | Path, final: str | Path, checkpoint: Checkpoint,
@@ -52,18 +52,20 @@ def provenance(device: torch.device) -> dict[str, str]:
 
 def train_one(snakemake) -> None:
     """Rule `train`: train one cell (resuming from its checkpoint) and write its outputs."""
+    start_log(snakemake)
+    writers = job_writers(snakemake)  # first: the cell's progress record names this job, whatever fails next
     cell, device, data, model = cell_job(snakemake)
     settings = snakemake.config["checkpoint"]
     checkpoint = Checkpoint(snakemake.params.checkpoint, cell, settings["every"], settings["minutes"])
     catch_signals([checkpoint])  # SIGTERM/SIGINT (a time limit, preemption, Ctrl-C): checkpoint, then exit non-zero
     logging.info("training %s on %s", snakemake.wildcards.cell, device)
     try:
-        ds, model = train_cell(cell, data, model, device, checkpoint)  # the finished cell kept in its checkpoint
+        # the finished cell is kept in its checkpoint before its outputs are written
+        ds, model = train_cell(cell, data, model, device, checkpoint, writers)
         ds.attrs.update(**job_attrs(snakemake), **provenance(device))
         write_outputs(ds, model, snakemake.output.store, snakemake.output.model, checkpoint, settings["keep"])
     except (Interrupted, WriteFailed) as err:
-        logging.info("%s", err)
-        sys.exit(f"layerlab: {err}")
+        fail(str(err))
 
 
 def train_pack_job(snakemake) -> None:
@@ -71,6 +73,7 @@ def train_pack_job(snakemake) -> None:
     its own checkpoint, and stage every cell's outputs for its own train job (`layerlab.workflow.packs`)."""
     start_log(snakemake)
     cells = {cid: Cell.parse(values) for cid, values in json.loads(snakemake.params.cells).items()}
+    writers = {cid: cell_writers(snakemake.config, cid, Path(snakemake.log[0])) for cid in cells}  # the pack's log
     device = setup(snakemake.threads)
     settings, staging = snakemake.config["checkpoint"], Path(snakemake.params.staging)
     shutil.rmtree(staging, ignore_errors=True)  # what a killed run of this pack staged
@@ -88,15 +91,14 @@ def train_pack_job(snakemake) -> None:
             checkpoints[cid] = Checkpoint(Path(snakemake.params.checkpoints) / cid, cell, settings["every"],
                                           settings["minutes"])
     except (DatasetUnavailable, WriteFailed) as err:
-        sys.exit(f"layerlab: {err}")
+        fail(str(err))
     catch_signals(list(checkpoints.values()))
     logging.info("pack %s: %d cells on %s", snakemake.wildcards.pack, len(cells), device)
     try:
         results = train_pack(cells, {cid: loaded[cell.data] for cid, cell in cells.items()}, built, device,
-                             checkpoints)
+                             checkpoints, writers)
     except Interrupted as err:
-        logging.info("%s", err)
-        sys.exit(f"layerlab: {err}")
+        fail(str(err))
     plugins = json.loads(snakemake.params.plugins)
     try:
         for cid, (ds, model) in results.items():
@@ -105,8 +107,7 @@ def train_pack_job(snakemake) -> None:
                             **provenance(device))
             write_outputs(ds, model, target / "train.zarr", target / "final.pt", checkpoints[cid], settings["keep"])
     except WriteFailed as err:
-        logging.info("%s", err)
-        sys.exit(f"layerlab: {err}")
+        fail(str(err))
     packs.write_manifest(snakemake.output.manifest, staging, snakemake.log[0],
                          {cid: cell.json for cid, cell in cells.items()})
 

@@ -12,6 +12,7 @@ parts (its sections fill the defaults). Messages are one line per problem: where
 from __future__ import annotations
 
 import copy
+import importlib.util
 import warnings
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -214,6 +215,7 @@ def check_batch_size(cid: str, cell: Cell, origin: str) -> None:
                           f"{data.dataset} training split, {rows} rows{subset}")
 
 
+TENSORBOARD_EXTRA = "pip install -e '.[tensorboard]'"  # how to get the optional dependency of `tensorboard: true`
 DEPRECATED_KEYS = {"probes": "measurements"}  # old top-level key -> its name now
 
 
@@ -243,6 +245,8 @@ def check_study(config: dict, cli: Mapping[str, Any] | None = None, base: str | 
     if len(config["study"].encode()) > NAME_MAX:
         raise ConfigError(f"study: the name is {len(config['study'].encode())} characters long, at most {NAME_MAX} "
                           f"(it names the folder results/<study>/)")
+    if config["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(f"tensorboard: true needs the tensorboard package: {TENSORBOARD_EXTRA}")
     check_parts(config)
     origins: dict[str, str] = {}
     cells: dict[str, Cell] = {}

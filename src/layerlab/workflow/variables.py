@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 from layerlab.catalog.checks import active_probes
 from layerlab.catalog.regimes import RUN_VARIABLES
 from layerlab.core.cell import Cell
+from layerlab.core.config import axis_variable
 from layerlab.core.registry import MEASUREMENTS, PROBES, REGIMES
-from layerlab.core.store import axis_variable
 
 STUDY = {"config", "trainable"}  # layerlab.core.store.combine_cells, layerlab.report.analysis.add_trainability
 
