@@ -5,6 +5,7 @@
 """
 
 import functools
+import hashlib
 import os
 import re
 import sys
@@ -17,11 +18,11 @@ from snakemake.utils import min_version
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-from layerlab.core.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canonical_json  # noqa: E402
+from layerlab.core.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canonical_json, flow_yaml  # noqa: E402
 from layerlab.core.registry import DATASETS, MEASUREMENTS, measurement_sources  # noqa: E402
 from layerlab.data.datasets import DatasetUnavailable, verify as verify_dataset  # noqa: E402
 from layerlab.workflow.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
-from layerlab.workflow.plugin_code import job_plugins  # noqa: E402
+from layerlab.workflow.plugin_code import job_plugins, plot_plugins  # noqa: E402
 from layerlab.workflow.study_file import study_config  # noqa: E402
 
 min_version("9.0")
@@ -65,9 +66,7 @@ STUDY = config["study"]
 OUT = f"results/{STUDY}"
 AXES = list(config["grid"])
 MEASURED = config["measurements"]  # the study's measurements (layerlab.core.registry.MEASUREMENTS)
-PLOTS = {p["name"]: p for p in config["plots"]}
-PLOT_CAPTIONS = {p["kind"]: (Path(workflow.basedir) / f"workflow/report/{p['kind']}.rst").read_text()
-                 for p in PLOTS.values()}
+PLOTS = {p["name"]: p for p in config["plots"]}  # each with its kind's parameters (layerlab.catalog.plots)
 # which cell's store of each measurement a cell reads (the cascade's: its deepest sibling's)
 MEASUREMENT_SOURCES = measurement_sources(CELLS, MEASURED)
 # Cell packs (layerlab.workflow.packs): the cells this run trains (those without a store), several to a job, cells that
@@ -104,7 +103,9 @@ include: "workflow/rules/pack.smk"
 include: "workflow/rules/measurements.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/plots.smk"
+include: "workflow/rules/captions.smk"
 include: "workflow/rules/claims.smk"
+include: "workflow/rules/study_page.smk"
 
 
 rule all:
@@ -113,4 +114,5 @@ rule all:
         rules.collect.input,  # every cell's stores: a deleted one is made again (Snakemake keeps intermediate files)
         rules.collect.output,
         rules.claims.output,
-        expand(f"{OUT}/figures/{{plot}}.png", plot=PLOTS),
+        rules.study_page.output,
+        expand(f"{OUT}/figures/{{plot}}.{{ext}}", plot=PLOTS, ext=("png", "rst")),

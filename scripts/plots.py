@@ -1,9 +1,10 @@
 """Rule `plots`: one figure of the config's `plots` (its spec in params); a failure names the plot."""
 
-import json
 import sys
 import traceback
 from pathlib import Path
+
+import yaml
 
 from layerlab.core.registry import load_plugins
 from layerlab.core.store import read_store
@@ -11,7 +12,7 @@ from layerlab.report.plots import save_plot
 
 snakemake = globals()["snakemake"]
 load_plugins(snakemake.config["plugins"])
-spec = json.loads(snakemake.params.spec)
+spec = yaml.safe_load(snakemake.params.spec)
 with open(snakemake.log[0], "w") as log:
     try:
         save_plot(read_store(snakemake.input[0]), spec, Path(snakemake.output[0]))

@@ -14,7 +14,7 @@ from layerlab.core.store import combine_cells
 from layerlab.nets.models import build_model
 from layerlab.nets.norm import BN_VARIANTS, NEUTRAL, AblatedBatchNorm, batch_norm
 from layerlab.probes.bn_params import norm_layers, trajectories
-from layerlab.report.plots import channel_step_heatmap
+from layerlab.report.plots import figure
 from layerlab.training.loop import train_cell
 from layerlab.training.optim import make_optimizer
 
@@ -197,5 +197,6 @@ def test_study_store_and_figure_with_and_without_bn(digits):
     assert np.isnan(study["gamma"].sel(bn_variant="none")).all()
     assert np.isfinite(study["gamma"].sel(bn_variant="bn_gamma")).all()
     assert study["gamma"].attrs["units"] == "1" and study["gamma_activity"].attrs["long_name"]
-    fig = channel_step_heatmap(study, {"var": "gamma", "row": "bn_variant", "col": "layer", "center": 1.0})
+    fig = figure(study, {"kind": "channel_step_heatmap", "var": "gamma", "row": "bn_variant", "col": "layer",
+                        "center": 1.0})
     assert [len(ax.collections) for ax in fig.axes[:4]] == [0, 0, 1, 1]  # no BatchNorm: "no data"

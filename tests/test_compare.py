@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,7 @@ import xarray as xr
 from conftest import TINY_STUDY, snakemake, write_study
 from scipy import stats
 
-from layerlab.report.compare import compare, main
+from layerlab.report.compare import compare, figure, main
 
 
 def store(depths: list[int], acc: np.ndarray, lr: float, extra_axis: dict | None = None) -> xr.Dataset:
@@ -34,6 +36,33 @@ def test_shared_cells_paired_by_seed():
     assert table.loc[0, ["A", "B"]].tolist() == pytest.approx([0.1, 0.6])
     half = stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)
     assert table.loc[0, ["diff", "ci_low", "ci_high"]].tolist() == pytest.approx([0.5, 0.5 - half, 0.5 + half])
+
+
+def test_by_default_the_results_are_compared_quietly_in_a_compact_figure(tmp_path):
+    """Wall times and memory, metrics equal everywhere and metrics without values are left out by default (named);
+    a cell without a value in either study is no row; no numpy warning; one panel per metric, three to a row."""
+    rng = np.random.default_rng(0)
+    depths = [10, 30, 50]
+
+    def study(shift: float) -> xr.Dataset:
+        ds = store(depths, rng.uniform(0, 1, (3, 3)), 1e-3)
+        for name, units in (("train_acc", "1"), ("test_loss", "nat"), ("train_loss", "nat"), ("test_error", "1"),
+                            ("train_seconds", "s"), ("peak_memory_bytes", "B")):
+            ds[name] = ds["test_acc"].copy(data=rng.uniform(0, 1, (3, 3)) + shift).assign_attrs(units=units)
+        ds["train_rows"] = ds["test_acc"].copy(data=np.full((3, 3), 1437.0))
+        ds["lbe"] = ds["test_acc"].copy(data=np.full((3, 3), np.nan))
+        ds["test_acc"].loc[{"depth": 10}] = np.nan
+        return ds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = compare(study(0.0), study(0.1))
+    assert sorted(set(table["metric"])) == ["test_acc", "test_error", "test_loss", "train_acc", "train_loss"]
+    assert len(table) == 4 * 3 + 2  # test_acc only where depth 10 has values: it has none
+    assert table.attrs == {"equal": ["train_rows"], "empty": ["lbe"]}
+    figure(table, tmp_path / "compare.png", ("A", "B"))
+    height, width = plt.imread(tmp_path / "compare.png").shape[:2]
+    assert width <= 1600 and height <= 800  # was one 2.2-inch row per metric: 480 x 4,488 px for 34 rows
 
 
 def test_unmatchable_studies_are_named():

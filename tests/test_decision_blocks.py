@@ -228,7 +228,7 @@ def test_decision_options_are_ignored_under_backprop_and_typed_by_the_schema():
 # --- the figure ----------------------------------------------------------------------------------------------------
 
 def test_regime_memory_draws_one_bar_per_existing_regime_and_head():
-    from layerlab.report.plots import regime_memory
+    from layerlab.report.plots import figure
 
     parts = np.full((2, 2, 1, 2), np.nan)  # training x layer_head x seed x memory_part
     parts[0, 0, 0], parts[1, 0, 0], parts[1, 1, 0] = [4e6, 6e6], [2e6, 1e6], [2e6, 1e6 + 1e6]
@@ -239,7 +239,7 @@ def test_regime_memory_draws_one_bar_per_existing_regime_and_head():
         coords={"training": np.array(["backprop", "layerwise"], dtype=object),
                 "layer_head": np.array(["linear", "decision_block"], dtype=object), "seed": [0],
                 "memory_part": np.array(["activations", "parameters"], dtype=object)})
-    fig = regime_memory(ds, {"x": "training", "hue": "layer_head"})
+    fig = figure(ds, {"kind": "regime_memory", "x": "training", "hue": "layer_head"})
     left, right = fig.axes
     assert [t.get_text() for t in left.texts] == ["10.00 MB\n(100%)", "3.00 MB\n(30%)", "4.00 MB\n(40%)"]
     assert [t.get_text() for t in left.get_xticklabels()] == ["backprop\nlinear", "layerwise\nlinear",

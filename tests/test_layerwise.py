@@ -300,7 +300,7 @@ def test_fixed_depth_table_matches_the_models():
 # --- plots and the workflow --------------------------------------------------------------------------------------
 
 def test_layer_accuracy_plot_draws_backprop_as_a_reference():
-    from layerlab.report.plots import layer_accuracy, regime_memory
+    from layerlab.report.plots import figure
 
     acc = np.full((2, 2, 3), np.nan)
     acc[1] = [[0.7, 0.8, 0.85], [0.72, 0.82, 0.87]]
@@ -311,13 +311,13 @@ def test_layer_accuracy_plot_draws_backprop_as_a_reference():
         coords={"training": np.array(["backprop", "layerwise"], dtype=object), "seed": [0, 1], "layer": [0, 1, 2],
                 "memory_part": np.array(["activations", "parameters"], dtype=object)},
     )
-    ax = layer_accuracy(ds, {}).axes[0]
+    ax = figure(ds, {"kind": "layer_accuracy"}).axes[0]
     reference = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert len(reference) == 1 and reference[0].get_ydata()[0] == pytest.approx(0.85)
     curve = next(line for line in ax.lines if len(line.get_xdata()) == 3)
     np.testing.assert_allclose(curve.get_xdata(), [1, 2, 3])
     np.testing.assert_allclose(curve.get_ydata(), [0.71, 0.81, 0.86])
-    left = regime_memory(ds, {}).axes[0]
+    left = figure(ds, {"kind": "regime_memory"}).axes[0]
     assert [t.get_text() for t in left.texts] == ["6.00 MB\n(100%)", "2.00 MB\n(33%)"]
 
 

@@ -112,13 +112,13 @@ def test_many_seeds_are_drawn_as_mean_and_spread(tmp_path):
     """200 seeds: one line per hue value (their mean) with a band of +- sd, never a line per seed."""
     from matplotlib.collections import PolyCollection
 
-    from layerlab.report.plots import metric_vs_axis, step_curves
+    from layerlab.report.plots import figure
 
     rng = np.random.default_rng(0)
     loss = rng.normal(size=(2, 200, 5)) + np.arange(5)
     ds = xr.Dataset({"loss_value": (("depth", "seed", "step"), loss), "test_acc": (("depth", "seed"), loss[..., 0])},
                     coords={"depth": [3, 6], "seed": np.arange(200), "step": np.arange(0, 50, 10)})
-    fig = step_curves(ds, {"var": "loss_value", "hue": "depth"})
+    fig = figure(ds, {"kind": "step_curves", "var": "loss_value", "hue": "depth"})
     ax = fig.axes[0]
     assert len(ax.lines) == 2
     np.testing.assert_allclose(ax.lines[1].get_ydata(), loss[1].mean(0))
@@ -126,5 +126,5 @@ def test_many_seeds_are_drawn_as_mean_and_spread(tmp_path):
     assert len(bands) == 2
     top = bands[1].get_paths()[0].vertices[:, 1].max()
     assert top == pytest.approx((loss[1].mean(0) + loss[1].std(0, ddof=1)).max())
-    fig = metric_vs_axis(ds, {"metric": "test_acc", "x": "depth", "hue": None})
+    fig = figure(ds, {"kind": "metric_vs_axis", "metric": "test_acc", "x": "depth"})
     assert len(fig.axes[0].lines) == 1

@@ -145,7 +145,7 @@ def test_cancelled_cluster_job_is_retried_and_store_complete(slurm_run, cluster)
 
 
 # the plugin's sbatch --comment: rule_<rule>_wildcards_<...>, or rule_<group>_<rules> for a bundle
-TRAIN_JOB = "rule_train"
+TRAIN_JOB = "rule_train"  # a cell trained in a job of its own (or a bundle of them)
 
 
 def start_local(workdir: Path) -> subprocess.Popen:
@@ -161,21 +161,22 @@ def finish(proc: subprocess.Popen) -> None:
 
 
 def test_sixteen_cells_go_to_slurm_in_one_training_job(cluster, tmp_path):
-    """profiles/slurm bundles training cells 16 per sbatch job; the store equals a local (one job per cell) run's."""
+    """The 16 cells of a study that fuse (seed and loss are per-model) go to SLURM as one pack: one sbatch job on one
+    GPU, their take-overs on the submitting machine; the store equals a local unpacked (one job per cell) run's."""
     study = {**STUDY, "study": "bundle16", "grid": {"depth": [3, 4], "loss": ["ce", "ce_lbe"], "seed": [0, 1, 2, 3]},
              "fixed": {**STUDY["fixed"], "steps": 10, "eval_every": 10, "log_every": 5}, "plots": []}
     remote, local = tmp_path / "slurm", tmp_path / "local"
-    for workdir in (remote, local):
-        write_study(workdir, study)
+    write_study(remote, study)
+    write_study(local, {**study, "fuse": False})
     since = now()
     local_run = start_local(local)  # the reference, meanwhile
     snakemake(remote, *PROFILE_ARGS, env=cluster)
     finish(local_run)
-    train = [j for j in sacct_jobs(since) if j["Comment"].startswith(TRAIN_JOB)]
-    assert [j["Comment"] for j in train] == ["rule_train_bundle_train"], train
-    # one GPU for the bundle (gpu is bundle-local in the profile), its cells in series: 16 x the per-cell runtime
-    assert train[0]["State"] == "COMPLETED" and "gres/gpu=1" in train[0]["AllocTRES"], train
-    assert train[0]["Timelimit"] == "16:00:00", train
+    jobs = sacct_jobs(since)
+    assert not [j for j in jobs if j["Comment"].startswith(TRAIN_JOB)], jobs  # no cell trained on its own
+    packs = [j for j in jobs if j["Comment"].startswith("rule_pack")]
+    assert len(packs) == 1 and packs[0]["State"] == "COMPLETED" and "gres/gpu=1" in packs[0]["AllocTRES"], packs
+    assert packs[0]["Timelimit"] == "16:00:00", packs  # the profile's pack runtime: 16 cells x 60 minutes
     a = read_store(remote / "results/bundle16/metrics.zarr")
     b = read_store(local / "results/bundle16/metrics.zarr")
     assert a.sizes["seed"] == 4 and a.sizes["depth"] == 2 and a.sizes["loss"] == 2

@@ -8,7 +8,7 @@ import torch
 import xarray as xr
 from conftest import changed, make_cell
 
-from layerlab.core.store import combine_cells, read_store, write_store
+from layerlab.core.store import combine_cells, read_store, stored_cells, to_table, write_store
 from layerlab.nets.models import build_model
 from layerlab.training.loop import train_cell
 
@@ -77,8 +77,21 @@ def test_store_roundtrip_is_atomic_and_combines(tmp_path, digits):
     assert study["config"].dtype == object and list(study["config"].values) == ["d~2", "d~3"]
 
 
+def test_table_has_one_row_per_cell_stored_or_not_a_bool_axis_included(tmp_path):
+    """A grid hole is NaN in memory and "" once stored; a single bool axis is labels, not a mask."""
+    acc = xr.DataArray([[0.9, np.nan], [0.5, 0.7]], dims=("bn", "d"), coords={"bn": [False, True], "d": [2, 3]})
+    config = xr.DataArray(np.array([["a", np.nan], ["b", "c"]], dtype=object), dims=("bn", "d"), coords=acc.coords)
+    study = xr.Dataset({"test_acc": acc, "config": config})
+    write_store(study, tmp_path / "study.zarr")
+    for ds in (study, read_store(tmp_path / "study.zarr")):
+        assert to_table(ds, ["bn", "d"]).values.tolist() == [[False, 2, 0.9], [True, 2, 0.5], [True, 3, 0.7]]
+        assert stored_cells(ds).tolist() == ["a", "b", "c"]
+    single = study.isel(d=0, drop=True)
+    assert to_table(single, ["bn"]).values.tolist() == [[False, 0.9], [True, 0.5]]  # was one row: a mask
+
+
 def test_plots_draw_the_cells_that_have_data():
-    from layerlab.report.plots import layer_step_heatmap, layer_trajectories, metric_vs_axis
+    from layerlab.report.plots import figure
 
     steps, layers = [0, 10, 20], [0, 1, 2, 3]
     alpha = np.full((2, 2, 3, 4), np.nan)
@@ -89,10 +102,10 @@ def test_plots_draw_the_cells_that_have_data():
         coords={"depth": [3, 4], "loss": np.array(["ce", "ce_lbe"], dtype=object), "seed": [0, 1], "step": steps,
                 "layer": layers},
     )
-    fig = layer_trajectories(ds.sel(loss="ce_lbe"), {"var": "alpha", "col": "depth"})
+    fig = figure(ds.sel(loss="ce_lbe"), {"kind": "layer_trajectories", "var": "alpha", "col": "depth"})
     assert [len(ax.lines) for ax in fig.axes] == [2, 2]
-    fig = layer_step_heatmap(ds, {"var": "alpha", "row": "loss", "col": "depth"})
+    fig = figure(ds, {"kind": "layer_step_heatmap", "var": "alpha", "row": "loss", "col": "depth"})
     assert [len(ax.collections) for ax in fig.axes[:4]] == [0, 0, 1, 1]  # ce panels say "no data"
-    fig = metric_vs_axis(ds, {"metric": "test_acc", "x": "depth", "hue": "loss"})
+    fig = figure(ds, {"kind": "metric_vs_axis", "metric": "test_acc", "x": "depth", "hue": "loss"})
     line = fig.axes[0].lines[1]  # ce_lbe: mean over seeds
     np.testing.assert_allclose(line.get_ydata(), [0.925, 0.8])

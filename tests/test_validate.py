@@ -15,7 +15,7 @@ from layerlab.catalog.regimes import BackpropParams
 from layerlab.core.cell import cell_schema
 from layerlab.core.config import ConfigError, canonical_json, expand_cells
 from layerlab.core.messages import nearest
-from layerlab.core.registry import DATASETS
+from layerlab.core.registry import DATASETS, PLOT_KEYS, PLOT_ROLES, PLOTS, plot_option, register_plot
 from layerlab.workflow.study_file import read_study
 from layerlab.workflow.validate import check_study
 
@@ -50,6 +50,7 @@ def test_cells_and_defaults_match_snakemake_validate(path, tmp_path):
     old_cells = expand_cells(old_config)
     new_config = copy.deepcopy(raw)
     new_cells = check_study(new_config)
+    old_config["plots"] = [PLOTS[p["kind"]].complete(p) for p in old_config["plots"]]  # plot kinds' own defaults
     assert new_config == old_config  # trainability {} -> {metric, threshold}, plots [], probes [], threads 1
     assert list(new_cells) == list(old_cells)
     for cid in list(old_cells)[:8]:
@@ -233,7 +234,16 @@ def with_plot(**spec) -> dict:
      "plots[3] (extra): hue: grid axis 'loss' is fixed to one value by `select`"),
     ({"kind": "metric_vs_axis", "metric": "test_acc"}, "plots[3] (extra): `x` is required for kind metric_vs_axis"),
     ({"kind": "layer_step_heatmap", "var": "alpha", "x": "depth"},
-     "plots[3] (extra): `x` is not used by kind layer_step_heatmap (it takes row, col)"),
+     "plots[3] (extra): `x` is not used by kind layer_step_heatmap (it takes var, row, col)"),
+    ({"kind": "layer_trajectories", "var": "alpha", "logx": True},
+     "plots[3] (extra): `logx` is not used by kind layer_trajectories (it takes var, row, col, logy) (did you mean "
+     "'logy'?)"),
+    ({"kind": "layer_trajectories", "var": "alpha", "logy": "yes"},
+     "plots[3] (extra): logy: 'yes' is not of type 'boolean'"),
+    ({"kind": "channel_step_heatmap", "var": "alpha", "center": [1]},
+     "plots[3] (extra): center: [1] is not of type 'number'"),
+    ({"kind": "reconstructions", "row": "depth", "layers": [0, -1]}, "plots[3] (extra): layers: -1 is less than "
+                                                                       "the minimum of 0"),
     ({"kind": "layer_step_heatmap", "var": "grad_rms"}, "the study produces no variable 'grad_rms'"),
     ({"kind": "reconstructions", "row": "depth"}, "plots[3] (extra): the study produces no variable 'reconstruction'"),
     ({"kind": "phase_diagram", "metric": "test_acc"}, "plots[3] (extra): kind phase_diagram needs grid axis "
@@ -247,12 +257,26 @@ def test_bad_plot_specs_are_caught_before_any_job(spec, expected):
     assert expected in message(with_plot(**spec))
 
 
-def test_plot_kinds_cover_the_plot_registry():
-    from layerlab.report.plots import PLOTS
-    from layerlab.workflow.plotcheck import KINDS
+def test_plot_kinds_declare_their_parameters_and_captions():
+    """Every built-in kind has a caption and typed parameters whose defaults pass their own schema; the keys every
+    plot has are the schema's; a study's plot gets its kind's defaults."""
+    from jsonschema import Draft202012Validator
 
     schema = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/config.schema.yaml").read_text())
-    assert set(KINDS) == set(PLOTS) == set(schema["properties"]["plots"]["items"]["properties"]["kind"]["enum"])
+    assert set(PLOT_KEYS) == set(schema["properties"]["plots"]["items"]["properties"])
+    for kind in PLOTS.values():
+        assert len(kind.caption) > 80 and "\n" not in kind.caption, kind.name
+        for name, param in kind.parameters.items():
+            assert param.role in PLOT_ROLES and name not in PLOT_KEYS
+            Draft202012Validator.check_schema(param.schema)
+            assert Draft202012Validator(param.schema).is_valid(param.default) or param.required, (kind.name, name)
+    with pytest.raises(ConfigError, match=r"plot kind 'my_kind' declares parameter\(s\) \['caption'\]: every plot"):
+        register_plot("my_kind", "my_plots:draw", parameters={"caption": plot_option("its words", type="string")})
+    config = study()
+    check_study(config)
+    assert config["plots"][2] == {"name": "alpha", "kind": "layer_trajectories", "var": "alpha", "row": None,
+                                  "col": "depth", "logy": False, "select": {"loss": "ce_lbe"}, "section": "Figures",
+                                  "caption": ""}
 
 
 def test_study_variables_follow_the_cell_switches():

@@ -67,7 +67,7 @@ def planned(copy: Path, workdir: Path) -> dict[str, int]:
 
 def cells(n: int) -> dict[str, int]:
     """What `planned` is when n training cells rerun: they and the study-level jobs."""
-    return {"train": n, "collect": 1, "claims": 1, "all": 1}
+    return {"train": n, "collect": 1, "claims": 1, "study_page": 1, "all": 1}
 
 
 def diff(copy: Path, workdir: Path) -> list[str]:

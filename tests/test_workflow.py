@@ -170,7 +170,8 @@ def test_report_has_figures_and_captions(completed):
     snakemake(completed, "--report", str(report))
     html = report.read_text()
     assert "entropy_heatmaps.png" in html and "summary.csv" in html
-    assert "information reaches the layers above it" in html  # a caption
+    assert "one heatmap per cell (x: step, y: hidden layer" in html  # the kind's caption
+    assert "study.html" in html and "batch entropy H^l of each hidden layer" in html  # the variable drawn
 
 
 def test_bad_config_stops_before_any_job(tmp_path, tiny_config):

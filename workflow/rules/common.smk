@@ -41,3 +41,19 @@ def measurement_inputs(name: str, wildcards) -> dict[str, str]:
     cell = f"{OUT}/cells/{wildcards.cell}"
     final = {"final": f"{cell}/final.pt"} if "final" in MEASUREMENTS[name].reads else {}
     return {"data": cell_dataset(wildcards), "init": f"{cell}/init.pt", **final}
+
+
+def plot_plugin_code(per_plot: bool) -> dict:
+    """The `plugins` params entry of the plots rule (`per_plot`) or the captions rule: the digest of the plug-in code
+    of the plot kinds drawn, so that editing a plug-in kind redraws its figures; none in a study without plug-ins."""
+    if not config["plugins"]:
+        return {}
+    if per_plot:
+        return {"plugins": lambda wildcards: flow_yaml(plot_plugins([PLOTS[wildcards.plot]["kind"]]))}
+    return {"plugins": flow_yaml(plot_plugins(p["kind"] for p in PLOTS.values()))}
+
+
+def plot_spec(wildcards) -> str:
+    """What one figure draws, as readable one-line YAML (the report shows it): the plot without its words, which
+    the captions rule writes (so new words do not redraw the figure)."""
+    return flow_yaml({k: v for k, v in PLOTS[wildcards.plot].items() if k not in ("caption", "section")})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -96,3 +97,11 @@ def _given_twice(cid: str, first: int, old: dict, second: int, new: dict) -> str
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def flow_yaml(value: Any) -> str:
+    """`value` as one line of YAML, keys sorted: canonical like canonical_json, and readable where Snakemake shows
+    it (a report's job parameters escape JSON's quotes)."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=True, width=math.inf).strip()

@@ -176,12 +176,61 @@ class HeadSpec:
     parameters: Params = None
 
 
+PLOT_ROLES = ("option", "variable", "facet")
+PLOT_KEYS = ("name", "kind", "select", "section", "caption")  # keys of every plot (config.schema.yaml), not a kind's
+
+
+@dataclass(frozen=True)
+class PlotParam:
+    """A parameter of a plot kind: the JSON schema of its value (with its `default`, if it has one) and what the value
+    names, checked against the study before any job (layerlab.workflow.plotcheck). Role `variable`: a variable of the
+    study store; `facet`: a grid axis, or one of the variable `dims` the kind facets over; `option`: a plain value."""
+
+    schema: Mapping[str, Any]
+    role: str = "option"  # one of PLOT_ROLES
+    required: bool = False
+    dims: tuple[str, ...] = ()  # facet: store dims it may name besides the grid axes
+
+    @property
+    def default(self) -> Any:
+        return self.schema.get("default")
+
+
+def plot_variable(description: str, default: str | None = None, *, required: bool = False) -> PlotParam:
+    """A parameter naming a variable of the study store (`var: batch_entropy`)."""
+    kind = "string" if required or default is not None else ["string", "null"]
+    return PlotParam({"type": kind, "default": default, "description": description}, "variable", required)
+
+
+def plot_facet(description: str, default: str | None = None, *, required: bool = False,
+               dims: tuple[str, ...] = ()) -> PlotParam:
+    """A parameter naming a grid axis (or one of `dims`) the figure is split or coloured by (`col: depth`)."""
+    return PlotParam({"type": ["string", "null"], "default": default, "description": description}, "facet", required,
+                     dims)
+
+
+def plot_option(description: str, **schema: Any) -> PlotParam:
+    """A plain value, typed by JSON schema keywords: `plot_option("log y axis", type="boolean", default=False)`."""
+    return PlotParam({**schema, "description": description})
+
+
 @dataclass(frozen=True)
 class PlotSpec:
-    """A plot kind (`plots: [{kind: name, ...}]`): `draw(study, spec) -> matplotlib Figure`."""
+    """A plot kind (`plots: [{kind: name, ...}]`): `draw(study, spec) -> matplotlib Figure`, where `spec` is the
+    study's plot with every declared parameter filled (its default where the study leaves it out). `caption`
+    (reStructuredText) says what the figure shows, whatever the study; the report adds the plot's own `caption:`
+    (what it shows in this study) and the variables it draws."""
 
     name: str
     draw: Ref
+    caption: str = ""
+    parameters: Mapping[str, PlotParam] = field(default_factory=dict)
+    reads: tuple[str, ...] = ()  # store variables it always draws, whatever the spec
+    needs_axes: tuple[str, ...] = ()  # grid axes it cannot do without
+
+    def complete(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """`spec` with the defaults of the parameters it leaves out (after its own keys)."""
+        return {**spec, **{key: param.default for key, param in self.parameters.items() if key not in spec}}
 
 
 T = TypeVar("T")
@@ -265,8 +314,12 @@ def register_head(name: str, build: Ref, **options: Any) -> HeadSpec:
     return DECISION_HEADS.add(HeadSpec(name, build, **options))
 
 
-def register_plot(name: str, draw: Ref) -> PlotSpec:
-    return PLOTS.add(PlotSpec(name, draw))
+def register_plot(name: str, draw: Ref, caption: str = "", parameters: Mapping[str, PlotParam] | None = None,
+                  **options: Any) -> PlotSpec:
+    clashes = sorted(set(parameters or {}) & set(PLOT_KEYS))
+    if clashes:
+        raise ConfigError(f"plot kind '{name}' declares parameter(s) {clashes}: every plot has these keys; rename")
+    return PLOTS.add(PlotSpec(name, draw, caption, parameters or {}, **options))
 
 
 PLUGIN_SOURCES: dict[str, Path] = {}  # `plugins:` entry -> the source file it was imported from

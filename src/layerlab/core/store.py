@@ -163,9 +163,15 @@ def combine_cells(cells: Mapping[str, xr.Dataset], params: dict[str, dict], axes
     return _object_strings(xr.Dataset(variables, coords={**grid, **dim_coords}))
 
 
+def stored_cells(ds: xr.Dataset) -> pd.Series:
+    """The canonical config (JSON) of each existing cell of a study store, indexed by its grid values: a hole of the
+    grid is NaN in memory and an empty string once stored."""
+    configs = ds["config"].to_series()
+    return configs[configs.notna() & (configs != "")]
+
+
 def to_table(ds: xr.Dataset, axes: list[str]) -> pd.DataFrame:
-    """The scalar (per-cell) variables as a tidy table, one row per existing cell."""
+    """The scalar (per-cell) variables as a tidy table, one row per existing cell (in stored_cells' order)."""
     scalars = [k for k, v in ds.data_vars.items() if set(v.dims) == set(axes) and k != "config"]
     table = ds[scalars].to_dataframe().reset_index()
-    present = ds["config"].to_series().dropna().index
-    return table.set_index(axes).loc[present].reset_index()
+    return table.set_index(axes).reindex(stored_cells(ds).index).reset_index()  # by label (a bool axis is no mask)

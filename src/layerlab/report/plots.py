@@ -1,10 +1,11 @@
-"""Publication figures from a study store; each plot kind is one function, chosen by the config's `plots`."""
+"""Publication figures from a study store; each plot kind is one function, chosen by the config's `plots` and
+declared with its parameters in layerlab.catalog.plots. A kind's function gets the spec with every declared parameter
+(defaults filled) and the store with `select` applied (`figure`)."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +18,14 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+from matplotlib.ticker import MaxNLocator
 
 from layerlab.core.registry import PLOTS, resolve
+from layerlab.report.labels import axis_label
 
 sns.set_theme(context="paper", style="whitegrid")
+DPI = 150
+LEGEND_LINES = 12  # more lines than this get a colour bar instead of a legend
 
 
 def _reduce(da: xr.DataArray, keep: set[str | None]) -> xr.DataArray:
@@ -61,49 +66,57 @@ def _panels(da: xr.DataArray, row: str | None, col: str | None, along: str = "la
 
 def metric_vs_axis(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """A per-cell scalar (e.g. test accuracy) against one grid axis, one line per `hue`, spread over seeds."""
-    keep = {spec["x"], spec.get("hue"), "seed"} - {None}
+    keep = {spec["x"], spec["hue"], "seed"} - {None}
     frame = _reduce(ds[spec["metric"]], keep).to_dataframe().reset_index().dropna(subset=[spec["metric"]])
     fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
-    sns.lineplot(frame, x=spec["x"], y=spec["metric"], hue=spec.get("hue"), marker="o", errorbar="sd", ax=ax)
-    if spec.get("logx"):
+    sns.lineplot(frame, x=spec["x"], y=spec["metric"], hue=spec["hue"], marker="o", errorbar="sd", ax=ax)
+    if spec["logx"]:
         ax.set_xscale("log")
-    ax.set_ylabel(ds[spec["metric"]].attrs.get("long_name", spec["metric"]))
+    ax.set_ylabel(axis_label(ds[spec["metric"]]))
     return fig
 
 
 def layer_step_heatmap(ds: xr.Dataset, spec: dict) -> plt.Figure:
-    """A (layer x step) variable as a heatmap per cell, faceted by `row` and `col`."""
-    row, col = spec.get("row"), spec.get("col")
+    """A (layer x step) variable as a heatmap per cell, faceted by `row` and `col`: each panel spans its own cell's
+    layers (a depth-10 cell beside a depth-50 one is not 80 % padding), all share one colour scale."""
+    row, col = spec["row"], spec["col"]
     da = _reduce(ds[spec["var"]], {row, col, "layer", "step"})
-    norm = Normalize(0, float(da.max()) if np.isfinite(da.max()) else 1)
-    for ax, sub in _panels(da, row, col):
+    low, high = (float(f(da)) for f in (np.nanmin, np.nanmax)) if da.notnull().any() else (0.0, 1.0)
+    norm = Normalize(min(0.0, low), high if high > min(0.0, low) else 1.0)
+    for ax, sub in _panels(da, row, col, sharey=False):
         ax.pcolormesh(sub["step"], sub["layer"], sub.transpose("layer", "step"), norm=norm, cmap="viridis",
                       shading="nearest")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig = plt.gcf()
-    fig.colorbar(ScalarMappable(norm, "viridis"), ax=fig.axes, label=da.attrs.get("long_name", spec["var"]))
-    fig.supylabel("layer")
+    fig.colorbar(ScalarMappable(norm, "viridis"), ax=fig.axes, label=axis_label(da, spec["var"]))
+    fig.supylabel("hidden layer")
     return fig
 
 
 def layer_trajectories(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """A (layer x step) variable as one line per layer over steps (also a (step, rep_layer) one, e.g. the
     representation measures during training, `k_redundancy_dynamic`), faceted by `row` and `col`; `logy` for a
-    log scale; a legend of the layers (first panel) when there are at most 12."""
-    row, col = spec.get("row"), spec.get("col")
+    log scale. A layer has one colour in every panel (its index on one scale); each panel has its legend, or, with
+    more than LEGEND_LINES layers, the figure has a colour bar of the layer index."""
+    row, col = spec["row"], spec["col"]
     dim = "rep_layer" if "rep_layer" in ds[spec["var"]].dims else "layer"
     da = _reduce(ds[spec["var"]], {row, col, dim, "step"})
-    cmap = plt.get_cmap("viridis")
-    for panel, (ax, sub) in enumerate(_panels(da, row, col, along=dim)):
-        for k, layer in enumerate(sub[dim].values):
-            line = sub.sel({dim: layer}).dropna("step")
-            ax.plot(line["step"], line, color=cmap(k / max(1, sub.sizes[dim] - 1)), lw=0.8,
-                    marker="o" if line.sizes["step"] < 20 else None, ms=2, label=str(layer))
-        if spec.get("logy"):
+    norm, cmap = Normalize(0, max(1, da.sizes[dim] - 1)), plt.get_cmap("viridis")
+    legends = da.dropna(dim, how="all").sizes[dim] <= LEGEND_LINES
+    for ax, sub in _panels(da, row, col, along=dim):
+        for index in sub[dim].values:
+            line = sub.sel({dim: index}).dropna("step")
+            ax.plot(line["step"], line, color=cmap(norm(list(da[dim].values).index(index))), lw=0.8,
+                    marker="o" if line.sizes["step"] < 20 else None, ms=2, label=str(index))
+        if spec["logy"]:
             ax.set_yscale("log")
-        if panel == 0 and sub.sizes[dim] <= 12:
-            ax.legend(title=dim, fontsize=6, title_fontsize=7)
+        if legends:
+            ax.legend(title=dim.replace("_", " "), fontsize=6, title_fontsize=7)
     fig = plt.gcf()
-    fig.supylabel(textwrap.fill(da.attrs.get("long_name", spec["var"]), 45), fontsize=7)
+    if not legends:
+        bar = fig.colorbar(ScalarMappable(norm, cmap), ax=fig.axes, label=dim.replace("_", " "))
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.supylabel(axis_label(da, spec["var"]), fontsize=8)
     return fig
 
 
@@ -112,10 +125,10 @@ def channel_step_heatmap(ds: xr.Dataset, spec: dict) -> plt.Figure:
     faceted by `row` and `col` (typically `col: layer`), like paper 002's Fig. 3.2: channels sorted by their final
     value, a diverging colour scale centred at `center` (the neutral value) and shared by all panels. Channels of
     different seeds do not correspond, so only the first seed is drawn."""
-    row, col = spec.get("row"), spec.get("col")
+    row, col = spec["row"], spec["col"]
     da = ds[spec["var"]]
     da = _reduce(da.isel(seed=0) if "seed" in da.dims else da, {row, col, "step", "channel"})
-    center = spec.get("center", 0.0)
+    center = spec["center"]
     span = float(abs(da - center).max())
     span = span if np.isfinite(span) and span > 0 else 1.0
     norm = Normalize(center - span, center + span)
@@ -125,7 +138,7 @@ def channel_step_heatmap(ds: xr.Dataset, spec: dict) -> plt.Figure:
         ax.pcolormesh(sub["step"], np.arange(sub.sizes["channel"]), ordered, norm=norm, cmap="RdBu_r",
                       shading="nearest")
     fig = plt.gcf()
-    fig.colorbar(ScalarMappable(norm, "RdBu_r"), ax=fig.axes, label=da.attrs.get("long_name", spec["var"]))
+    fig.colorbar(ScalarMappable(norm, "RdBu_r"), ax=fig.axes, label=axis_label(da, spec["var"]))
     fig.supylabel("channel (sorted by final value)")
     return fig
 
@@ -140,7 +153,7 @@ def phase_diagram(ds: xr.Dataset, spec: dict) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     mesh = ax.pcolormesh(metric["sigma_w2"], metric["depth"], metric, cmap="magma", shading="nearest",
                          vmin=0, vmax=1)
-    fig.colorbar(mesh, ax=ax, label=ds[spec["metric"]].attrs.get("long_name", spec["metric"]))
+    fig.colorbar(mesh, ax=ax, label=axis_label(ds[spec["metric"]]))
     cutoffs = [("cutoff_depth", "o-", "cascade l*"), ("cutoff_depth_diff_entropy", "s--", "cascade l*_S")]
     for var, style, label in cutoffs:
         if var in ds:
@@ -167,16 +180,16 @@ def layer_curves(ds: xr.Dataset, spec: dict) -> plt.Figure:
     palette = sns.color_palette("coolwarm", da.sizes[spec["hue"]])
     for color, value in zip(palette, da[spec["hue"]].values, strict=True):
         ax.plot(da["layer"] + 1, da.sel({spec["hue"]: value}), color=color, label=f"{value:g}")
-    ax.set(xlabel="layer", ylabel=da.attrs.get("long_name", spec["var"]))
+    ax.set(xlabel="layer", ylabel=axis_label(da, spec["var"]))
     ax.legend(title=spec["hue"], fontsize=6, title_fontsize=7, ncols=2)
     return fig
 
 
 def reconstructions(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """Reconstructed test image (`image`, default 0) from chosen `layers` (columns), one row per `row` value."""
-    da = _reduce(ds["reconstruction"].isel(image=spec.get("image", 0)), {spec["row"], "layer", "y", "x"})
-    layers = spec.get("layers") or list(da["layer"].values[:: max(1, da.sizes["layer"] // 6)])
-    original = _reduce(ds["original"].isel(image=spec.get("image", 0)), {"y", "x"})
+    da = _reduce(ds["reconstruction"].isel(image=spec["image"]), {spec["row"], "layer", "y", "x"})
+    layers = spec["layers"] or list(da["layer"].values[:: max(1, da.sizes["layer"] // 6)])
+    original = _reduce(ds["original"].isel(image=spec["image"]), {"y", "x"})
     rows = da[spec["row"]].values
     fig, axes = plt.subplots(len(rows), len(layers) + 1, figsize=(1.2 * (len(layers) + 1), 1.25 * len(rows)),
                              squeeze=False, layout="constrained")
@@ -197,7 +210,7 @@ def spectra(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """A (step, layer, eigen) spectrum (e.g. paper 004's eig_x): eigenvalues over the largest against the relative
     index i/d, one line per layer (dark: first), at the last measured step unless `select` picks one, faceted by
     `row` and `col`. Numerically zero eigenvalues are drawn at 1e-16."""
-    row, col = spec.get("row"), spec.get("col")
+    row, col = spec["row"], spec["col"]
     da = _reduce(ds[spec["var"]], {row, col, "layer", "eigen", "step"})
     if "step" in da.dims:
         da = da.dropna("step", how="all").isel(step=-1)
@@ -211,7 +224,7 @@ def spectra(ds: xr.Dataset, spec: dict) -> plt.Figure:
         ax.set_yscale("log")
     fig = plt.gcf()
     fig.supxlabel("relative eigen-index i/d")
-    fig.supylabel(f"{spec['var']}: lambda_i / lambda_max", fontsize=8)
+    fig.supylabel(rf"$\lambda_i / \lambda_{{\max}}$ of {spec['var']}", fontsize=8)
     return fig
 
 
@@ -220,7 +233,7 @@ def representation_layers(ds: xr.Dataset, spec: dict) -> plt.Figure:
     the representation index (X, hidden layers, logits), one line per `hue` value (default: checkpoint, i.e. init
     vs final; `step` for a measure taken during training, e.g. `k_redundancy_dynamic`), faceted by `row` and `col`;
     seeds averaged; `logy` for a log scale."""
-    row, col, hue = spec.get("row"), spec.get("col"), spec.get("hue", "checkpoint")
+    row, col, hue = spec["row"], spec["col"], spec["hue"]
     da = _reduce(ds[spec["var"]], {row, col, hue, "rep_layer"})
     if hue == "step":  # the measured steps only, early to late in one sequential palette
         da = da.dropna("step", how="all")
@@ -230,12 +243,12 @@ def representation_layers(ds: xr.Dataset, spec: dict) -> plt.Figure:
         for value in sub[hue].values:
             ax.plot(sub["rep_layer"], sub.sel({hue: value}), "o-", ms=3, color=palette[value], label=str(value))
         ax.set_xticks(sub["rep_layer"].values)
-        if spec.get("logy"):
+        if spec["logy"]:
             ax.set_yscale("log")
         ax.legend(title=hue, fontsize=6, title_fontsize=7)
     fig = plt.gcf()
     fig.supxlabel("representation: 0 = input X, 1..L = hidden layers, L + 1 = logits", fontsize=8)
-    fig.supylabel(f"{spec['var']} ({da.attrs.get('units', '1')})", fontsize=8)
+    fig.supylabel(axis_label(da, spec["var"]), fontsize=8)
     return fig
 
 
@@ -243,9 +256,9 @@ def layer_profile(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """A (step, layer) variable (e.g. paper 001's grad_rms, weight_entropy) against the layer index, one line per
     `hue` value, one panel per chosen step (`steps`; default the first and last step with data), rows by `row`;
     seeds averaged; `logy` for a log scale."""
-    row, hue = spec.get("row"), spec.get("hue")
+    row, hue = spec["row"], spec["hue"]
     da = _reduce(ds[spec["var"]], {row, hue, "layer", "step"}).dropna("step", how="all")
-    steps = spec.get("steps") or sorted({int(da["step"][0]), int(da["step"][-1])})
+    steps = spec["steps"] or sorted({int(da["step"][0]), int(da["step"][-1])})
     da = da.sel(step=steps)
     values = list(da[hue].values) if hue else [None]
     palette = sns.color_palette("deep", len(values))
@@ -254,13 +267,13 @@ def layer_profile(ds: xr.Dataset, spec: dict) -> plt.Figure:
             line = sub.sel({hue: value}) if hue else sub
             ax.plot(sub["layer"], line, "o-", ms=3, color=color, label=str(value))
         ax.set_xticks(sub["layer"].values)
-        if spec.get("logy"):
+        if spec["logy"]:
             ax.set_yscale("log")
         if hue and k == 0:
             ax.legend(title=hue, fontsize=6, title_fontsize=7)
     fig = plt.gcf()
     fig.supxlabel("layer (last: output layer)")
-    fig.supylabel(da.attrs.get("long_name", spec["var"]), fontsize=8)
+    fig.supylabel(axis_label(da, spec["var"]), fontsize=8)
     return fig
 
 
@@ -269,10 +282,8 @@ def fisher_layers(ds: xr.Dataset, spec: dict) -> plt.Figure:
     of their K-FAC approximations (`kfac`, dashed) against the layer, the full F's (`full`) as a dotted line, one
     colour per `hue` value, panels by `row` (default: Fisher type) and `col` (default: checkpoint); seeds averaged;
     `select` one `p` for condition numbers."""
-    row, col, hue = (spec.get(key, default if default in ds.dims else None)  # unless `select` fixed it
-                     for key, default in (("row", "fisher"), ("col", "checkpoint"), ("hue", None)))
-    names = {key: spec.get(key, f"log10_kappa_{part}") for key, part in
-             (("var", "block"), ("kfac", "kfac"), ("full", "full"))}
+    row, col, hue = (spec[key] if spec[key] in ds.dims else None for key in ("row", "col", "hue"))  # `select` fixed
+    names = {key: spec[key] for key in ("var", "kfac", "full")}
     keep = {row, col, hue, "layer"}
     parts = [_reduce(ds[names[key]], keep) for key in ("var", "kfac", "full")]
     da = xr.concat([parts[0], parts[1], parts[2].broadcast_like(parts[0])], xr.Variable("part", ["F_k", "K-FAC", "F"]),
@@ -289,7 +300,7 @@ def fisher_layers(ds: xr.Dataset, spec: dict) -> plt.Figure:
             ax.legend(fontsize=5)
     fig = plt.gcf()
     fig.supxlabel("layer (last: output layer)")
-    fig.supylabel(names["var"].removesuffix("_block"), fontsize=8)  # the legend tells the lines apart
+    fig.supylabel(axis_label(ds[names["var"]], names["var"].removesuffix("_block")), fontsize=8)  # legend: which
     return fig
 
 
@@ -297,7 +308,7 @@ def layer_accuracy(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """Paper 001 Ch. 6: the test accuracy of each layer's decision head (`var`, default layer_test_acc) against the
     layer, one line per `hue` value (default: training), mean and sd over seeds. A hue value without per-layer
     values (backprop) is drawn as a horizontal reference at its final `metric` (default test_acc), band = sd."""
-    var, metric, hue = spec.get("var", "layer_test_acc"), spec.get("metric", "test_acc"), spec.get("hue", "training")
+    var, metric, hue = spec["var"], spec["metric"], spec["hue"]
     curves = _reduce(ds[var], {hue, "layer", "seed"})
     finals = _reduce(ds[metric], {hue, "seed"})
     fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
@@ -316,7 +327,7 @@ def layer_accuracy(ds: xr.Dataset, spec: dict) -> plt.Figure:
                 ax.axhspan(final.mean() - final.std(), final.mean() + final.std(), color=color, alpha=0.15, lw=0)
     heads = var == "layer_test_acc"
     ax.set(xlabel="layer (decision head on its output)" if heads else "layer (1-based; last: output layer)",
-           ylabel="head test accuracy" if heads else ds[var].attrs.get("long_name", var))
+           ylabel=axis_label(ds[var]))
     # an AutoLocator (a MaxNLocator) takes `integer`; matplotlib's stub types the base Locator, which takes none
     ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     ax.legend(title=hue, fontsize=6, title_fontsize=7)
@@ -328,7 +339,7 @@ def regime_memory(ds: xr.Dataset, spec: dict) -> plt.Figure:
     (e.g. training and layer_head), as stacked parts (activations, parameters, gradients, optimizer state, batch;
     MB, mean over seeds), labelled with the ratio to the first bar's total (backprop), beside the final `metric`
     (default test_acc, mean and sd over seeds)."""
-    x, hue, metric = spec.get("x", "training"), spec.get("hue"), spec.get("metric", "test_acc")
+    x, hue, metric = spec["x"], spec["hue"], spec["metric"]
     keys = [x, hue] if hue else [x]
     parts = _reduce(ds["peak_memory_parts"], {*keys, "memory_part"}).stack(bar=keys).transpose("bar", "memory_part")
     parts = parts.isel(bar=np.flatnonzero(parts.notnull().any("memory_part").values)) / 1e6
@@ -348,7 +359,7 @@ def regime_memory(ds: xr.Dataset, spec: dict) -> plt.Figure:
     frame = _reduce(ds[metric], {*keys, "seed"}).to_dataframe().reset_index().dropna(subset=[metric])
     frame["bar"] = frame[keys].astype(str).agg("\n".join, axis=1)
     sns.pointplot(frame, x="bar", y=metric, order=values, errorbar="sd", capsize=0.2, linestyle="none", ax=right)
-    right.set(xlabel=" / ".join(keys), ylabel=ds[metric].attrs.get("long_name", metric))
+    right.set(xlabel=" / ".join(keys), ylabel=axis_label(ds[metric]))
     return fig
 
 
@@ -356,28 +367,34 @@ def step_curves(ds: xr.Dataset, spec: dict) -> plt.Figure:
     """A per-step variable (e.g. paper 004's last-layer lambda_max(Sigma_x), or the loss) over training, one line per
     `hue` value (mean over seeds, a band of +- sd with several), faceted by `col`; `logy` for a log scale
     (non-positive values dropped)."""
-    hue, col = spec["hue"], spec.get("col")
+    hue, col = spec["hue"], spec["col"]
     da = _reduce(ds[spec["var"]], {hue, col, "step"})
     sd = _seed_sd(ds[spec["var"]], {hue, col, "step"})
     palette = dict(zip(da[hue].values, sns.color_palette("colorblind", da.sizes[hue]), strict=True))
     for ax, sub in _panels(da, None, col, along="step"):
         for value in sub[hue].values:
             line = sub.sel({hue: value}).dropna("step")
-            line = line.where(line > 0).dropna("step") if spec.get("logy") else line
+            line = line.where(line > 0).dropna("step") if spec["logy"] else line
             ax.plot(line["step"], line, color=palette[value], lw=1, label=f"{value}")
             if sd is not None:  # mean +- sd over seeds
                 spread = sd.sel({hue: value, **({col: sub[col].item()} if col else {})}).sel(step=line["step"])
                 ax.fill_between(line["step"], line - spread, line + spread, color=palette[value], alpha=0.2, lw=0)
-        if spec.get("logy"):
+        if spec["logy"]:
             ax.set_yscale("log")
+        ax.legend(title=hue, fontsize=6, title_fontsize=7)
     fig = plt.gcf()
-    fig.axes[0].legend(title=hue, fontsize=6, title_fontsize=7)
-    fig.supylabel(textwrap.fill(da.attrs.get("long_name", spec["var"]), 40), fontsize=8)
+    fig.supylabel(axis_label(da, spec["var"]), fontsize=8)
     return fig
 
 
+def figure(ds: xr.Dataset, spec: dict) -> plt.Figure:
+    """The figure of one plot spec (kind, variables, facets): its kind's defaults filled, `select`'s grid-axis values
+    picked first."""
+    kind = PLOTS[spec["kind"]]
+    return resolve(kind.draw)(ds.sel(spec.get("select") or {}), kind.complete(spec))
+
+
 def save_plot(ds: xr.Dataset, spec: dict, out: Path) -> None:
-    """Draw `spec` (kind, variables, facets; `select` picks grid-axis values first) into `out`."""
-    fig = resolve(PLOTS[spec["kind"]].draw)(ds.sel(spec.get("select", {})), spec)
-    fig.savefig(out, dpi=150)
+    fig = figure(ds, spec)
+    fig.savefig(out, dpi=DPI)
     plt.close(fig)

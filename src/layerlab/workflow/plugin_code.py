@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
 from layerlab.catalog.checks import active_probes
 from layerlab.core.cell import Cell
-from layerlab.core.registry import DECISION_HEADS, MEASUREMENTS, MODELS, PLUGIN_SOURCES, PROBES, REGIMES, Registry
+from layerlab.core.registry import (
+    DECISION_HEADS,
+    MEASUREMENTS,
+    MODELS,
+    PLOTS,
+    PLUGIN_SOURCES,
+    PROBES,
+    REGIMES,
+    Registry,
+)
 
 REFERENCES = ("impl", "build", "draw", "source", "collect", "summarize", "search_space")  # a declaration's code
 
@@ -56,3 +66,8 @@ def job_plugins(cell: Cell, measurement: str | None = None) -> dict[str, str]:
     else:
         used.append((MEASUREMENTS, measurement))
     return {label: digest(path) for registry, name in used for label, path in sources(registry, name).items()}
+
+
+def plot_plugins(kinds: Iterable[str]) -> dict[str, str]:
+    """{plug-in: digest} of the plug-in code behind these plot kinds (what draws and captions their figures)."""
+    return {label: digest(path) for kind in kinds for label, path in sources(PLOTS, kind).items()}
