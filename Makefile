@@ -35,8 +35,9 @@ claims: setup         ## every quick study and its report (finished cells reused
 test: setup lint
 	$(PY) -m pytest
 
-lint: setup
+lint: setup           ## ruff, and the type checker on the package (its config: pyproject.toml [tool.mypy])
 	$(VENV)/bin/ruff check src scripts tests bench
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) bench/train_speed.py

@@ -56,7 +56,7 @@ except ConfigError as err:
     raise WorkflowError(f"layerlab config error: {err}") from None
 # A corrupt prepared dataset stops the run here, before a job could delete a result computed from it.
 try:
-    for _path in sorted({f"resources/datasets/{c['dataset']}.npz" for c in CELLS.values()}):
+    for _path in sorted({f"resources/datasets/{c.data.dataset}.npz" for c in CELLS.values()}):
         if Path(_path).exists() and Path(_path).with_suffix(".json").exists():
             verify_dataset(_path)  # hashes the arrays once per version of the file (~0.2 s for FashionMNIST)
 except DatasetUnavailable as err:

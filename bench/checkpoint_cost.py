@@ -21,17 +21,15 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset, Split
 from layerlab.nets.models import build_model
 from layerlab.training.checkpoint import Checkpoint
 from layerlab.training.loop import Loop
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
-DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 NETWORKS = {
     "default study, depth 50 FNN (digits)": ({"depth": 50, "width": 256, "batch_size": 128}, (1, 8, 8), 1437),
     "ResNet-1202 (CIFAR, batch 16)": ({"model": "resnet", "depth": 1202, "width": 16, "bn_variant": "bn_gamma_beta",
@@ -48,7 +46,7 @@ def synthetic(shape: tuple[int, ...], n: int) -> Dataset:
 
 
 def measure(overrides: dict, shape: tuple[int, ...], n: int, repeats: int, every: int) -> dict[str, float]:
-    cell = {**DEFAULTS, "log_every": 10**9, "eval_every": 10**9, **overrides}
+    cell = Cell.parse({"log_every": 10**9, "eval_every": 10**9, **overrides})
     data = synthetic(shape, n)
     model = build_model(cell, shape, 10)
     loop = Loop(cell, data, model)

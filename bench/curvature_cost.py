@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch.nn import functional as F
 
+from layerlab.catalog.models import ResNetParams
+from layerlab.core.cell import Cell
+from layerlab.core.sections import DataParams
 from layerlab.data.datasets import load
 from layerlab.nets.models import build_model
 from layerlab.probes.curvature import measure
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
-DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     name = "fashion_mnist" if (ROOT / "resources/datasets/fashion_mnist.npz").exists() else "digits"
     path = ROOT / f"resources/datasets/{name}.npz"
-    mlp, pooled = load(path), load(path, pool=2 if name == "fashion_mnist" else 1)
+    mlp, pooled = load(path), load(path, data=DataParams(input_pool=2 if name == "fashion_mnist" else 1))
     resnet = {"model": "resnet", "width": 4, "bn_variant": "bn_gamma_beta", "init": "he_fan_out"}
     cases = [({"depth": d, "width": args.width, "bn_variant": bn}, mlp)
              for d in args.depth for bn in ("none", "bn_gamma_beta")]
@@ -55,7 +55,7 @@ def main() -> None:
               for d in args.resnet_depth for last_bn in (False, True)]
     rows = []
     for overrides, data in cases:
-        cell = {**DEFAULTS, **overrides}
+        cell = Cell.parse(overrides)
         model = build_model(cell, data.input_shape, data.n_classes).train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         xb, yb = data.train.x[: args.batch], data.train.y[: args.batch]
@@ -79,8 +79,9 @@ def main() -> None:
             measure(model, xs, ys, "empirical")
             t_measure.append(time.perf_counter() - tic)
         s, m = statistics.median(t_step), statistics.median(t_measure)
-        variant = cell["bn_variant"] if cell["model"] == "fnn" else "lastbn" if cell["last_bn"] else "original"
-        rows.append({"dataset": name, "model": cell["model"], "depth": cell["depth"], "width": cell["width"],
+        net = cell.model
+        variant = net.bn_variant if net.model == "fnn" else "lastbn" if cell[ResNetParams].last_bn else "original"
+        rows.append({"dataset": name, "model": net.model, "depth": net.depth, "width": net.width,
                      "variant": variant, "batch": args.batch, "samples": args.samples, "step_s": s,
                      "measure_s": m, "ratio": m / s})
     print(f"{'model':>6} {'depth':>5} {'variant':>14} {'step (s)':>9} {'measure (s)':>11} {'measure/step':>12}")

@@ -39,6 +39,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from layerlab.core.cell import Cell  # noqa: E402
 from layerlab.core.store import read_store  # noqa: E402
 from layerlab.data.datasets import DatasetUnavailable, input_shape, load, prepare, read_provenance, verify  # noqa: E402
 
@@ -197,9 +198,7 @@ def default_cells(steps: int) -> dict[str, dict]:
 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     validate(config, str(ROOT / "src/layerlab/workflow/schemas/config.schema.yaml"))
-    cells = expand_cells(config)
-    for cell in cells.values():
-        validate(cell, str(ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml"))
+    cells = {cid: Cell.parse(values).to_dict() for cid, values in expand_cells(config).items()}
     return {cid: {**cell, "full_steps": cell["steps"], "steps": steps, "eval_every": min(cell["eval_every"], steps),
                   "log_every": min(cell["log_every"], steps)} for cid, cell in cells.items()}
 
@@ -211,9 +210,9 @@ def train_in_process(cell: dict, datasets: Path, device: torch.device) -> tuple[
 
     path = datasets / f"{cell['dataset']}.npz"
     meta = read_provenance(path)
-    run = {k: v for k, v in cell.items() if k != "full_steps"}
-    model = build_model(run, input_shape(meta, run["input_pool"]), meta["n_classes"])
-    data = load(path, device, run["train_subset"], run["test_subset"], run["input_scaling"], run["input_pool"])
+    run = Cell.parse({k: v for k, v in cell.items() if k != "full_steps"})
+    model = build_model(run, input_shape(meta, run.data.input_pool), meta["n_classes"])
+    data = load(path, device, run.data)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -222,9 +221,9 @@ def train_in_process(cell: dict, datasets: Path, device: torch.device) -> tuple[
         ds, _ = train_cell(run, data, model, device)
     peak = float(torch.cuda.max_memory_allocated()) if device.type == "cuda" else math.nan
     seconds = float(ds["train_seconds"])
-    return ({"steps": run["steps"], "train_seconds": seconds, "loss": ds["loss"].values.tolist(),
+    return ({"steps": run.run.steps, "train_seconds": seconds, "loss": ds["loss"].values.tolist(),
              "test_acc": float(ds["test_acc"]), "max_memory_allocated_bytes": peak,
-             "cells_per_hour": 3600 / (seconds * cell["full_steps"] / run["steps"])},
+             "cells_per_hour": 3600 / (seconds * cell["full_steps"] / run.run.steps)},
             sorted({str(w.message).splitlines()[0] for w in caught}))
 
 
@@ -252,7 +251,7 @@ def pack_check(datasets: Path, device: torch.device, tiny: bool, steps: int) -> 
     size = dict(width=32, depth=5) if tiny else dict(width=1000, depth=50)
     cells = {f"seed~{s}": {**default_cells(steps)[next(iter(default_cells(steps)))], **size, "loss": "ce",
                            "seed": s, "log_every": 1, "eval_every": steps} for s in range(4 if tiny else 16)}
-    cells = {k: {key: v for key, v in c.items() if key != "full_steps"} for k, c in cells.items()}
+    cells = {k: Cell.parse({key: v for key, v in c.items() if key != "full_steps"}) for k, c in cells.items()}
     path = datasets / "digits.npz"
     data = load(path, device)
     built = {k: build(c, data) for k, c in cells.items()}

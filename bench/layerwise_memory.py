@@ -20,15 +20,13 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
+from layerlab.core.cell import Cell
+from layerlab.core.params import as_dict
 from layerlab.nets.models import build_model
 from layerlab.training.head_search import memory_profile
 from layerlab.training.regimes.layerwise import fit_heads
 
-SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "src/layerlab/workflow/schemas/cell.schema.yaml")
-                         .read_text())
-DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 NETWORKS = {  # name: (input shape, classes, cell overrides)
     "mlp_784-256x4_sgd": ((1, 28, 28), 10, {"model": "fnn", "depth": 4, "width": 256, "optimizer": "sgd",
                                              "momentum": 0.9}),
@@ -40,12 +38,12 @@ NETWORKS = {  # name: (input shape, classes, cell overrides)
 FLOOR = 1e-9  # a target below every head: the search returns each stage's smallest
 
 
-def profile(cell: dict, shape: tuple[int, ...], n_classes: int, device: torch.device, search: bool = False) -> dict:
+def profile(cell: Cell, shape: tuple[int, ...], n_classes: int, device: torch.device, search: bool = False) -> dict:
     """One row: backprop and per-stage bytes (direct measurement), the ratio; with `search` the fitted heads."""
     model = build_model(cell, shape, n_classes).to(device)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(cell["batch_size"], *shape, generator=gen).to(device)
-    y = torch.randint(0, n_classes, (cell["batch_size"],), generator=gen).to(device)
+    x = torch.randn(cell.run.batch_size, *shape, generator=gen).to(device)
+    y = torch.randint(0, n_classes, (cell.run.batch_size,), generator=gen).to(device)
     fit = fit_heads(cell, model, x, y, n_classes) if search else None
     backprop, stages = memory_profile(cell, model, x, y, n_classes, fit.heads if fit else None)
     row = {"backprop_bytes": backprop.total, "stage_bytes": [m.total for m in stages],
@@ -53,12 +51,13 @@ def profile(cell: dict, shape: tuple[int, ...], n_classes: int, device: torch.de
            "backprop_cuda_bytes": backprop.cuda, "stage_cuda_bytes": [m.cuda for m in stages],
            "backprop_parts": backprop.parts(), "peak_stage_parts": max(stages, key=lambda m: m.total).parts()}
     if fit:
-        row |= {"heads": fit.heads, "search_ratio": fit.relative_memory}
+        row |= {"heads": [as_dict(h) if h else {} for h in fit.heads], "search_ratio": fit.relative_memory}
     return row
 
 
 def heads_text(heads: list[dict]) -> str:
-    return " ".join(f"{h['decision_convs']}x{h.get('decision_channels', '-')}" for h in heads[:-1])
+    return " ".join(f"{h['decision_convs']}x{h['decision_channels'] if h['decision_convs'] else '-'}"
+                    for h in heads[:-1])
 
 
 def main() -> None:
@@ -76,8 +75,8 @@ def main() -> None:
     print(f"{'network':26} {'k':>2} {'backprop MB':>12} {'stage peak MB':>14} {'ratio':>6}  per stage / backprop")
     for name, (shape, n_classes, overrides) in NETWORKS.items():
         for k in args.segment_size:
-            cell = {**DEFAULTS, "batch_size": args.batch, **overrides, "segment_size": k,
-                    "training": "layerwise" if k == 1 else "segmentwise"}
+            cell = Cell.parse({"batch_size": args.batch, **overrides, "segment_size": k,
+                               "training": "layerwise" if k == 1 else "segmentwise"})
             row = {"network": name, "segment_size": k, "head": "linear", **profile(cell, shape, n_classes, device)}
             rows.append(row)
             print(f"{name:26} {k:>2} {row['backprop_bytes'] / 1e6:12.2f} {max(row['stage_bytes']) / 1e6:14.2f} "
@@ -89,7 +88,7 @@ def main() -> None:
     for name, (shape, n_classes, overrides) in NETWORKS.items():
         if overrides["model"] == "fnn":
             continue  # no conv maps: every head is the Linear classifier
-        base = {**DEFAULTS, "batch_size": args.batch, **overrides, "training": "layerwise",
+        base = {"batch_size": args.batch, **overrides, "training": "layerwise",
                 "decision_convs": args.max_dc, "decision_channels": 256}
         variants = [("pool_linear", {"layer_head": "pool_linear"}, False),
                     ("decision_block 1x64", {"layer_head": "decision_block", "decision_convs": 1,
@@ -99,7 +98,7 @@ def main() -> None:
         for label, extra, search in variants:
             label = "floor (smallest heads)" if extra.get("memory_target") == FLOOR else label
             row = {"network": name, "segment_size": 1, "head": label,
-                   **profile({**base, **extra}, shape, n_classes, device, search)}
+                   **profile(Cell.parse({**base, **extra}), shape, n_classes, device, search)}
             rows.append(row)
             print(f"{name:26} {label:22} {row['ratio']:6.1%} "
                   f"{row.get('search_ratio', float('nan')):7.1%}  {heads_text(row['heads']) if search else ''}")

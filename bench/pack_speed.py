@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from train_speed import make_cell, prepared
+from train_speed import changed, make_cell, prepared
 
 from layerlab.data.datasets import Dataset, Split
 from layerlab.nets.models import build_model
@@ -81,7 +81,7 @@ def step_gflop(cell: dict, data: Dataset) -> float:
     """Forward and backward matmul FLOPs of one training step of an FNN cell (x W^T, its two gradients)."""
     model = build_model(cell, data.input_shape, data.n_classes)
     maps = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    return 3 * 2 * cell["batch_size"] * sum(m.in_features * m.out_features for m in maps) / 1e9
+    return 3 * 2 * cell.run.batch_size * sum(m.in_features * m.out_features for m in maps) / 1e9
 
 
 def fashion_shaped(n_train: int = 2048, n_test: int = 512) -> Dataset:
@@ -116,7 +116,7 @@ def fused_vs_sequential(only: list[str], steps: int, repeats: int) -> dict[str, 
         if name not in only:
             continue
         data = datasets[dataset]
-        warm = {k: {**c, "steps": 3, "log_every": 3, "eval_every": 3} for k, c in list(cells.items())[:2]}
+        warm = {k: changed(c, steps=3, log_every=3, eval_every=3) for k, c in list(cells.items())[:2]}
         sequential(warm, data)
         packed(warm, data)
         seconds: dict[str, list[float]] = {"sequential": [], "packed": []}

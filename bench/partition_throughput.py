@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-from train_speed import DEVICE, make_cell, prepared
+from train_speed import DEVICE, changed, make_cell, prepared
 
 from layerlab.data.datasets import Dataset
 from layerlab.nets.models import build_model
@@ -31,17 +31,17 @@ def variants(steps: int, partitions: int) -> dict[str, dict]:
                      optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=8e-5, steps=steps, layer_steps=steps,
                      segment_size=4 // partitions, layer_lr_decay=0.5, layer_wd_growth=0.5, log_every=steps + 1,
                      eval_every=steps + 1)
-    return {"backprop": base, "dpl": {**base, "training": "partitionwise"},
-            "dpl+loss_filter": {**base, "training": "partitionwise", "loss_filter": 0.25}}
+    return {"backprop": base, "dpl": changed(base, training="partitionwise"),
+            "dpl+loss_filter": changed(base, training="partitionwise", loss_filter=0.25)}
 
 
 def examples_per_second(cell: dict, data: Dataset) -> tuple[float, float]:
     """(examples/s, seconds) of one training run (train_cell's own loop time)."""
     ds, _ = train_cell(cell, data, build_model(cell, data.input_shape, data.n_classes), DEVICE)
     seconds = float(ds["train_seconds"])
-    stages = 1 if cell["training"] == "backprop" else -(-4 // cell["segment_size"])
-    kept = [1.0] + [1 - cell["loss_filter"]] * (stages - 1)  # examples per update of each stage, as a fraction
-    return sum(kept) * cell["steps"] * cell["batch_size"] / seconds, seconds
+    stages = 1 if cell.regime.training == "backprop" else -(-4 // cell.regime.segment_size)
+    kept = [1.0] + [1 - cell.regime.loss_filter] * (stages - 1)  # examples per update of each stage, as a fraction
+    return sum(kept) * cell.run.steps * cell.run.batch_size / seconds, seconds
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
     data = prepared("fashion_mnist")
     jobs = variants(args.steps, args.partitions)
     for cell in jobs.values():  # warm-up, not recorded
-        examples_per_second({**cell, "steps": 5, "layer_steps": 5, "log_every": 6, "eval_every": 6}, data)
+        examples_per_second(changed(cell, steps=5, layer_steps=5, log_every=6, eval_every=6), data)
     start = time.perf_counter()
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in jobs}
     names = list(jobs)

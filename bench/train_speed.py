@@ -22,25 +22,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
 from torch.nn import functional as F
 
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset, load, prepare
 from layerlab.nets.models import build_model
 from layerlab.training.loop import train_cell
 from layerlab.training.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
-DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 DEVICE = torch.device("cpu")
 
 
-def make_cell(**overrides: object) -> dict:
-    """A full cell: schema defaults, then `overrides` (which must be cell parameters)."""
-    if unknown := set(overrides) - set(DEFAULTS):
-        raise KeyError(f"not cell parameters: {sorted(unknown)}")
-    return {**DEFAULTS, **overrides}
+def make_cell(**overrides: object) -> Cell:
+    """A typed cell: `overrides` (which must be cell parameters) and the defaults."""
+    return Cell.parse(overrides)
+
+
+def changed(cell: Cell, **overrides: object) -> Cell:
+    """`cell` with other values of some of its keys."""
+    return Cell.parse({**cell.to_dict(), **overrides})
 
 
 def prepared(name: str) -> Dataset:
@@ -51,40 +52,39 @@ def prepared(name: str) -> Dataset:
         return load(path, DEVICE)
 
 
-def bare(cell: dict, data: Dataset) -> float:
+def bare(cell: Cell, data: Dataset) -> float:
     """Steps/s of a plain training loop of the cell's model (timed: the loop only)."""
     model = build_model(cell, data.input_shape, data.n_classes).to(DEVICE).train()
-    optimizer = make_optimizer(cell, list(model.parameters()))
+    optimizer = make_optimizer(cell.optimizer, list(model.parameters()))
     x_all, y_all = data.train.x, data.train.y
-    generator = torch.Generator().manual_seed(cell["seed"])
+    generator = torch.Generator().manual_seed(cell.run.seed)
     start = time.perf_counter()
-    for _ in range(cell["steps"]):
-        idx = torch.randint(len(y_all), (cell["batch_size"],), generator=generator)
+    for _ in range(cell.run.steps):
+        idx = torch.randint(len(y_all), (cell.run.batch_size,), generator=generator)
         logits, _ = model(x_all[idx])
         loss = F.cross_entropy(logits, y_all[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return cell["steps"] / (time.perf_counter() - start)
+    return cell.run.steps / (time.perf_counter() - start)
 
 
-def pipeline(cell: dict, data: Dataset) -> float:
+def pipeline(cell: Cell, data: Dataset) -> float:
     """Steps/s of train_cell, from its own `train_seconds` (the loop only, not the final train-set eval)."""
     model = build_model(cell, data.input_shape, data.n_classes)
     ds, _ = train_cell(cell, data, model, DEVICE)
     assert not bool(ds["diverged"]), "benchmark run diverged"
-    return cell["steps"] / float(ds["train_seconds"])
+    return cell.run.steps / float(ds["train_seconds"])
 
 
-def variants(depth: int, steps: int) -> dict[str, tuple[Callable[[dict, Dataset], float], dict]]:
-    quiet = {"log_every": steps + 1, "eval_every": steps + 1}
+def variants(depth: int, steps: int) -> dict[str, tuple[Callable[[Cell, Dataset], float], Cell]]:
     base = make_cell(dataset="digits", model="fnn", width=256, depth=depth, batch_size=128, activation="relu",
-                     init="torch_default", steps=steps, lr=1e-4)
+                     init="torch_default", steps=steps, lr=1e-4, log_every=steps + 1, eval_every=steps + 1)
     return {
-        "bare": (bare, {**base, **quiet}),
-        "pipeline": (pipeline, {**base, **quiet}),
-        "pipeline+probe": (pipeline, {**base, **quiet, "log_every": 1}),
-        "pipeline+lbe": (pipeline, {**base, **quiet, "loss": "ce_lbe"}),
+        "bare": (bare, base),
+        "pipeline": (pipeline, base),
+        "pipeline+probe": (pipeline, changed(base, log_every=1)),
+        "pipeline+lbe": (pipeline, changed(base, loss="ce_lbe")),
     }
 
 
@@ -92,7 +92,7 @@ def run(data: Dataset, depths: list[int], steps: int, repeats: int) -> dict[int,
     """Steps/s samples per depth and variant; each repetition runs every (depth, variant) once, in rotated order."""
     jobs = [(d, name, fn, cell) for d in depths for name, (fn, cell) in variants(d, steps).items()]
     for _, _, fn, cell in jobs:  # warm-up (allocator, lazy init), not recorded
-        fn({**cell, "steps": 5, "log_every": min(cell["log_every"], 6), "eval_every": 6}, data)
+        fn(changed(cell, steps=5, log_every=min(cell.run.log_every, 6), eval_every=6), data)
     samples: dict[int, dict[str, list[float]]] = {d: {} for d in depths}
     for rep in range(repeats):
         shift = rep % len(jobs)

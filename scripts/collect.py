@@ -8,6 +8,7 @@ import pandas as pd
 import xarray as xr
 
 from layerlab import __version__
+from layerlab.core.cell import Cell
 from layerlab.core.registry import MEASUREMENTS, load_plugins, resolve
 from layerlab.core.store import combine_cells, describe, read_store, store_dir, to_table, write_store
 from layerlab.report.analysis import add_trainability, study_summary
@@ -31,7 +32,7 @@ def cell_store(i: int, cid: str) -> xr.Dataset:
                   combine_attrs="override", join="outer")
     for name, spec in measurements.items():
         if spec.collect:
-            ds = resolve(spec.collect)(ds, params[cid], sources[name] == train.with_name(f"{name}.zarr"))
+            ds = resolve(spec.collect)(ds, Cell.parse(params[cid]), sources[name] == train.with_name(f"{name}.zarr"))
     return ds
 
 

@@ -1,4 +1,4 @@
-"""Shared helpers: cell defaults from the schema, and running the real Snakemake workflow in a temp dir."""
+"""Shared helpers: typed cells with their defaults, and running the real Snakemake workflow in a temp dir."""
 
 from __future__ import annotations
 
@@ -12,18 +12,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from layerlab.core.cell import Cell
+from layerlab.core.sections import DataParams
+
 pytest_plugins = ["browser"]  # the `browser` fixture (tests/browser.py)
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())
-DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"].items()}
 
 
-def make_cell(**overrides) -> dict:
-    """A fully specified cell: schema defaults, then `overrides`."""
-    unknown = set(overrides) - set(DEFAULTS)
-    assert not unknown, f"not cell parameters: {unknown}"
-    return {**DEFAULTS, **overrides}
+def make_cell(**overrides) -> Cell:
+    """A typed cell: `overrides` (cell keys, lists as in a study) and the defaults of every other parameter."""
+    return Cell.parse(overrides)
+
+
+def changed(cell: Cell, **overrides) -> Cell:
+    """`cell` with other values of some of its keys."""
+    return Cell.parse({**cell.to_dict(), **overrides})
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -106,7 +110,7 @@ def digits(digits_path):
 def digits_unit(digits_path):
     from layerlab.data.datasets import load
 
-    return load(digits_path, scaling="unit")
+    return load(digits_path, data=DataParams(input_scaling="unit"))
 
 
 @pytest.fixture

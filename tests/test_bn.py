@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from conftest import make_cell
+from conftest import changed, make_cell
 
 from layerlab.catalog import check_cell
 from layerlab.core.config import ConfigError
@@ -131,7 +131,7 @@ def test_recorded_trajectories_shapes_and_padding(digits):
     np.testing.assert_allclose(ds["gamma"].isel(step=-1).sel(layer=2, channel=list(range(10))),
                                norm_layers(model)[2].gamma.detach().numpy())
     assert ds["gamma_activity"].attrs["long_name"].startswith("activity of gamma")
-    plain, _ = train({**cell, "bn_variant": "none", "bn_last_layer": False}, digits)
+    plain, _ = train(changed(cell, bn_variant="none", bn_last_layer=False), digits)
     assert not {"gamma", "beta", "gamma_activity", "beta_activity"} & set(plain.data_vars)
     assert "channel" not in plain.dims and plain.sizes["layer"] == 2
 
@@ -154,11 +154,11 @@ def test_activity_on_a_known_trajectory():
 
 def test_weight_decay_on_weights_only():
     net = build_model(make_cell(model="fnn", depth=2, width=4, bn_variant="bn_gamma_beta"), (1, 2, 2), 3)
-    opt = make_optimizer(make_cell(weight_decay=0.1, weight_decay_params="weights"), list(net.parameters()))
+    opt = make_optimizer(make_cell(weight_decay=0.1, weight_decay_params="weights").optimizer, list(net.parameters()))
     decayed, exempt = opt.param_groups
     assert decayed["weight_decay"] == 0.1 and all(p.ndim == 2 for p in decayed["params"])
     assert exempt["weight_decay"] == 0.0 and len(exempt["params"]) == 3 * 1 + 2 * 2  # 3 biases, 2 x (gamma, beta)
-    assert len(make_optimizer(make_cell(weight_decay=0.1), list(net.parameters())).param_groups) == 1
+    assert len(make_optimizer(make_cell(weight_decay=0.1).optimizer, list(net.parameters())).param_groups) == 1
 
 
 @pytest.mark.parametrize(("model", "shape", "hidden"), [

@@ -102,7 +102,7 @@ def test_prediction_agreement_and_cost():
     for depth, acc, cutoff in [(10, 0.9, 30), (20, 0.2, 30), (40, 0.1, 30)]:
         ds = xr.Dataset({"cutoff_depth": cutoff, "cutoff_depth_diff_entropy": 15, "cascade_seconds": 2.0,
                          "train_seconds": 8.0, "train_acc": acc, "train_rows": 1000, "diverged_step": -1})
-        cell = {"depth": depth, "steps": 100, "batch_size": 50, "cascade_epochs": 2}
+        cell = make_cell(depth=depth, steps=100, batch_size=50, cascade_epochs=2)
         cells.append(add_cascade_prediction(ds, cell, is_source=depth == 40).expand_dims(depth=[depth]))
     study = xr.concat(cells, "depth")
     study["config"] = ("depth", np.array(["a", "b", "c"], dtype=object))
@@ -125,7 +125,7 @@ def test_prediction_agreement_and_cost():
 def test_cascade_epoch_cost_of_a_diverged_network_uses_the_steps_it_ran():
     ds = xr.Dataset({"cascade_seconds": 3.0, "train_seconds": 8.0, "train_rows": 1437, "diverged_step": 40})
     # 8.0 s / 40 steps = 0.2 s per step; 1437 rows at batch 64: 22.45 steps, 4.49 s; one cascade epoch 1 s
-    cost = cascade_epoch_cost(ds, {"steps": 1500, "batch_size": 64, "cascade_epochs": 3})
+    cost = cascade_epoch_cost(ds, make_cell(steps=1500, batch_size=64, cascade_epochs=3))
     assert cost == pytest.approx(1.0 / (0.2 * 1437 / 64))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from conftest import ROOT, make_cell, snakemake, write_study
+from conftest import ROOT, changed, make_cell, snakemake, write_study
 
 from layerlab.core.registry import load_plugins
 from layerlab.core.store import read_store
@@ -106,11 +106,11 @@ def test_interval_checkpoints_and_a_stale_or_corrupt_one_starts_fresh(digits, tm
     whole = train(cell, digits)
     with pytest.raises(Interrupted):
         train(cell, digits, StopAt(tmp_path, cell, 8))
-    changed = {**cell, "lr": 2e-3}
+    other = changed(cell, lr=2e-3)
     with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
-        fresh = train(changed, digits, Checkpoint(tmp_path, changed))
+        fresh = train(other, digits, Checkpoint(tmp_path, other))
     assert "training starts fresh: it belongs to" in caplog.text
-    assert_identical(fresh, train(changed, digits))  # nothing of the other cell's state was mixed in
+    assert_identical(fresh, train(other, digits))  # nothing of the other cell's state was mixed in
     (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="layerlab.training.checkpoint"):
@@ -153,8 +153,8 @@ def test_a_plugin_probe_resumes_bit_identically_without_declaring_its_state(digi
     """docs/PLUGINS.md's worked example (tests/plugins/grad_norm.py) keeps its records in a plain attribute: stopped
     before step 12 and resumed, every record before the checkpoint is there, equal to an uninterrupted run's."""
     load_plugins([str(ROOT / "tests/plugins/grad_norm.py")])
-    cell = {**make_cell(depth=3, width=16, steps=20, batch_size=64, log_every=5, eval_every=10, lr=1e-3),
-            "grad_norm_probe": True}
+    cell = make_cell(depth=3, width=16, steps=20, batch_size=64, log_every=5, eval_every=10, lr=1e-3,
+                     grad_norm_probe=True)
     whole = train(cell, digits)
     with pytest.raises(Interrupted, match="at step 12; rerun to resume"):
         train(cell, digits, StopAt(tmp_path, cell, 12))

@@ -61,9 +61,10 @@ def test_explicit_cell_with_lists_is_a_subgrid():
 
 def test_deepest_sibling_groups_cells_that_differ_in_depth_only():
     from layerlab.catalog.measurements import deepest_sibling
+    from layerlab.core.cell import Cell
 
     cells = expand_cells({"grid": {"sigma_w2": [1.0, 2.0], "depth": [10, 40, 20]}, "fixed": {"width": 8}})
-    sources = deepest_sibling(cells)
+    sources = deepest_sibling({cid: Cell.parse(values) for cid, values in cells.items()})
     assert sources["sigma_w2~1.0/depth~10"] == sources["sigma_w2~1.0/depth~20"] == "sigma_w2~1.0/depth~40"
     assert sources["sigma_w2~2.0/depth~10"] == "sigma_w2~2.0/depth~40"
     assert len(set(sources.values())) == 2

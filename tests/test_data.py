@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from layerlab.core.sections import DataParams
 from layerlab.data.datasets import DatasetCorrupt, DatasetUnavailable, load, prepare, read_provenance, verify
 from layerlab.data.sources import DEBIAN_FASHION_MNIST, read_idx
 
@@ -27,7 +28,7 @@ def test_digits_prepared_with_provenance(tmp_path):
     assert np.bincount(data.test.y.numpy()).min() >= 35  # stratified split
     # prepared twice -> identical bytes (checksum), subsets are prefixes
     assert prepare("digits", tmp_path / "again.npz", tmp_path / "dl")["sha256"] == meta["sha256"]
-    assert load(tmp_path / "digits.npz", train_subset=100).train.x.shape[0] == 100
+    assert load(tmp_path / "digits.npz", data=DataParams(train_subset=100)).train.x.shape[0] == 100
 
 
 def test_corrupted_or_missing_file_is_reported(tmp_path):

@@ -19,6 +19,7 @@ from conftest import ROOT, TINY_STUDY, snakemake, write_study
 
 from layerlab.core.config import ConfigError
 from layerlab.core.registry import DATASETS, DatasetSpec, load_plugins, register_dataset
+from layerlab.core.sections import DataParams
 from layerlab.core.store import read_store
 from layerlab.data.datasets import DatasetUnavailable, load, prepare
 
@@ -120,7 +121,7 @@ def declared(name: str, **changes) -> str:
 def test_a_declaration_is_checked_against_the_arrays_it_prepares(tmp_path):
     meta = prepare(declared("two_classes"), tmp_path / "ok.npz", tmp_path)
     assert meta["shapes"]["x_train"] == [3, 1, 2, 3] and meta["n_classes"] == 2 and meta["scale"] == 17.0
-    data = load(tmp_path / "ok.npz", scaling="unit")
+    data = load(tmp_path / "ok.npz", data=DataParams(input_scaling="unit"))
     assert data.input_shape == (1, 2, 3) and data.train.x.max().item() == 1.0  # 17 -> 1: the declared scale
     cases = {
         declared("wrong_shape", shape=(1, 3, 2)): r"x_train has shape \(3, 1, 2, 3\), declared \(3, 1, 3, 2\)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -13,13 +14,15 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from conftest import TINY_STUDY, make_cell, snakemake, write_study
+from conftest import TINY_STUDY, changed, make_cell, snakemake, write_study
 from torch import nn
 from torch.nn import functional as F
 
 import layerlab.training.head_search as hs
 import layerlab.training.regimes.stage_nets as sn
 from layerlab.catalog import check_cell
+from layerlab.catalog.decision_heads import DecisionBlockParams
+from layerlab.core.cell import Cell
 from layerlab.core.config import ConfigError
 from layerlab.core.store import read_store
 from layerlab.nets.decision import decision_block, down_convs, head_config, search_space
@@ -35,7 +38,7 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def cnn(**overrides) -> dict:
+def cnn(**overrides) -> Cell:
     """The quick study's small CNN: 9 convs of 8 channels on 8x8 maps, FC 512 -> 128, SGD momentum, batch 256."""
     return make_cell(**{"model": "cnn", "depth": 10, "width": 8, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
                         "batch_size": 256, "training": "layerwise", "layer_head": "decision_block",
@@ -62,9 +65,9 @@ def batch(shape: tuple[int, ...], n: int, n_classes: int = 10) -> tuple[torch.Te
 ])
 def test_decision_block_shape_and_parameters_match_a_hand_computation(shape, convs, channels, pool, out_map,
                                                                       expected_params):
-    cell = make_cell(decision_convs=convs, decision_channels=channels, decision_pool=pool)
+    block = DecisionBlockParams(decision_convs=convs, decision_channels=channels, decision_pool=pool)
     torch.manual_seed(0)
-    head = decision_block(cell, shape, 10)
+    head = decision_block(shape, 10, make_cell().model, block)
     assert n_params(head) == expected_params
     x = torch.randn(6, *shape)
     assert head(x).shape == (6, 10)
@@ -83,11 +86,12 @@ def test_decision_block_shape_and_parameters_match_a_hand_computation(shape, con
 
 
 def test_search_space_families_grow_in_memory_order():
-    families = search_space(make_cell(decision_convs=3, decision_channels=4), (8, 4, 4))
-    assert families[0] == [{"decision_convs": 0}]
+    block = DecisionBlockParams(decision_convs=3, decision_channels=4)
+    families = search_space(block, (8, 4, 4))
+    assert families[0] == [replace(block, decision_convs=0)]
     assert [len(f) for f in families] == [1, 4, 4]  # 4x4 -> 2x2 -> 1x1: at most 2 down-convs
-    assert families[2][-1] == {"decision_convs": 2, "decision_channels": 4}
-    assert search_space(make_cell(), (32,)) == [[{"decision_convs": 0}]]
+    assert families[2][-1] == replace(block, decision_convs=2, decision_channels=4)
+    assert search_space(DecisionBlockParams(), (32,)) == [[DecisionBlockParams(decision_convs=0)]]
 
 
 # --- dry memory ----------------------------------------------------------------------------------------------------
@@ -101,8 +105,8 @@ def test_extrapolated_memory_equals_the_direct_full_batch_measurement(overrides,
     cell = make_cell(**overrides)
     model = build_model(cell, shape, 10)
     x, y = batch(shape, 37)
-    direct = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
-    dry = extrapolated_step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
+    direct = step_memory(model, ce_step_loss, partial(make_optimizer, cell.optimizer), x, y)
+    dry = extrapolated_step_memory(model, ce_step_loss, partial(make_optimizer, cell.optimizer), x, y)
     assert dry.parts() == direct.parts() and np.isnan(dry.cuda)
 
 
@@ -120,10 +124,10 @@ def test_search_meets_the_target_and_equals_direct_step_memory():
     assert backprop.parts() == fit.backprop.parts()
     assert [m.parts() for m in stages] == [m.parts() for m in fit.memories]
     assert max(m.total for m in stages) / backprop.total == fit.relative_memory
-    assert fit.heads[-1] == {} and all(h["decision_convs"] >= 1 for h in fit.heads[:-1])
+    assert fit.heads[-1] is None and all(h.decision_convs >= 1 for h in fit.heads[:-1])
     assert hs.fit_heads(cell, model, x, y, 10).heads == fit.heads
     # the linear head sits below the target here (the last stage, the FC layer, too): the blocks use the budget
-    linear_bp, linear = hs.memory_profile({**cell, "layer_head": "linear"}, model, x, y, 10)
+    linear_bp, linear = hs.memory_profile(changed(cell, layer_head="linear"), model, x, y, 10)
     assert max(m.total for m in linear) / linear_bp.total < 0.295
 
 
@@ -132,12 +136,13 @@ def test_search_picks_what_a_brute_force_enumeration_picks():
     model = build_model(cell, (1, 8, 8), 10)
     x, y = batch((1, 8, 8), 64)
     fit = hs.fit_heads(cell, model, x, y, 10)
-    bp = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y).total
+    bp = step_memory(model, ce_step_loss, partial(make_optimizer, cell.optimizer), x, y).total
     target, tol = 0.45 * bp, 0.02 * bp
     for i, window in enumerate(sn.windows(3, 1)[:-1]):
-        options = [head for family in search_space(cell, sn.window_shape(model, window[1], x)) for head in family]
+        shape = sn.window_shape(model, window[1], x)
+        options = [head for family in search_space(cell[DecisionBlockParams], shape) for head in family]
         with sn.frozen(model):
-            totals = [hs.measure_stage({**cell, **head}, model, i, window, False, 10, x, y).total
+            totals = [hs.measure_stage(cell.replace(head), model, i, window, False, 10, x, y).total
                       for head in options]
         within = [(abs(t - target), k) for k, t in enumerate(totals) if t <= target + tol]
         best = options[min(within)[1]] if within else options[int(np.argmin(totals))]
@@ -153,10 +158,10 @@ def test_the_search_leaves_the_model_as_it_was():
     model.layers[0].requires_grad_(False)
     modes, flags = [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]
     x, y = batch((3, 12, 12), 8)
-    before = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
+    before = step_memory(model, ce_step_loss, partial(make_optimizer, cell.optimizer), x, y)
     hs.fit_heads(cell, model, x, y, 10)
     assert [m.training for m in model.modules()] == modes and [p.requires_grad for p in model.parameters()] == flags
-    assert step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y).parts() == before.parts()
+    assert step_memory(model, ce_step_loss, partial(make_optimizer, cell.optimizer), x, y).parts() == before.parts()
 
 
 def test_an_unreachable_target_gives_the_smallest_heads_and_says_so():
@@ -164,7 +169,7 @@ def test_an_unreachable_target_gives_the_smallest_heads_and_says_so():
     model = build_model(cell, (1, 8, 8), 10)
     x, y = batch((1, 8, 8), 256)
     fit = hs.fit_heads(cell, model, x, y, 10)
-    smallest = [{"decision_convs": 1, "decision_channels": 1}] * 3 + [{}]  # 1 channel, 4x4 -> pooled 2x2
+    smallest = [replace(cell[DecisionBlockParams], decision_convs=1, decision_channels=1)] * 3 + [None]  # 1 channel
     assert fit.heads == smallest and fit.relative_memory > 0.1
 
 
@@ -172,16 +177,16 @@ def test_training_uses_the_fitted_heads_and_the_probe_confirms_the_memory(digits
     cell = cnn(depth=4, memory_target=0.3, steps=4, layer_steps=2, log_every=2, eval_every=2, batch_size=128)
     torch.set_num_threads(1)
     model = build_model(cell, digits.input_shape, digits.n_classes)
-    x, y = first_batch(cell, digits.train.x, digits.train.y)
+    x, y = first_batch(cell.run.batch_size, digits.train.x, digits.train.y)
     fit = hs.fit_heads(cell, model, x, y, digits.n_classes)
     ds = train_cell(cell, digits, model, torch.device("cpu"))[0]
     np.testing.assert_array_equal(ds["layer_peak_memory_bytes"].values, [m.total for m in fit.memories])
     assert float(ds["backprop_memory_bytes"]) == fit.backprop.total
     assert float(ds["relative_memory"]) == float(ds["search_relative_memory"]) == pytest.approx(
         fit.relative_memory, rel=1e-12)
-    np.testing.assert_array_equal(ds["layer_decision_convs"].values[:-1], [h["decision_convs"] for h in fit.heads[:-1]])
+    np.testing.assert_array_equal(ds["layer_decision_convs"].values[:-1], [h.decision_convs for h in fit.heads[:-1]])
     np.testing.assert_array_equal(ds["layer_decision_channels"].values[:-1],
-                                  [h["decision_channels"] for h in fit.heads[:-1]])
+                                  [h.decision_channels for h in fit.heads[:-1]])
     assert np.isnan(ds["layer_decision_convs"].values[-1]) and np.isfinite(ds["layer_test_acc"]).all()
 
 

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import ROOT, make_cell, snakemake, write_study
+from conftest import make_cell, snakemake, write_study
 from torch import nn
 from torch.func import functional_call, jacrev
 from torch.nn import functional as F
 
 from layerlab.catalog import check_cell
+from layerlab.core.cell import cell_properties
 from layerlab.core.config import ConfigError
+from layerlab.core.sections import DataParams
 from layerlab.core.store import read_store
 from layerlab.data.datasets import Dataset, Split, crop_resize, input_shape, load, prepare
 from layerlab.measurements.fisher import (
@@ -160,12 +161,14 @@ def test_crop_resize_input(tmp_path):
     path = tmp_path / "digits.npz"
     meta = prepare("digits", path, tmp_path)
     assert input_shape(meta, crop=6, resize=3) == (1, 3, 3) and input_shape(meta, 1, 6) == (1, 6, 6)
-    full, small = load(path, scaling="unit"), load(path, scaling="unit", crop=6, resize=3)
+    full = load(path, data=DataParams(input_scaling="unit"))
+    small = load(path, data=DataParams(input_scaling="unit", input_crop=6, input_resize=3))
     centre = full.train.x[:, :, 1:7, 1:7]
     expected = F.interpolate(centre, size=(3, 3), mode="bilinear", antialias=True, align_corners=False)
     torch.testing.assert_close(small.train.x, expected)
     torch.testing.assert_close(crop_resize(full.train.x, 6), centre)
-    assert load(path, scaling="unit", crop=6, resize=3, pool=3).input_shape == (1, 1, 1)
+    tiny = DataParams(input_scaling="unit", input_crop=6, input_resize=3, input_pool=3)
+    assert load(path, data=tiny).input_shape == (1, 1, 1)
     with pytest.raises(ConfigError, match=r"input_crop 9 is larger than the digits images \(8x8\)"):
         check_cell(make_cell(input_crop=9))
     with pytest.raises(ConfigError, match="input_pool 4 is larger than the 3x3 images"):
@@ -182,8 +185,7 @@ def test_config_errors():
         check_cell(make_cell(depth=1, width=32, dataset="fashion_mnist"), ["fisher"])
     with pytest.raises(ConfigError, match=r"bias false .* needs model 'fnn'"):
         check_cell(make_cell(model="cnn", bias=False))
-    schema = yaml.safe_load((ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml").read_text())["properties"]
-    assert tuple(schema["fisher_types"]["items"]["enum"]) == FISHER_TYPES  # one list of Fisher types
+    assert tuple(cell_properties()["fisher_types"]["items"]["enum"]) == FISHER_TYPES  # one list of Fisher types
 
 
 def test_bias_free_fnn():

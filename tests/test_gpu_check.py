@@ -36,7 +36,7 @@ def test_every_quick_study_shortened_is_a_valid_study():
         cells = check_study(config)  # the Snakefile's checks: schemas, defaults, every plug-in's constraints
         assert 1 <= len(cells) <= 4, config["study"]
         for cell in cells.values():
-            assert cell["steps"] == 20 and (cell["layer_steps"] in (None, 20)), config["study"]
+            assert cell.run.steps == 20 and (cell.regime.layer_steps in (None, 20)), config["study"]
 
 
 def test_no_cuda_fails_with_a_clear_message(capsys, monkeypatch):

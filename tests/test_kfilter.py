@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_cell
+from conftest import changed, make_cell
 
 from layerlab.catalog import check_cell
 from layerlab.core.config import ConfigError
@@ -80,7 +80,7 @@ def test_training_draws_batches_from_the_kept_rows(digits):
         assert all(tuple(r.tolist()) in allowed for r in state.x.flatten(1))
     ds, _ = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes), torch.device("cpu"))
     assert int(ds["train_rows"]) == len(rows) and float(ds["train_kept"]) == pytest.approx(len(rows) / 1437)
-    off, _ = train_cell({**cell, "k_filter": 0}, digits, build_model(cell, digits.input_shape, digits.n_classes),
+    off, _ = train_cell(changed(cell, k_filter=0), digits, build_model(cell, digits.input_shape, digits.n_classes),
                         torch.device("cpu"))
     assert float(off["train_kept"]) == 1.0 and int(off["train_rows"]) == 1437 and float(off["k_filter_seconds"]) == 0
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from conftest import make_cell, snakemake, write_study
+from conftest import changed, make_cell, snakemake, write_study
 from torch import nn
 from torch.nn import functional as F
 
@@ -33,8 +33,8 @@ F32 = 4
 
 def backprop_step(cell: dict, model: nn.Module, data) -> StepMemory:
     """The memory of one backprop step on the cell's first batch (what the memory probe measures)."""
-    return step_memory(model, ce_step_loss, lambda params: make_optimizer(cell, params),
-                       *first_batch(cell, data.train.x, data.train.y))
+    return step_memory(model, ce_step_loss, lambda params: make_optimizer(cell.optimizer, params),
+                       *first_batch(cell.run.batch_size, data.train.x, data.train.y))
 
 
 def run(cell: dict, data) -> xr.Dataset:
@@ -184,7 +184,7 @@ def test_same_seed_identical_metrics_other_seed_differs(digits):
     cell = small(training="segmentwise", segment_size=2, input_dropout=0.3, grad_dropout=0.5, layer_steps=8)
     a, b = run(cell, digits), run(cell, digits)
     xr.testing.assert_identical(a.drop_vars("train_seconds"), b.drop_vars("train_seconds"))
-    c = run({**cell, "seed": 1}, digits)
+    c = run(changed(cell, seed=1), digits)
     assert not np.array_equal(a["loss"].values, c["loss"].values)
 
 
@@ -231,14 +231,14 @@ def test_memory_matches_the_closed_form_and_layerwise_ratio(digits, widths, batc
     model = build_model(cell, digits.input_shape, n_classes)
     bp = backprop_step(cell, model, digits).total
     assert bp == mlp_closed_form(n_in, widths, n_classes, batch, None)
-    ds = train_cell({**cell, "training": "layerwise"}, digits, model, torch.device("cpu"))[0]
+    ds = train_cell(changed(cell, training="layerwise"), digits, model, torch.device("cpu"))[0]
     expected = [mlp_closed_form(n_in, widths, n_classes, batch, (i, i + 1)) for i in range(depth)]
     np.testing.assert_array_equal(ds["layer_peak_memory_bytes"].values, expected)
     assert float(ds["peak_memory_bytes"]) == max(expected) < bp
     assert float(ds["peak_memory_bytes"]) / bp == pytest.approx(max(expected) / bp, rel=1e-12)
     # the no-training profile (bench/layerwise_memory.py, the notes' E6b) measures the same steps
-    x, y = first_batch(cell, digits.train.x, digits.train.y)
-    profile_bp, profile = hs.memory_profile({**cell, "training": "layerwise"}, model, x, y, n_classes)
+    x, y = first_batch(cell.run.batch_size, digits.train.x, digits.train.y)
+    profile_bp, profile = hs.memory_profile(changed(cell, training="layerwise"), model, x, y, n_classes)
     assert profile_bp.total == bp and [m.total for m in profile] == expected
     parts = ds["peak_memory_parts"]
     assert float(parts.sum()) == max(expected) and float(parts.sel(memory_part="batch")) == batch * (n_in * 4 + 8)
@@ -250,7 +250,7 @@ def test_memory_of_adam_counts_two_moments_and_step_counters():
     params = sum(p.numel() for p in model.parameters())
     x, y = torch.randn(7, 6), torch.randint(0, 2, (7,))
     memory = step_memory(model, lambda net, a, b: F.cross_entropy(net(a), b),
-                         lambda ps: make_optimizer(make_cell(optimizer="adam"), ps), x, y)
+                         lambda ps: make_optimizer(make_cell(optimizer="adam").optimizer, ps), x, y)
     assert memory.optimizer_state == F32 * (2 * params + 4)  # exp_avg, exp_avg_sq + a float32 `step` per tensor
     assert memory.gradients == memory.parameters == F32 * params
     assert memory.activations == F32 * (7 * (5 + 2) + 1) and memory.batch == 7 * (6 * F32 + 8)

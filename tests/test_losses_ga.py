@@ -39,10 +39,10 @@ def thesis_loss(loss: str, x: np.ndarray, t: np.ndarray, cell: dict) -> float:
     elif loss == "tanh":
         per = np.log(np.cosh(x)) - t * x
     elif loss == "exp_ga":  # sparse cross-entropy, section 4.6: |y| - t ln y with y = alpha e^x
-        y = cell["exp_alpha"] * np.exp(x)
+        y = cell.loss.exp_alpha * np.exp(x)
         per = np.abs(y) - t * np.log(y)
     else:  # negative-correlation loss, section 4.8, with y = x
-        per = 0.25 * cell["pow3_alpha"] * x**4 + cell["pow3_beta"] * x - t * x
+        per = 0.25 * cell.loss.pow3_alpha * x**4 + cell.loss.pow3_beta * x - t * x
     return float(per.sum(1).mean())
 
 
@@ -67,28 +67,28 @@ def test_gradient_is_the_canonical_delta(loss, targets):
     check_cell(cell)
     x, y = logits_and_labels()
     x.requires_grad_(True)
-    head_loss(cell, x, y).backward()
-    off, on = head_targets(cell)
-    alpha = cell["exp_alpha"] if loss == "exp_ga" else cell["pow3_alpha"]
-    expected = (closed_form_y(loss, x.detach().numpy(), alpha, cell["pow3_beta"]) - one_hot(y, off, on)) / len(y)
+    head_loss(cell.loss, x, y).backward()
+    off, on = head_targets(cell.loss)
+    alpha = cell.loss.exp_alpha if loss == "exp_ga" else cell.loss.pow3_alpha
+    expected = (closed_form_y(loss, x.detach().numpy(), alpha, cell.loss.pow3_beta) - one_hot(y, off, on)) / len(y)
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(head_activation(cell, x.detach()).numpy(),
-                               closed_form_y(loss, x.detach().numpy(), alpha, cell["pow3_beta"]), rtol=1e-12)
+    np.testing.assert_allclose(head_activation(cell.loss, x.detach()).numpy(),
+                               closed_form_y(loss, x.detach().numpy(), alpha, cell.loss.pow3_beta), rtol=1e-12)
 
 
 @pytest.mark.parametrize("loss", HEADS)
 def test_loss_values_are_the_thesis_formulas(loss):
     cell = make_cell(loss=loss, exp_alpha=0.1, pow3_alpha=0.001, pow3_beta=0.4)
     x, y = logits_and_labels(seed=1, scale=2.0)
-    t = one_hot(y, *head_targets(cell))
-    got = float(head_loss(cell, x, y))
+    t = one_hot(y, *head_targets(cell.loss))
+    got = float(head_loss(cell.loss, x, y))
     assert got == pytest.approx(thesis_loss(loss, x.numpy(), t, cell), rel=1e-12, abs=1e-12)
 
 
 def test_tanh_loss_is_stable_for_large_logits():
     cell = make_cell(loss="tanh")
     x = torch.tensor([[800.0, -800.0] + [0.0] * (K - 2)], dtype=torch.float64, requires_grad=True)
-    value = head_loss(cell, x, torch.tensor([0]))
+    value = head_loss(cell.loss, x, torch.tensor([0]))
     value.backward()
     # ln cosh(+-800) = 800 - ln 2; t = +1 on class 0, -1 on class 1 cancels the |x|
     assert float(value.detach()) == pytest.approx(2 * (800 - np.log(2)) - 800 - 800)
@@ -96,12 +96,12 @@ def test_tanh_loss_is_stable_for_large_logits():
 
 
 def test_default_targets_and_constants_are_the_thesis_ones():
-    assert head_targets(make_cell(loss="exp_ga")) == (0.0, 16.0)
-    assert head_targets(make_cell(loss="pow3_ga")) == (0.0, 10.0)
-    assert head_targets(make_cell(loss="mse")) == (0.0, 1.0)
-    assert head_targets(make_cell(loss="tanh")) == (-1.0, 1.0)
+    assert head_targets(make_cell(loss="exp_ga").loss) == (0.0, 16.0)
+    assert head_targets(make_cell(loss="pow3_ga").loss) == (0.0, 10.0)
+    assert head_targets(make_cell(loss="mse").loss) == (0.0, 1.0)
+    assert head_targets(make_cell(loss="tanh").loss) == (-1.0, 1.0)
     cell = make_cell()
-    assert (cell["exp_alpha"], cell["pow3_alpha"], cell["pow3_beta"]) == (0.1, 0.001, 0.4)
+    assert (cell.loss.exp_alpha, cell.loss.pow3_alpha, cell.loss.pow3_beta) == (0.1, 0.001, 0.4)
 
 
 def test_amplification_of_the_output_delta_at_zero_logits():
@@ -111,7 +111,7 @@ def test_amplification_of_the_output_delta_at_zero_logits():
     F.cross_entropy(x, y).backward()
     softmax_rms = float(x.grad.pow(2).mean().sqrt())
     x.grad = None
-    head_loss(make_cell(loss="exp_ga"), x, y).backward()
+    head_loss(make_cell(loss="exp_ga").loss, x, y).backward()
     exp_rms = float(x.grad.pow(2).mean().sqrt())
     closed = np.sqrt(((K - 1) * 0.1**2 + (0.1 - 16) ** 2) / ((K - 1) * (1 / K) ** 2 + (1 / K - 1) ** 2))
     assert exp_rms / softmax_rms == pytest.approx(closed, rel=1e-12)
@@ -133,9 +133,9 @@ def test_grad_rms_probe_matches_a_manual_backward(digits):
                      batch_size=32, grad_rms_probe=True)
     ds, init = train(cell, digits)
     assert ds["grad_rms"].dims == ("step", "layer") and ds.sizes["layer"] == 3
-    idx = next(Batches(len(digits.train.y), cell["batch_size"], torch.Generator().manual_seed(cell["seed"])))
+    idx = next(Batches(len(digits.train.y), cell.run.batch_size, torch.Generator().manual_seed(cell.run.seed)))
     logits, _ = init(digits.train.x[idx])
-    head_loss(cell, logits.double(), digits.train.y[idx]).backward()
+    head_loss(cell.loss, logits.double(), digits.train.y[idx]).backward()
     weights = [init.layers[0].weight, init.layers[1].weight, init.head.weight]
     manual = [float(torch.sqrt((w.grad.double() ** 2).sum() / w.numel())) for w in weights]
     np.testing.assert_allclose(ds["grad_rms"].sel(step=0).values, manual, rtol=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import make_cell
+from conftest import changed, make_cell
 
 from layerlab.nets.models import build_model
 from layerlab.probes.neurons import neuron_states
@@ -50,7 +50,7 @@ def test_probe_counts_equal_a_float64_reference_and_change_nothing(digits):
     assert ds["n_full"].sel(step=0).values.tolist() == init_counts[1] and init_counts[1][0] >= 1
     final = reference_counts(trained, digits.train.x)
     assert ds["n_dying"].sel(step=6).values.tolist() == final[0]
-    without, _ = train({**cell, "neuron_every": 0}, digits)
+    without, _ = train(changed(cell, neuron_every=0), digits)
     with_probe, _ = train(cell, digits)
     for name in ("loss", "test_acc_curve", "batch_entropy"):
         np.testing.assert_array_equal(without[name].values, with_probe[name].values)
@@ -62,7 +62,7 @@ def test_batch_norm_nets_have_no_dying_or_full_units(digits):
     ds, model = train(cell, digits)
     assert int(ds["n_dying"].sum()) == 0 and int(ds["n_full"].sum()) == 0
     running = [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
-    _, model2 = train({**cell, "neuron_every": 0}, digits)
+    _, model2 = train(changed(cell, neuron_every=0), digits)
     for a, b in zip(running, [m.running_mean for m in model2.modules() if isinstance(m, torch.nn.BatchNorm1d)],
                     strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # the probe's forward left the running statistics alone

@@ -272,7 +272,8 @@ def test_groups_fit_the_device_budget(digits):
     cells = {f"s{s}": make_cell(**{**BASE, "seed": s}) for s in range(5)}
     members = [prepare(name, cell, digits, build_model(cell, digits.input_shape, digits.n_classes), None)
                for name, cell in cells.items()]
-    one = stage_memory(members[0].stage, *first_batch(cells["s0"], digits.train.x, digits.train.y)).total
+    batch = first_batch(cells["s0"].run.batch_size, digits.train.x, digits.train.y)
+    one = stage_memory(members[0].stage, *batch).total
     assert one > 0
     assert [len(part) for part in fitting(members, int(2.5 * one))] == [2, 2, 1]
     assert [len(part) for part in fitting(members, None)] == [5]  # the CPU: no limit
@@ -288,12 +289,12 @@ CONV = {  # convolutional networks packed: BatchNorm per model, dropout from eac
 
 @pytest.mark.parametrize("name", CONV)
 def test_packed_conv_cells_equal_the_cells_alone(digits_path, name):
-    from layerlab.workflow.runtime import load_data
+    from layerlab.data.datasets import load
 
     torch.set_num_threads(1)
     overrides = {**BASE, "steps": 6, "log_every": 3, "eval_every": 6, "test_subset": 64, **CONV[name]}
     cells = {f"seed~{s}": make_cell(**overrides, seed=s) for s in range(2)}
-    data = load_data(cells["seed~0"], digits_path, torch.device("cpu"))
+    data = load(digits_path, torch.device("cpu"), cells["seed~0"].data)
     results = packed(cells, data)
     for cid, cell in cells.items():
         assert_same_cell(alone(cell, data), results[cid], cid)

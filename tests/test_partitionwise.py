@@ -45,7 +45,7 @@ def test_matches_a_hand_written_bottom_up_loop(digits):
     ds, model = run(c, digits)
     ref = build_model(c, digits.input_shape, digits.n_classes)
     x_all, y_all = digits.train.x, digits.train.y
-    batches = Batches(len(y_all), c["batch_size"], torch.Generator().manual_seed(c["seed"]))
+    batches = Batches(len(y_all), c.run.batch_size, torch.Generator().manual_seed(c.run.seed))
 
     def hidden(x: torch.Tensor, layers: range) -> torch.Tensor:
         h = x.flatten(1)
@@ -108,7 +108,7 @@ def test_online_k_filter_keeps_the_rows_whose_feednet_features_are_not_redundant
     model = build_model(c, digits.input_shape, digits.n_classes)
     split = type(digits.train)(digits.train.x[:300], digits.train.y[:300])
     net = sn.stage_network(c, model, 1, (2, 4), True, digits.n_classes, split.x)
-    flt = KFilter(c, net, split, start=2)
+    flt = KFilter(c.run, c.regime.k_filter_cap, net, split, start=2)
     with torch.no_grad():
         h = split.x.flatten(1)
         for layer, act in zip(model.layers[:2], model.acts[:2], strict=True):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_cell, snakemake, write_study
+from conftest import changed, make_cell, snakemake, write_study
 from scipy.stats import entropy
 from sklearn.neighbors import NearestNeighbors
 from torch.nn import functional as F
@@ -135,7 +135,7 @@ def test_probe_on_networks_is_deterministic_and_consistent(digits):
     assert list(ds["rep_features"].values) == [64, 32, 16, 8, 10]
     assert int(ds["rep_samples"]) == 500 and int(ds["rep_heldout_samples"]) == 360  # test split of digits: 360
     # rep_layer 0 is the network-independent input: compare with the references on the same rows
-    rows = balanced_subset(digits.train.y.numpy(), 500, cell["seed"])
+    rows = balanced_subset(digits.train.y.numpy(), 500, cell.run.seed)
     x, y = digits.train.x[rows].flatten(1).double().numpy(), digits.train.y[rows].numpy()
     assert float(ds["lsd_train"].sel(checkpoint="init", rep_layer=0)) == pytest.approx(lsd_reference(x, y, 10),
                                                                                          rel=1e-8)
@@ -160,7 +160,7 @@ def test_conv_maps_are_pooled_and_a_diverged_network_gives_nan(digits):
     final = ds.sel(checkpoint="final")
     assert np.isnan(final["lsd_train"][4]) and np.isnan(final["k_redundancy"][4])  # NaN logits: a result
     assert float(final["lsd_train"][1]) == float(ds["lsd_train"].sel(checkpoint="init")[1])  # same hidden layers
-    flat = run_representation({**cell, "representation_conv": "flatten"}, digits, {"init": net}, torch.device("cpu"))
+    flat = run_representation(changed(cell, representation_conv="flatten"), digits, {"init": net}, torch.device("cpu"))
     assert list(flat["rep_features"].values) == [64, 4 * 64, 4 * 64, 64, 10]
 
 

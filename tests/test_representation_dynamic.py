@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_cell, snakemake, write_study
+from conftest import changed, make_cell, snakemake, write_study
 from sklearn.neighbors import NearestNeighbors
 
 from layerlab.catalog import check_cell
@@ -45,7 +45,7 @@ def test_measures_at_the_chosen_steps_equal_the_measurement_of_init_and_final(di
             np.testing.assert_allclose(ds[f"{name}_dynamic"].sel(step=step).values, ref[name].values[0],
                                        rtol=1e-6, atol=1e-7, err_msg=f"{name} step {step}")
     # the input X is the same at every step: its k-redundancy against sklearn's neighbours on the probe rows
-    rows = balanced_subset(digits.train.y.numpy(), 300, cell["seed"])
+    rows = balanced_subset(digits.train.y.numpy(), 300, cell.run.seed)
     x, y = digits.train.x[rows].flatten(1).double().numpy(), digits.train.y[rows].numpy()
     neighbours = NearestNeighbors(n_neighbors=6).fit(x).kneighbors(x, return_distance=False)[:, 1:]
     expected = np.mean((y[neighbours] == y[:, None]).all(1))
@@ -57,7 +57,7 @@ def test_training_is_the_same_with_the_probe_on_or_off(digits):
     cell = make_cell(**CELL, bn_variant="bn_gamma_beta", init="he_normal", representation_every=7,
                      representation_at=[3])
     with_probe, model_on = train(cell, digits)
-    without, model_off = train({**cell, "representation_every": 0, "representation_at": []}, digits)
+    without, model_off = train(changed(cell, representation_every=0, representation_at=[]), digits)
     assert "lsd_train_dynamic" not in without
     steps = without["step"].values
     for name in ("loss", "ce", "batch_acc", "test_acc_curve", "batch_entropy", "gamma", "beta"):

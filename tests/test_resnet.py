@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from layerlab.catalog import check_cell
 from layerlab.core.config import ConfigError
 from layerlab.core.registry import register_dataset
+from layerlab.core.sections import DataParams
 from layerlab.core.store import read_store
 from layerlab.data.datasets import DatasetUnavailable, input_shape, load, prepare
 from layerlab.nets.models import build_model
@@ -144,14 +145,15 @@ def test_input_pooling(tmp_path):
     path = tmp_path / "digits.npz"
     meta = prepare("digits", path, tmp_path)
     assert input_shape(meta, 2) == (1, 4, 4)
-    full, pooled = load(path, scaling="unit"), load(path, scaling="unit", pool=2)
+    full = load(path, data=DataParams(input_scaling="unit"))
+    pooled = load(path, data=DataParams(input_scaling="unit", input_pool=2))
     blocks = full.train.x.numpy().reshape(-1, 1, 4, 2, 4, 2).mean((3, 5))
     np.testing.assert_allclose(pooled.train.x.numpy(), blocks, rtol=1e-6)
-    standardized = load(path, pool=2).train.x
+    standardized = load(path, data=DataParams(input_pool=2)).train.x
     assert standardized.mean().item() == pytest.approx(0, abs=1e-5)
     assert standardized.std().item() == pytest.approx(1, rel=1e-5)
     with pytest.raises(DatasetUnavailable, match="input_pool 16 is larger"):
-        load(path, pool=16)
+        load(path, data=DataParams(input_pool=16))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -224,7 +226,7 @@ def test_per_channel_standardization(tmp_path):
                      provenance={"source": "generated", "license": "none", "split": "50/10", "scale": 255.0})
     path = tmp_path / "rgb.npz"
     prepare("rgb", path, tmp_path)
-    x = load(path, scaling="standardize_channels").train.x
+    x = load(path, data=DataParams(input_scaling="standardize_channels")).train.x
     assert x.shape == (50, 3, 4, 4)
     np.testing.assert_allclose(x.mean((0, 2, 3)).numpy(), 0, atol=1e-5)
     np.testing.assert_allclose(x.std((0, 2, 3)).numpy(), 1, rtol=1e-5)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from conftest import TINY_STUDY, make_cell
+from conftest import TINY_STUDY, changed, make_cell
 from torch.nn import functional as F
 
 import layerlab.training.regimes.stage_nets as sn
@@ -58,10 +58,11 @@ def hand_robin(cell: dict, model: torch.nn.Module, heads: list[torch.nn.Module],
     model, heads = copy.deepcopy(model), [*copy.deepcopy(heads), None]
     heads[-1] = model.head
     layers = list(model.layers)
-    optimizers = [torch.optim.SGD([*layers[i].parameters(), *heads[i].parameters()], lr=0.0, momentum=cell["momentum"],
-                                  weight_decay=cell["weight_decay"]) for i in range(len(layers))]
+    opt = cell.optimizer
+    optimizers = [torch.optim.SGD([*layers[i].parameters(), *heads[i].parameters()], lr=0.0, momentum=opt.momentum,
+                                  weight_decay=opt.weight_decay) for i in range(len(layers))]
     updates = [0] * len(layers)
-    generator, perm, pos, b = torch.Generator().manual_seed(cell["seed"]), None, 0, cell["batch_size"]
+    generator, perm, pos, b = torch.Generator().manual_seed(cell.run.seed), None, 0, cell.run.batch_size
 
     def loss(i: int) -> torch.Tensor:
         nonlocal perm, pos
@@ -76,11 +77,11 @@ def hand_robin(cell: dict, model: torch.nn.Module, heads: list[torch.nn.Module],
 
     for order in orders:
         for i in order:
-            for _ in range(cell["layer_steps"]):
+            for _ in range(cell.regime.layer_steps):
                 step_loss = loss(i)
-                decay = 0.1 ** sum(updates[i] >= m for m in cell["lr_milestones"])
+                decay = 0.1 ** sum(updates[i] >= m for m in cell.optimizer.lr_milestones)
                 for group in optimizers[i].param_groups:
-                    group["lr"] = cell["lr"] * cell["layer_lr_decay"] ** i * decay
+                    group["lr"] = cell.optimizer.lr * cell.regime.layer_lr_decay ** i * decay
                 optimizers[i].zero_grad()
                 step_loss.backward()
                 optimizers[i].step()
@@ -97,7 +98,7 @@ def test_two_rounds_equal_a_hand_written_float64_loop(digits, float64, training)
                  lr_milestones=[4], log_every=3, eval_every=3)
     model = build_model(cell, data.input_shape, data.n_classes)
     heads = [sn.make_head(cell, (8,), data.n_classes, i) for i in range(2)]  # the regime's seeded heads
-    orders = layer_orders(3, 2, training == "random_robin", cell["seed"])
+    orders = layer_orders(3, 2, training == "random_robin", cell.run.seed)
     expected = hand_robin(cell, model, heads, data.train.x, data.train.y, orders)
     ds, trained = train_cell(cell, data, model, torch.device("cpu"))
     assert trained.layers[0][0].weight.dtype == torch.float64
@@ -110,7 +111,7 @@ def test_two_rounds_equal_a_hand_written_float64_loop(digits, float64, training)
 
 def test_one_round_of_round_robin_is_layerwise_training(digits):
     cell = robin(rounds=1, input_dropout=0.3, grad_dropout=0.4, layer_lr_decay=0.8, weight_decay=1e-4)
-    (a, model_a), (b, model_b) = run(cell, digits), run({**cell, "training": "layerwise"}, digits)
+    (a, model_a), (b, model_b) = run(cell, digits), run(changed(cell, training="layerwise"), digits)
     robin_only = {"robin_round", "robin_layer", "robin_order", "round", "order_position"}
     assert set(a.variables) - robin_only == set(b.variables)
     for name in set(b.variables) - MEMORY - {"train_seconds"}:
@@ -133,7 +134,7 @@ def test_random_robin_trains_the_layers_in_its_order(digits):
     the top layer); the order is the seeded one and changes with the seed."""
     cell = robin(training="random_robin", depth=4, rounds=3, layer_steps=2, log_every=1, grad_rms_probe=True)
     ds, _ = run(cell, digits)
-    orders = layer_orders(4, 3, True, cell["seed"])
+    orders = layer_orders(4, 3, True, cell.run.seed)
     np.testing.assert_array_equal(ds["robin_order"].values, orders)
     steps = ds["step"].values
     expected = [orders[min(s // 8, 2)][min(s % 8 // 2, 3) if s < 24 else 3] for s in steps]
@@ -144,13 +145,13 @@ def test_random_robin_trains_the_layers_in_its_order(digits):
     for row, layer in zip(rms[:-1], expected[:-1], strict=True):
         trained = [layer, 4] if layer == 3 else [layer]
         assert np.isfinite(row[trained]).all() and np.isnan(np.delete(row, trained)).all()
-    other, _ = run({**cell, "seed": 1}, digits)
+    other, _ = run(changed(cell, seed=1), digits)
     assert not np.array_equal(other["robin_order"].values, ds["robin_order"].values)
 
 
 def test_final_metrics_are_the_whole_networks_when_the_last_stage_trains_a_lower_layer(digits):
     cell = robin(training="random_robin", lr=0.02)
-    assert layer_orders(3, 2, True, cell["seed"])[-1][-1] != 2  # seed 0: the last stage trains a lower layer
+    assert layer_orders(3, 2, True, cell.run.seed)[-1][-1] != 2  # seed 0: the last stage trains a lower layer
     ds, model = run(cell, digits)
     assert evaluate(model, digits.test)[0] == pytest.approx(float(ds["test_acc"]))
     assert evaluate(model, digits.train)[0] == pytest.approx(float(ds["train_acc"]))
@@ -172,7 +173,7 @@ def test_peak_memory_holds_every_layers_head_and_optimizer_state(digits):
     momentum buffers (closed form)."""
     widths, n_classes = [24, 16, 12], digits.n_classes
     cell = robin(depth=3, widths=widths, rounds=1, layer_steps=1, log_every=1, eval_every=1)
-    layerwise = run({**cell, "training": "layerwise"}, digits)[0]["layer_peak_memory_bytes"].values
+    layerwise = run(changed(cell, training="layerwise"), digits)[0]["layer_peak_memory_bytes"].values
     ds, _ = run(cell, digits)
     sizes = [64, *widths]
     layer = [(a + 1) * b for a, b in itertools.pairwise(sizes)]
@@ -187,11 +188,12 @@ def test_peak_memory_holds_every_layers_head_and_optimizer_state(digits):
 
 def test_optimizer_state_bytes_closed_form():
     params = list(torch.nn.Linear(6, 5).parameters())
-    adam = optimizer_state_bytes(lambda ps: make_optimizer(make_cell(optimizer="adam"), ps), params)
+    adam = optimizer_state_bytes(lambda ps: make_optimizer(make_cell(optimizer="adam").optimizer, ps), params)
     assert adam == F32 * (2 * 35 + 2)  # exp_avg, exp_avg_sq, a float32 step per tensor
     sgd = make_cell(optimizer="sgd", momentum=0.0)
-    assert optimizer_state_bytes(lambda ps: make_optimizer(sgd, ps), params) == 0
-    assert optimizer_state_bytes(lambda ps: make_optimizer({**sgd, "momentum": 0.9}, ps), params) == F32 * 35
+    assert optimizer_state_bytes(lambda ps: make_optimizer(sgd.optimizer, ps), params) == 0
+    momentum = changed(sgd, momentum=0.9).optimizer
+    assert optimizer_state_bytes(lambda ps: make_optimizer(momentum, ps), params) == F32 * 35
     assert all(p.grad is None for p in params)  # measured on stand-ins
 
 
@@ -242,7 +244,7 @@ def test_stable_rank_matches_numpy_and_its_bounds():
 def test_stable_rank_measurement_and_gap_against_numpy(digits):
     cell = make_cell(model="cnn", depth=3, width=4)
     nets = {"init": build_model(cell, digits.input_shape, digits.n_classes),
-            "final": build_model({**cell, "seed": 1}, digits.input_shape, digits.n_classes)}
+            "final": build_model(changed(cell, seed=1), digits.input_shape, digits.n_classes)}
     ds = run_stable_rank(cell, digits, nets, torch.device("cpu"))
     assert ds["stable_rank"].dims == ("checkpoint", "layer") and list(ds["layer"].values) == [0, 1, 2, 3]
     for name, net in nets.items():

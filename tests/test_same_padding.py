@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_cell
+from conftest import changed, make_cell
 from torch import nn
 
 from layerlab.catalog.checks import check_model
+from layerlab.catalog.models import DeepOBSParams
 from layerlab.core.config import ConfigError
 from layerlab.nets.models import build_model
 from layerlab.nets.same import tf_same_pad
@@ -97,7 +98,7 @@ def test_tensorflow_same_padding_matches_a_hand_written_forward_pass(model, refe
     got = net(x)[0].detach().numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     # the symmetric padding (the default) with the same weights computes another function where TF pads one side
-    symmetric = build_model({**cell, "same_padding": "symmetric"}, (3, size, size), 10).double().eval()
+    symmetric = build_model(changed(cell, same_padding="symmetric"), (3, size, size), 10).double().eval()
     with torch.no_grad():  # the same maps in the same order (TensorFlow's pad modules shift the state-dict names)
         for own, theirs in zip(symmetric.parameters(), net.parameters(), strict=True):
             own.copy_(theirs)
@@ -113,7 +114,7 @@ def test_tf_same_pad_rule():
 
 
 def test_symmetric_is_the_default_and_tensorflow_is_refused_elsewhere():
-    assert make_cell()["same_padding"] == "symmetric"
+    assert make_cell()[DeepOBSParams].same_padding == "symmetric"
     with pytest.raises(ConfigError, match="same_padding tensorflow needs model 'cnn_3c3d' or 'all_cnn_c' "
                                           r"\(got 'cnn'\)"):
         check_model(make_cell(model="cnn", same_padding="tensorflow"))

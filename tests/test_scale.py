@@ -8,6 +8,7 @@ import pytest
 import xarray as xr
 
 from layerlab.catalog.regimes import RUN_VARIABLES
+from layerlab.core.cell import Cell
 from layerlab.core.registry import MEASUREMENTS, PROBES, REGIMES
 from layerlab.core.store import combine_cells, read_store, write_store
 from layerlab.workflow.validate import cell_defaults
@@ -103,7 +104,7 @@ def test_a_variable_named_like_an_axis_is_kept(axis):
     assert list(study[axis].values) == values and study[axis].attrs == {}
     np.testing.assert_array_equal(study[f"{axis}_value"].sel({axis: "b"}).values, [2.0, 3.0])
     assert study[f"{axis}_value"].attrs == {"units": "u"}
-    declared = study_variables({v: {**cell_defaults(), axis: v} for v in values}, [], [axis])
+    declared = study_variables({v: Cell.parse({axis: v}) for v in values}, [], [axis])
     assert f"{axis}_value" in declared and axis not in declared
 
 

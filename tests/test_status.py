@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, write_study
+from conftest import ROOT, changed, make_cell, write_study
 
 from layerlab.workflow.paths import CellFiles
 from layerlab.workflow.status import LISTED, CellStatus, cell_status, main, render, study_status
@@ -156,7 +156,7 @@ def test_status_of_cells_training_in_a_pack(tmp_path):
 def test_cell_states_from_the_files_jobs_write(tmp_path):
     """Running (this machine: by pid; elsewhere: silent after a while), stopped without an error, stale."""
     root = tmp_path / "results/s"
-    cell = {"depth": 3, "lr": 0.1}
+    cell = make_cell(depth=3, lr=0.1)
     files = CellFiles(root, "depth~3")
     assert cell_status("depth~3", cell, files, time.time()).state == "pending"
     ProgressFile(files.progress, "depth~3", files.log)  # this process: alive
@@ -174,7 +174,7 @@ def test_cell_states_from_the_files_jobs_write(tmp_path):
     row = render("s", ["depth"], [status]).splitlines()[-1]
     assert re.fullmatch(r"3 +running █{3} +300/1000 +silent 1h00m", row) and len(row) <= 80
     files.store.parent.mkdir(parents=True)
-    files.store.write_text(json.dumps({"attributes": {"config": json.dumps({"depth": 3, "lr": 0.01})},
+    files.store.write_text(json.dumps({"attributes": {"config": changed(cell, lr=0.01).json},
                                        "zarr_format": 3, "node_type": "group"}))
     status = cell_status("depth~3", cell, files, time.time())
     assert (status.state, status.note) == ("stale", "lr 0.01 -> 0.1")

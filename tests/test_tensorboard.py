@@ -4,14 +4,13 @@ store's, one HParams record per cell."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
-from conftest import make_cell
+from conftest import changed, make_cell
 
 from layerlab.core.store import write_store
 from layerlab.nets.models import build_model
@@ -91,11 +90,11 @@ class Snapshot:
 def test_live_run_is_written_during_training_and_equals_the_store(digits, tmp_path):
     torch.set_num_threads(1)
     cell = make_cell(**CELL)
-    cells = [cell, {**cell, "depth": 4}]
+    cells = [cell.to_dict(), changed(cell, depth=4).to_dict()]
     board_dir = tmp_path / "tensorboard" / "depth~3/loss~ce_lbe"
     board_dir.mkdir(parents=True)
     (board_dir / "events.out.tfevents.0.stale").write_bytes(b"an earlier job's run")  # rewritten, not appended to
-    live = LiveBoard(board_dir, "depth~3/loss~ce_lbe", cell, HParams(cells, ["depth", "loss"]), every=0)
+    live = LiveBoard(board_dir, "depth~3/loss~ce_lbe", cells[0], HParams(cells, ["depth", "loss"]), every=0)
     snapshot = Snapshot(board_dir)
     ds, _ = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes), torch.device("cpu"),
                        writers=(live, snapshot))
@@ -121,7 +120,7 @@ def test_a_probe_that_answers_only_at_the_end_is_written_at_the_end(digits, tmp_
     original = GradRMSProbe.variables
     monkeypatch.setattr(GradRMSProbe, "variables", variables)
     cell = make_cell(**CELL)
-    live = LiveBoard(tmp_path / "run", "depth~3", cell, HParams([cell], ["depth"]), every=0)
+    live = LiveBoard(tmp_path / "run", "depth~3", cell.to_dict(), HParams([cell.to_dict()], ["depth"]), every=0)
     with caplog.at_level(logging.WARNING, logger="layerlab.workflow.tensorboard"):
         ds, _ = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes),
                            torch.device("cpu"), writers=(live,))
@@ -137,7 +136,7 @@ def test_export_writes_every_stored_cell_with_its_hparams(digits, tmp_path, caps
         cell = make_cell(**{**CELL, "depth": depth, "loss": loss})
         cell_id = f"depth~{depth}/loss~{loss}"
         ds, _ = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes), torch.device("cpu"))
-        ds.attrs.update(config=json.dumps(cell), cell_id=cell_id)
+        ds.attrs.update(config=cell.json, cell_id=cell_id)
         write_store(ds, root / "cells" / cell_id / "train.zarr")
         stored[cell_id] = ds
     assert main([str(root)]) == 0

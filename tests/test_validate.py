@@ -10,6 +10,9 @@ import pytest
 import yaml
 from conftest import ROOT, TINY_STUDY
 
+from layerlab.catalog.models import FNNParams
+from layerlab.catalog.regimes import BackpropParams
+from layerlab.core.cell import cell_schema
 from layerlab.core.config import ConfigError, canonical_json, expand_cells
 from layerlab.core.messages import nearest
 from layerlab.core.registry import DATASETS, PLOT_KEYS, PLOT_ROLES, PLOTS, plot_option, register_plot
@@ -32,10 +35,14 @@ def message(config: dict, cli: dict | None = None) -> str:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_cells_and_defaults_match_snakemake_validate(path):
+def test_cells_and_defaults_match_snakemake_validate(path, tmp_path):
     """Same config defaults and the same canonical cells (no rerun of existing results) as the old per-cell
-    snakemake.utils.validate(set_default=True); checked on up to 8 cells per shipped config (75 ms a cell there)."""
+    snakemake.utils.validate(set_default=True) with the cell schema (generated from the sections); checked on up to
+    8 cells per shipped config (75 ms a cell there)."""
     from snakemake.utils import validate
+
+    cell_schema_file = tmp_path / "cell.schema.yaml"
+    cell_schema_file.write_text(yaml.safe_dump(cell_schema()))
 
     raw = yaml.safe_load(path.read_text())
     old_config = copy.deepcopy(raw)
@@ -47,8 +54,8 @@ def test_cells_and_defaults_match_snakemake_validate(path):
     assert new_config == old_config  # trainability {} -> {metric, threshold}, plots [], probes [], threads 1
     assert list(new_cells) == list(old_cells)
     for cid in list(old_cells)[:8]:
-        validate(old_cells[cid], str(ROOT / "src/layerlab/workflow/schemas/cell.schema.yaml"))
-        assert canonical_json(new_cells[cid]) == canonical_json(old_cells[cid])
+        validate(old_cells[cid], str(cell_schema_file))
+        assert new_cells[cid].json == canonical_json(old_cells[cid])
 
 
 def test_defaults_are_copies_and_nested_defaults_fill():
@@ -59,8 +66,8 @@ def test_defaults_are_copies_and_nested_defaults_fill():
     assert b["trainability"] == {"metric": "train_acc", "threshold": 0.3}
     cells = check_study(study())
     first, second = list(cells.values())[:2]
-    first["widths"].append(3)
-    assert second["widths"] == []
+    first.to_dict()["widths"].append(3)
+    assert first[FNNParams].widths == () and second.to_dict()["widths"] == []
 
 
 def test_checking_10000_cells_takes_well_under_a_second_per_thousand():
@@ -68,7 +75,7 @@ def test_checking_10000_cells_takes_well_under_a_second_per_thousand():
     start = time.perf_counter()
     cells = check_study(config)
     elapsed = time.perf_counter() - start
-    assert len(cells) == 10_000 and cells["depth~3/loss~ce/seed~999"]["momentum"] == 0.0
+    assert len(cells) == 10_000 and cells["depth~3/loss~ce/seed~999"].optimizer.momentum == 0.0
     assert elapsed < 5, f"{elapsed:.2f} s for 10,000 cells"
 
 
@@ -118,9 +125,9 @@ def test_numbers_as_papers_write_them_are_numbers_and_whole_ones_integers(tmp_pa
     cells = check_study(config)
     assert list(cells) == ["lr~0.001/depth~3", "lr~0.0003/depth~3", "lr~0.1/depth~3"]
     cell = cells["lr~0.1/depth~3"]
-    assert cell["momentum"] == 0.9 and cell["lbe_beta"] == 0.01
-    assert cell["steps"] == 100 and isinstance(cell["steps"], int) and cell["lr_milestones"] == [50]
-    assert canonical_json(cell["lr_milestones"]) == "[50]"
+    assert cell.optimizer.momentum == 0.9 and cell.loss.lbe_beta == 0.01
+    assert cell.run.steps == 100 and isinstance(cell.run.steps, int) and cell.optimizer.lr_milestones == (50,)
+    assert canonical_json(cell.to_dict()["lr_milestones"]) == "[50]"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -151,9 +158,9 @@ def test_nearest_name():
 def test_cli_override_reaches_every_cell_typed():
     config = study(steps=7, lr=2e-3, train_subset="null")  # as Snakemake merges --config into the config
     cells = check_study(config, {"steps": 7, "lr": 2e-3, "train_subset": "null"})
-    assert {c["steps"] for c in cells.values()} == {7}
-    assert {c["lr"] for c in cells.values()} == {2e-3}  # the explicit cell's own lr 1e12 is overridden too
-    assert {c["train_subset"] for c in cells.values()} == {None}
+    assert {c.run.steps for c in cells.values()} == {7}
+    assert {c.optimizer.lr for c in cells.values()} == {2e-3}  # the explicit cell's own lr 1e12 is overridden too
+    assert {c.data.train_subset for c in cells.values()} == {None}
     assert "steps" not in config and config["fixed"]["steps"] == 7
     assert list(cells) == list(expand_cells(TINY_STUDY))  # ids unchanged: overrides are not grid axes
 
@@ -163,7 +170,8 @@ def test_cli_strings_inside_mappings_are_typed_by_the_schema():
     config["fixed"].update(steps="7", lr_milestones=["3", "5"], freeze_weights="0111")
     cells = check_study(config, {"fixed": {"steps": "7", "lr_milestones": ["3", "5"], "freeze_weights": "0111"}})
     cell = cells["depth~3/loss~ce"]
-    assert cell["steps"] == 7 and cell["lr_milestones"] == [3, 5] and cell["freeze_weights"] == "0111"
+    assert cell.run.steps == 7 and cell.optimizer.lr_milestones == (3, 5)
+    assert cell[BackpropParams].freeze_weights == "0111"
     config = study(plots=[])
     config["grid"]["depth"] = ["3", "4"]
     assert next(iter(check_study(config, {"grid": {"depth": ["3", "4"]}}))) == "depth~3/loss~ce"

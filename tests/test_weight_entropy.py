@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import make_cell
+from conftest import changed, make_cell
 from scipy.stats import entropy
 
 from layerlab.catalog import check_cell
@@ -129,7 +129,7 @@ def test_compression_leaves_at_most_2_to_the_n_values_per_layer(digits):
     _, model = train(cell, digits)  # the last compression is after update 6 (0-based step 5)
     for m in [*model.layers, model.head]:
         assert len(torch.unique(m.weight)) <= 4 and len(torch.unique(m.bias)) <= 4
-    _, plain = train({**cell, "quantize_bits": 0}, digits)
+    _, plain = train(changed(cell, quantize_bits=0), digits)
     assert len(torch.unique(plain.layers[0].weight)) > 100
 
 
@@ -151,7 +151,7 @@ def test_dynamic_bits_follow_the_entropy_rule_and_bit_rates_are_recorded(digits)
     assert np.isnan(ds["sent_bits"].sel(step=0)).all()  # no compression before the first 5 updates
     sent, huff = ds["sent_bits"].sel(step=[5, 10]), ds["sent_huffman_bits"].sel(step=[5, 10])
     assert ((sent >= 3) & (sent <= 7)).all() and (huff <= sent).all() and (huff > 0).all()
-    fixed, _ = train({**cell, "quantize_floor": None, "quantize_bits": 3}, digits)
+    fixed, _ = train(changed(cell, quantize_floor=None, quantize_bits=3), digits)
     assert (fixed["sent_bits"].sel(step=[5, 10]) == 3).all()
 
 

@@ -11,7 +11,7 @@ rule collect:
         table=report(f"{OUT}/summary.csv", caption="../report/summary.rst", category="Summary"),
         study=report(f"{OUT}/study_summary.csv", caption="../report/study_summary.rst", category="Summary"),
     params:
-        cells=canonical_json(CELLS),
+        cells=canonical_json({c: cell.to_dict() for c, cell in CELLS.items()}),
         axes=AXES,
         measurements=MEASURED,
         trainability=canonical_json(config["trainability"]),

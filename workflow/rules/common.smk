@@ -8,7 +8,7 @@ def zarr_store(path: str) -> str:
 
 def cell_json(wildcards) -> str:
     """All of a cell's parameters as one canonical JSON string (the params rerun trigger)."""
-    return canonical_json(CELLS[wildcards.cell])
+    return CELLS[wildcards.cell].json
 
 
 def plugin_code(rule: str) -> dict:
@@ -28,7 +28,7 @@ def pack_plugin_code(wildcards) -> str:
 
 
 def cell_dataset(wildcards) -> str:
-    return f"resources/datasets/{CELLS[wildcards.cell]['dataset']}.npz"
+    return f"resources/datasets/{CELLS[wildcards.cell].data.dataset}.npz"
 
 
 def pack_manifest(wildcards) -> str:

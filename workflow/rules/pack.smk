@@ -4,11 +4,11 @@ rule pack:
     final.pt for its own take_over job, which moves them into place. The manifest is temporary: once every member has
     taken over, nothing of the pack is left but its log."""
     input:
-        **{dataset: f"resources/datasets/{dataset}.npz" for dataset in sorted({c["dataset"] for c in CELLS.values()})},
+        **{dataset: f"resources/datasets/{dataset}.npz" for dataset in sorted({c.data.dataset for c in CELLS.values()})},
     output:
         manifest=temp(f"{OUT}/packs/{{pack}}.json"),
     params:
-        cells=lambda wildcards: canonical_json({c: CELLS[c] for c in PACKS[wildcards.pack]}),
+        cells=lambda wildcards: canonical_json({c: CELLS[c].to_dict() for c in PACKS[wildcards.pack]}),
         staging=f"{OUT}/packs/{{pack}}",
         checkpoints=f"{OUT}/checkpoints",
         plugins=pack_plugin_code,

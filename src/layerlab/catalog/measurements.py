@@ -4,12 +4,21 @@ study-level derivations: layerlab.report.analysis)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from layerlab.catalog.checks import input_shape
-from layerlab.core.config import ConfigError, canonical_json
+from layerlab.catalog.models import FNNParams
+from layerlab.core.config import ConfigError
+from layerlab.core.params import Section, param
 from layerlab.core.registry import DATASETS, MODELS, register_measurement
+
+if TYPE_CHECKING:
+    from layerlab.core.cell import Cell
 
 CASCADE = {
     "re_kl": ("relative entropy of reconstruction vs original, / last layer, median over samples", "1"),
@@ -75,65 +84,113 @@ FISHER_MAX_PARAMS = 20_000  # a dense P x P float64 matrix of 3.2 GB and its eig
 CASCADE_MODELS = ("fnn", "cascade_cnn", "cascade_resnet")  # models whose layers the cascade can reconstruct
 
 
-def deepest_sibling(cells: dict[str, dict]) -> dict[str, str]:
+@dataclass(frozen=True)
+class CascadeParams(Section):
+    """The cascade's training and cutoffs."""
+
+    cascade_epochs: float = param(1, "passes over the training split", per_model=True, exclusiveMinimum=0)
+    cascade_batch_size: int = param(100, per_model=True, minimum=2)
+    cascade_lr: float = param(0.001, "Adam learning rate", per_model=True, exclusiveMinimum=0)
+    cascade_eval_samples: int = param(100, "test images for the entropies", per_model=True, minimum=2)
+    cascade_images: int = param(4, "reconstructions kept for plotting", per_model=True, minimum=0)
+    cutoff_eta: float = param(0.005, "relative saturation tolerance", per_model=True, exclusiveMinimum=0)
+    cutoff_eta_diff_entropy: float = param(
+        0.005, "relative saturation tolerance of the differential entropy S for l*_S",
+        per_model=True, exclusiveMinimum=0)
+
+
+@dataclass(frozen=True)
+class RepresentationParams(Section):
+    """The representation measures' probe subset (also of the training probe representation_dynamic)."""
+
+    representation_samples: int = param(
+        2000, "class-balanced seeded probe subset of the training split (and as many held-out test rows for the "
+        "held-out LSD); capped at the split size", per_model=True, minimum=2)
+    representation_k: int = param(
+        10, "k-redundancy: a sample is redundant iff all its k nearest neighbours share its label",
+        per_model=True, minimum=1)
+    representation_conv: Literal["pool", "flatten"] = param(
+        "pool", "conv feature maps as representation: global average pool (pool) or flattened", per_model=True)
+
+
+@dataclass(frozen=True)
+class FisherParams(Section):
+    """The Fisher measurement's probe rows and Fisher types."""
+
+    fisher_samples: int = param(
+        1024, "probe `fisher`: the first N training rows, one batch (BN in training mode), for the exact Fisher "
+        "matrices and their K-FAC factors", per_model=True, minimum=2)
+    fisher_types: tuple[Literal["type2", "empirical"], ...] = param(
+        ("type2", "empirical"), "probe `fisher`: type2, the true Fisher (y ~ model; the GGN of softmax cross-entropy);"
+        " empirical, the second moment of the true-label gradients (paper 004, App. B)",
+        per_model=True, minItems=1, uniqueItems=True)
+
+
+def deepest_sibling(cells: Mapping[str, Cell]) -> dict[str, str]:
     """Cell id -> id of the deepest cell that differs from it in depth only.
 
     Paper 003 reads the cascade cutoff l* off one deep network and predicts every shallower network with the
     same parameters trainable iff its depth <= l*; the cascade therefore runs on the deepest sibling only.
     """
     deepest: dict[str, str] = {}
-    key = {cid: canonical_json({k: v for k, v in cell.items() if k != "depth"}) for cid, cell in cells.items()}
+    key = {cid: cell.replace(dataclasses.replace(cell.model, depth=0)).json for cid, cell in cells.items()}
     for cid, cell in cells.items():
         best = deepest.get(key[cid])
-        if best is None or cell["depth"] > cells[best]["depth"]:
+        if best is None or cell.model.depth > cells[best].model.depth:
             deepest[key[cid]] = cid
     return {cid: deepest[key[cid]] for cid in cells}
 
 
-def check_cascade(cell: dict) -> None:
-    if cell["model"] not in CASCADE_MODELS or cell["bn_variant"] != "none":
+def check_cascade(cell: Cell) -> None:
+    model = cell.model
+    if model.model not in CASCADE_MODELS or model.bn_variant != "none":
         raise ConfigError(f"the cascade probe reconstructs fully connected or plain conv layers: it needs model "
-                          f"{' or '.join(CASCADE_MODELS)} without BN (got '{cell['model']}', bn_variant "
-                          f"'{cell['bn_variant']}')")
+                          f"{' or '.join(CASCADE_MODELS)} without BN (got '{model.model}', bn_variant "
+                          f"'{model.bn_variant}')")
 
 
-def check_stable_rank(cell: dict) -> None:
-    if not MODELS[cell["model"]].one_map_per_layer:
-        raise ConfigError(f"the stable_rank probe reads one Linear/Conv map per layer; model '{cell['model']}' has "
-                          f"layers with several")
+def check_stable_rank(cell: Cell) -> None:
+    if not MODELS[cell.model.model].one_map_per_layer:
+        raise ConfigError(f"the stable_rank probe reads one Linear/Conv map per layer; model '{cell.model.model}' "
+                          f"has layers with several")
 
 
-def check_representation(cell: dict) -> None:
-    if cell["representation_k"] >= cell["representation_samples"]:
-        raise ConfigError(f"representation_k ({cell['representation_k']}) must be smaller than "
-                          f"representation_samples ({cell['representation_samples']}): k neighbours besides the sample")
+def check_representation(cell: Cell) -> None:
+    params = cell[RepresentationParams]
+    if params.representation_k >= params.representation_samples:
+        raise ConfigError(f"representation_k ({params.representation_k}) must be smaller than "
+                          f"representation_samples ({params.representation_samples}): k neighbours besides the "
+                          f"sample")
 
 
-def check_fisher(cell: dict) -> None:
-    if cell["model"] != "fnn" or cell["loss"] != "ce":
+def check_fisher(cell: Cell) -> None:
+    model = cell.model
+    if model.model != "fnn" or cell.loss.loss != "ce":
         raise ConfigError(f"the fisher probe computes the Fisher of softmax cross-entropy for an MLP: it needs model "
-                          f"'fnn' and loss 'ce' (got '{cell['model']}', '{cell['loss']}')")
-    dataset = DATASETS[cell["dataset"]]
-    sizes = [math.prod(input_shape(cell)), *(cell["widths"] or [cell["width"]] * cell["depth"]), dataset.classes]
+                          f"'fnn' and loss 'ce' (got '{model.model}', '{cell.loss.loss}')")
+    dataset = DATASETS[cell.data.dataset]
+    widths = cell[FNNParams].widths or (model.width,) * model.depth
+    sizes = [math.prod(input_shape(cell.data)), *widths, dataset.classes]
     if (params := sum(a * b for a, b in itertools.pairwise(sizes))) > FISHER_MAX_PARAMS:
         raise ConfigError(f"the fisher probe's dense matrix over {params} weights is too large (at most "
                           f"{FISHER_MAX_PARAMS}): reduce width/depth or the input (input_resize, input_pool)")
-    rows = min(dataset.splits[0], cell["train_subset"] or dataset.splits[0])
-    if cell["fisher_samples"] > rows:
-        raise ConfigError(f"fisher_samples {cell['fisher_samples']} is larger than the training split ({rows} rows)")
+    rows = min(dataset.splits[0], cell.data.train_subset or dataset.splits[0])
+    if (samples := cell[FisherParams].fisher_samples) > rows:
+        raise ConfigError(f"fisher_samples {samples} is larger than the training split ({rows} rows)")
 
 
 # paper 003: reconstruction-entropy cascade of the untrained network, on the deepest sibling of each cell
 register_measurement("cascade", "layerlab.measurements.cascade:run_cascade", CASCADE, reads=("init",),
                      source=deepest_sibling, collect="layerlab.report.analysis:add_cascade_prediction",
-                     summarize="layerlab.report.analysis:cascade_summary", check=check_cascade, gpu=True)
+                     summarize="layerlab.report.analysis:cascade_summary", check=check_cascade, gpu=True,
+                     parameters=CascadeParams)
 # paper 001 ch. 5: per-layer LSD, k-redundancy and selection entropy of the init and final networks
 register_measurement("representation", "layerlab.measurements.representation:run_representation", REPRESENTATION,
-                     reads=("init", "final"), check=check_representation)
+                     reads=("init", "final"), check=check_representation, parameters=RepresentationParams)
 # paper 001 ch. 6, Fig. 6.3: stable rank of every layer's weight, init and final networks
 register_measurement("stable_rank", "layerlab.measurements.stable_rank:run_stable_rank", STABLE_RANK,
                      reads=("init", "final"), summarize="layerlab.measurements.stable_rank:stable_rank_summary",
                      check=check_stable_rank)
 # paper 004 (E1/E2): exact full Fisher, its layer blocks and their K-FAC approximations, init and final networks
 register_measurement("fisher", "layerlab.measurements.fisher:run_fisher", FISHER, reads=("init", "final"),
-                     check=check_fisher, gpu=True)
+                     check=check_fisher, gpu=True, parameters=FisherParams)

@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
 from layerlab.catalog.measurements import REPRESENTATION, REPRESENTATION_PER_LAYER, check_representation
+from layerlab.catalog.models import ResNetParams
 from layerlab.core.config import ConfigError
+from layerlab.core.params import Section, param
 from layerlab.core.registry import register_probe
+
+if TYPE_CHECKING:
+    from layerlab.core.cell import Cell
 
 BATCH_ENTROPY = {"batch_entropy": ("batch entropy H^l of each hidden layer's activations", "nat")}
 BN_PARAMETERS = {
@@ -86,22 +94,98 @@ REPRESENTATION_DYNAMIC = {
 }
 
 
-def representation_schedule(cell: dict) -> set[int]:
-    """The steps at which the training probe `representation_dynamic` measures: every `representation_every` (and
-    the last step), and `representation_at`."""
-    every = set(range(0, cell["steps"], cell["representation_every"])) | {cell["steps"]} \
-        if cell["representation_every"] else set()
-    return every | set(cell["representation_at"])
+@dataclass(frozen=True)
+class GradRMSParams(Section):
+    """grad_rms's switch."""
+
+    grad_rms_probe: bool = param(
+        False, "record grad_rms (step, layer): RMS of dL/dW of every layer's weight, output layer last, from the "
+        "training step's own backward (NaN at the last step: no update there)", per_model=True)
 
 
-def check_representation_dynamic(cell: dict) -> None:
+@dataclass(frozen=True)
+class WeightEntropyParams(Section):
+    """weight_entropy's switch and bins."""
+
+    weight_entropy_bits: int = param(
+        0, "N > 0: record weight_entropy and huffman_bits (step, layer) of every layer's weight after min-max binning "
+        "into 2^N bins (thesis: M = 4); 0: off", per_model=True, minimum=0, maximum=16)
+
+
+@dataclass(frozen=True)
+class CompressionParams(Section):
+    """weight_compression's schedule and bits."""
+
+    quantize_bits: int = param(
+        0, "ch. 3 compression: every quantize_every steps each layer's weight and bias become the centres of 2^N "
+        "min-max bins (W <- Decompress(Compress(W))); 0: off", per_model=True, minimum=0, maximum=24)
+    quantize_every: int = param(1, "steps between weight compressions", per_model=True, minimum=1)
+    quantize_floor: float | None = param(
+        None, "the thesis's dynamic bit rule: N = ceil(H_M + floor) per layer and compression, capped at quantize_bits"
+        " (the ceiling), H_M the weight entropy at M = weight_entropy_bits; null: fixed N", per_model=True, minimum=0)
+
+
+@dataclass(frozen=True)
+class CurvatureParams(Section):
+    """curvature's schedule and probe batch."""
+
+    curvature_every: int = param(
+        0, "steps between K-FAC factor measurements (and the last step); 0: off. A multiple of log_every keeps the "
+        "step axis shared with the other per-step metrics", per_model=True, minimum=0)
+    curvature_samples: int = param(
+        1024, "first N training examples, one batch (BN in training mode), for the factors", per_model=True, minimum=2)
+    curvature_labels: Literal["empirical", "sampled"] = param(
+        "empirical", "empirical: true labels (official code); sampled: y ~ model (the FIM's q(y|x))", per_model=True)
+
+
+@dataclass(frozen=True)
+class NeuronParams(Section):
+    """neuron_states' schedule and probe rows."""
+
+    neuron_every: int = param(
+        0, "steps between counts of dying/full units per hidden layer (and the last); 0: off",
+        per_model=True, minimum=0)
+    neuron_samples: int = param(
+        0, "first N training examples the units are counted on (BN in training mode); 0: all",
+        per_model=True, minimum=0)
+
+
+@dataclass(frozen=True)
+class RepresentationDynamicParams(Section):
+    """representation_dynamic's schedule (its measures: RepresentationParams)."""
+
+    representation_every: int = param(
+        0, "training probe representation_dynamic: every N steps (and the last) the same measures on the same probe "
+        "subset, written to train.zarr as <measure>_dynamic (step, rep_layer); 0: off (see representation_at)",
+        per_model=True, minimum=0)
+    representation_at: tuple[int, ...] = param(
+        (), "more steps (<= steps) at which the training probe measures, e.g. [0, 468, 1404] (epochs 0, 1, 3); with "
+        "representation_every 0 these steps only", per_model=True, items={"minimum": 0})
+
+
+def representation_schedule(params: RepresentationDynamicParams, steps: int) -> set[int]:
+    """The steps (of `steps`) at which the training probe `representation_dynamic` measures: every
+    `representation_every` (and the last step), and `representation_at`."""
+    every = params.representation_every
+    return (set(range(0, steps, every)) | {steps} if every else set()) | set(params.representation_at)
+
+
+def representation_dynamic_on(cell: Cell) -> bool:
+    params = cell[RepresentationDynamicParams]
+    return params.representation_every > 0 or bool(params.representation_at)
+
+
+def check_representation_dynamic(cell: Cell) -> None:
     check_representation(cell)
-    if late := sorted(s for s in cell["representation_at"] if s > cell["steps"]):
-        raise ConfigError(f"representation_at: steps {late} are after the last step ({cell['steps']})")
+    steps = cell.run.steps
+    if late := sorted(s for s in cell[RepresentationDynamicParams].representation_at if s > steps):
+        raise ConfigError(f"representation_at: steps {late} are after the last step ({steps})")
 
 
-def check_compression(cell: dict) -> None:
-    if cell["quantize_floor"] is not None and not (cell["quantize_bits"] and cell["weight_entropy_bits"]):
+def check_compression(cell: Cell) -> None:
+    compression = cell[CompressionParams]
+    if compression.quantize_floor is not None and not (compression.quantize_bits
+                                                       and cell[WeightEntropyParams].weight_entropy_bits):
         raise ConfigError("quantize_floor (dynamic bits) needs quantize_bits (the ceiling) and weight_entropy_bits "
                           "(M, the entropy estimate) > 0")
 
@@ -110,30 +194,33 @@ def check_compression(cell: dict) -> None:
 register_probe("batch_entropy", "layerlab.probes.batch_entropy:BatchEntropyProbe", BATCH_ENTROPY, packs=True)
 # paper 002: BatchNorm's learnable gamma/beta (networks without learnable ones write nothing)
 register_probe("bn_parameters", "layerlab.probes.bn_params:BNParametersProbe", BN_PARAMETERS,
-               enabled=lambda cell: cell["bn_variant"] in ("bn_gamma", "bn_beta", "bn_gamma_beta") or cell["last_bn"],
-               keys=("bn_variant", "last_bn"), packs=True)
+               enabled=lambda cell: cell.model.bn_variant in ("bn_gamma", "bn_beta", "bn_gamma_beta")
+               or cell[ResNetParams].last_bn, keys=("bn_variant", "last_bn"), packs=True)
 # paper 001 ch. 4: per-layer RMS of dL/dW from the training step's own backward
 register_probe("grad_rms", "layerlab.probes.grad_rms:GradRMSProbe", GRAD_RMS,
-               enabled=lambda cell: cell["grad_rms_probe"], keys=("grad_rms_probe",), layer_maps=True, packs=True)
+               enabled=lambda cell: cell[GradRMSParams].grad_rms_probe, keys=("grad_rms_probe",), layer_maps=True,
+               packs=True, parameters=GradRMSParams)
 # paper 001 ch. 3: weight entropy and Huffman bits per weight
 register_probe("weight_entropy", "layerlab.probes.weight_entropy:WeightEntropyProbe", WEIGHT_ENTROPY,
-               enabled=lambda cell: cell["weight_entropy_bits"] > 0, keys=("weight_entropy_bits",), layer_maps=True,
-               packs=True)
+               enabled=lambda cell: cell[WeightEntropyParams].weight_entropy_bits > 0, keys=("weight_entropy_bits",),
+               layer_maps=True, packs=True, parameters=WeightEntropyParams)
 # paper 001 ch. 3: W <- Decompress(Compress(W)) during training, and the bits sent
 register_probe("weight_compression", "layerlab.probes.weight_entropy:WeightCompressionProbe", WEIGHT_COMPRESSION,
-               enabled=lambda cell: cell["quantize_bits"] > 0, keys=("quantize_bits",), regimes=("backprop",),
-               layer_maps=True, check=check_compression, packs=True)
+               enabled=lambda cell: cell[CompressionParams].quantize_bits > 0, keys=("quantize_bits",),
+               regimes=("backprop",), layer_maps=True, check=check_compression, packs=True,
+               parameters=CompressionParams)
 # paper 004: K-FAC factors of every layer's Fisher block, their spectra and condition numbers
 register_probe("curvature", "layerlab.probes.curvature:CurvatureProbe", CURVATURE,
-               enabled=lambda cell: cell["curvature_every"] > 0, keys=("curvature_every",), regimes=("backprop",),
-               layer_maps=True, packs=True)
+               enabled=lambda cell: cell[CurvatureParams].curvature_every > 0, keys=("curvature_every",),
+               regimes=("backprop",), layer_maps=True, packs=True, parameters=CurvatureParams)
 # paper 001 ch. 6: peak memory of one training step (per stage in the staged regimes)
 register_probe("memory", "layerlab.probes.memory:MemoryProbe", MEMORY, packs=True)
 # paper 004 Sec. 4.2, Fig. A12: dying and full ReLU units per hidden layer
 register_probe("neuron_states", "layerlab.probes.neurons:NeuronStatesProbe", NEURON_STATES,
-               enabled=lambda cell: cell["neuron_every"] > 0, keys=("neuron_every",), regimes=("backprop",), packs=True)
+               enabled=lambda cell: cell[NeuronParams].neuron_every > 0, keys=("neuron_every",), regimes=("backprop",),
+               packs=True, parameters=NeuronParams)
 # paper 001 ch. 5: LSD, k-redundancy and selection entropy per representation at chosen steps of training
 register_probe("representation_dynamic", "layerlab.probes.representation_dynamic:RepresentationDynamicProbe",
-               REPRESENTATION_DYNAMIC, enabled=lambda cell: cell["representation_every"] > 0
-               or bool(cell["representation_at"]), keys=("representation_every", "representation_at"),
-               regimes=("backprop",), check=check_representation_dynamic, packs=True)
+               REPRESENTATION_DYNAMIC, enabled=representation_dynamic_on,
+               keys=("representation_every", "representation_at"), regimes=("backprop",),
+               check=check_representation_dynamic, packs=True, parameters=RepresentationDynamicParams)

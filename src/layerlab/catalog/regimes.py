@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from layerlab.catalog.decision_heads import check_head
 from layerlab.core.config import ConfigError
+from layerlab.core.params import Section, param
 from layerlab.core.registry import MODELS, register_regime
+
+if TYPE_CHECKING:
+    from layerlab.core.cell import Cell
 
 RUN_VARIABLES = {  # written by layerlab.training.loop for every cell
     "loss": ("training loss on the mini-batch (CE, CE + CE*L_BE, or the output head's loss)", "nat"),
@@ -63,45 +70,52 @@ ROBIN_VARIABLES = {  # round robin (Algorithm 4): a stage is one (round, layer)
 }
 
 
+@dataclass(frozen=True)
+class BackpropParams(Section):
+    """backprop's own parameter."""
 
-def check_staged(cell: dict) -> None:
+    freeze_weights: str = param(
+        "", "paper 004's weight domination (Fig. 4): one digit per layer, output layer last; 0: that layer's "
+        "Linear/Conv weight is never updated (its bias and BN gamma/beta still train); '': none", pattern="^[01]*$")
+
+
+def check_staged(cell: Cell) -> None:
     """Layer-wise (DLL), segment-wise (DSL) and round-robin training split a plain stack into windows (round robin:
     single layers), with CE decision heads."""
-    regime, model = cell["training"], MODELS[cell["model"]]
+    regime, model = cell.regime, MODELS[cell.model.model]
+    training, k = regime.training, regime.segment_size
     if not model.stack:
         stacks = ", ".join(spec.name for spec in MODELS.values() if spec.stack)
-        raise ConfigError(f"training '{regime}' needs a plain stack of layers ({stacks}); model "
-                          f"'{cell['model']}' has residual/skip structure that a per-layer split would cut")
-    if regime not in ("segmentwise", "partitionwise") and cell["segment_size"] != 1:
-        raise ConfigError(f"training '{regime}' trains one layer per stage (segment_size 1, got "
-                          f"{cell['segment_size']}); use training 'segmentwise' or 'partitionwise' for windows of "
-                          f"several layers")
-    if cell["segment_size"] > (n := model.hidden_layers(cell)):
-        raise ConfigError(f"segment_size {cell['segment_size']} exceeds the {n} hidden layers of model "
-                          f"'{cell['model']}'")
-    if regime == "partitionwise" and cell["segment_size"] >= model.hidden_layers(cell):
-        for key in ("loss_filter", "k_filter"):
-            if cell[key]:
-                raise ConfigError(f"{key} {cell[key]} filters the batches of the upper partitions: it needs a "
-                                  f"segment_size below the number of hidden layers (got segment_size "
-                                  f"{cell['segment_size']})")
-    if cell["loss_filter"] and regime != "partitionwise":
-        raise ConfigError(f"loss_filter {cell['loss_filter']} filters the batches of the upper partitions by the "
-                          f"first one's loss: it needs training 'partitionwise' (got training '{regime}')")
-    if cell["loss"] != "ce":
-        raise ConfigError(f"training '{regime}' trains cross-entropy decision heads; loss '{cell['loss']}' is only "
+        raise ConfigError(f"training '{training}' needs a plain stack of layers ({stacks}); model "
+                          f"'{cell.model.model}' has residual/skip structure that a per-layer split would cut")
+    if training not in ("segmentwise", "partitionwise") and k != 1:
+        raise ConfigError(f"training '{training}' trains one layer per stage (segment_size 1, got {k}); use training "
+                          f"'segmentwise' or 'partitionwise' for windows of several layers")
+    if k > (n := model.hidden_layers(cell)):
+        raise ConfigError(f"segment_size {k} exceeds the {n} hidden layers of model '{cell.model.model}'")
+    if training == "partitionwise" and k >= n:
+        for key, value in (("loss_filter", regime.loss_filter), ("k_filter", cell.run.k_filter)):
+            if value:
+                raise ConfigError(f"{key} {value} filters the batches of the upper partitions: it needs a "
+                                  f"segment_size below the number of hidden layers (got segment_size {k})")
+    if regime.loss_filter and training != "partitionwise":
+        raise ConfigError(f"loss_filter {regime.loss_filter} filters the batches of the upper partitions by the "
+                          f"first one's loss: it needs training 'partitionwise' (got training '{training}')")
+    if cell.loss.loss != "ce":
+        raise ConfigError(f"training '{training}' trains cross-entropy decision heads; loss '{cell.loss.loss}' is only "
                           f"available with backprop")
-    if cell["freeze_weights"]:
+    if cell[BackpropParams].freeze_weights:
         raise ConfigError(f"freeze_weights (paper 004's weight domination) is an option of training 'backprop'; "
-                          f"training '{regime}' freezes layers by its stages")
-    if cell["memory_target"] is not None and regime in ("round_robin", "random_robin"):
+                          f"training '{training}' freezes layers by its stages")
+    if regime.memory_target is not None and training in ("round_robin", "random_robin"):
         raise ConfigError(f"memory_target fits the heads of the layer-wise, segment-wise and partition-wise stages; "
-                          f"training '{regime}' keeps every layer's head resident (use layer_head and "
+                          f"training '{training}' keeps every layer's head resident (use layer_head and "
                           f"decision_convs / decision_channels directly)")
     check_head(cell)
 
 
-register_regime("backprop", "layerlab.training.regimes.backprop:Backprop", k_filter="before", packs=True)
+register_regime("backprop", "layerlab.training.regimes.backprop:Backprop", k_filter="before", packs=True,
+                parameters=BackpropParams)
 for _name, _windows in (("layerwise", "single"), ("segmentwise", "sliding"), ("partitionwise", "partitions")):
     register_regime(_name, "layerlab.training.regimes.layerwise:Staged", variables=STAGED_VARIABLES, check=check_staged,
                     options={"windows": _windows}, k_filter="online" if _windows == "partitions" else None)

@@ -1,15 +1,16 @@
 """Plug-in registries: datasets, training probes, measurements, models, training regimes, decision heads and plot
 kinds.
 
-A plug-in is a *declaration* (torch-free: its name, when it is on, the cell parameters it adds, the variables it
-writes, the regimes it supports, its config checks) plus an *implementation* (a class or function, imported only
-by the jobs that run it). The declaration is what the Snakefile needs to plan and check a study before any job,
-without importing torch. `impl` is the implementation itself or a lazy reference "package.module:attribute".
+A plug-in is a *declaration* (torch-free: its name, when it is on, the section of cell parameters it adds
+(layerlab.core.params), the variables it writes, the regimes it supports, its config checks) plus an
+*implementation* (a class or function, imported only by the jobs that run it). The declaration is what the Snakefile
+needs to plan and check a study before any job, without importing torch. `impl` is the implementation itself or a
+lazy reference "package.module:attribute". Checks and switches take the typed cell (layerlab.core.cell.Cell).
 
 Built-in plug-ins are declared in `layerlab.catalog`; a study's `plugins: [module or path/to/file.py, ...]`
 imports more (see docs/PLUGINS.md). Each registry is one source of truth: the schema enums of `dataset`, `model`,
-`training`, `layer_head`, `measurements` and plot `kind` are extended from them, and a test keeps the built-in enums
-equal.
+`training`, `layer_head`, `measurements` and plot `kind` are its names (the config schema's YAML lists the built-ins,
+and a test keeps them equal); the cell schema holds every registered plug-in's section.
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from layerlab.core.config import ConfigError
+from layerlab.core.params import Section
+
+if TYPE_CHECKING:
+    from layerlab.core.cell import Cell
 
 Variables = Mapping[str, tuple[str, str]]  # store variable -> (long_name, units)
-Check = Callable[[dict], None]  # raises ConfigError naming the key
+Check = Callable[["Cell"], None]  # raises ConfigError naming the key
 Ref = Any  # the implementation, or "package.module:attribute"
+Params = type[Section] | None  # the section of cell parameters a plug-in adds (None: none)
 
 
 def resolve(ref: Ref) -> Any:
@@ -38,11 +44,11 @@ def resolve(ref: Ref) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def always(cell: dict) -> bool:
+def always(cell: Cell) -> bool:
     return True
 
 
-def no_conv_layers(cell: dict) -> int:
+def no_conv_layers(cell: Cell) -> int:
     return 0
 
 
@@ -98,12 +104,12 @@ class ProbeSpec:
     name: str
     impl: Ref  # a TrainingProbe subclass
     variables: Variables
-    enabled: Callable[[dict], bool] = always
+    enabled: Callable[[Cell], bool] = always
     keys: tuple[str, ...] = ()  # the cell keys that switch it on (named in error messages)
     regimes: tuple[str, ...] | None = None  # training regimes it supports; None: all
     layer_maps: bool = False  # reads the one Linear/Conv map of every layer (the model must have them)
     check: Check | None = None
-    parameters: Mapping[str, dict] = field(default_factory=dict)  # cell parameters it adds (JSON schema, default)
+    parameters: Params = None  # its section of cell parameters (typed fields with defaults)
     packs: bool = False  # runs in a cell pack: on each packed cell's own network, whose weights are views of the
     # pack's fused ones (layerlab.training.pack); a probe that does not makes its cells train unfused
 
@@ -114,30 +120,31 @@ class MeasurementSpec:
     cells/<cell>/<name>.zarr from the networks it `reads` ("init", "final")."""
 
     name: str
-    impl: Ref  # (cell, data, networks: {name: network}, device) -> xarray.Dataset
+    impl: Ref  # (cell: Cell, data, networks: {name: network}, device) -> xarray.Dataset
     variables: Variables
     reads: tuple[str, ...] = ("init",)
-    source: Ref | None = None  # (cells: {id: cell}) -> {id: id of the cell it measures}; None: the cell itself
-    collect: Ref | None = None  # (cell store, cell, is_source) -> cell store, in collect (derived per-cell values)
+    source: Ref | None = None  # (cells: {id: Cell}) -> {id: id of the cell it measures}; None: the cell itself
+    collect: Ref | None = None  # (cell store, Cell, is_source) -> cell store, in collect (derived per-cell values)
     summarize: Ref | None = None  # (study store) -> {name: value}: study-level figures (may add variables)
     check: Check | None = None
     gpu: bool = False  # asks for a GPU where training does
-    parameters: Mapping[str, dict] = field(default_factory=dict)
+    parameters: Params = None
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A network (`model: name`): `build(input_shape, n_classes, cell)` returns a `layerlab.nets.layers.Network`."""
+    """A network (`model: name`): `build(input_shape, n_classes, model, params)` returns a
+    `layerlab.nets.layers.Network` for the cell's `ModelParams` and the model's own section `params` (None without)."""
 
     name: str
     build: Ref
-    hidden_layers: Callable[[dict], int]  # units of batch entropy, BN, layer-wise training (output layer excluded)
+    hidden_layers: Callable[[Cell], int]  # units of batch entropy, BN, layer-wise training (output layer excluded)
     stack: bool = False  # a plain stack of (layer, activation) blocks: layer-wise/segment-wise training may split it
     one_map_per_layer: bool = True  # each layer holds one Linear/Conv map: curvature, freeze_weights, grad RMS
     batch_norm: bool = True  # takes bn_variant / bn_last_layer
-    conv_layers: Callable[[dict], int] = no_conv_layers  # leading hidden layers that output conv maps (C, H, W)
+    conv_layers: Callable[[Cell], int] = no_conv_layers  # leading hidden layers that output conv maps (C, H, W)
     check: Check | None = None
-    parameters: Mapping[str, dict] = field(default_factory=dict)
+    parameters: Params = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ class RegimeSpec:
     impl: Ref  # a layerlab.training.regime.Regime subclass
     variables: Variables = field(default_factory=dict)
     check: Check | None = None
-    parameters: Mapping[str, dict] = field(default_factory=dict)
+    parameters: Params = None
     options: Mapping[str, Any] = field(default_factory=dict)  # the variant of `impl`: keyword arguments it takes
     k_filter: str | None = None  # how it applies `k_filter`: "before" training, "online" per stage, None: not at all
     packs: bool = False  # its cells can train fused in a pack (one stage over the whole network)
@@ -156,16 +163,17 @@ class RegimeSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """A temporary decision head of the staged regimes (`layer_head: name`): `build(cell, shape, n_classes)` returns
-    the module on features of `shape` (one example). `search_space(cell, shape)` (optional) lists the head's
-    configurations for `memory_target`'s per-stage search: families of cell overrides, each in order of
-    non-decreasing memory (the search bisects along a family)."""
+    """A temporary decision head of the staged regimes (`layer_head: name`): `build(shape, n_classes, model, params)`
+    returns the module on features of `shape` (one example) for the cell's `ModelParams` and the head's own section
+    `params` (None without). `search_space(params, shape)` (optional) lists the head's configurations for
+    `memory_target`'s per-stage search: families of its sections, each in order of non-decreasing memory (the search
+    bisects along a family)."""
 
     name: str
     build: Ref
     search_space: Ref | None = None
     check: Check | None = None
-    parameters: Mapping[str, dict] = field(default_factory=dict)
+    parameters: Params = None
 
 
 PLOT_ROLES = ("option", "variable", "facet")
@@ -294,7 +302,7 @@ def register_measurement(name: str, impl: Ref, variables: Variables, **options: 
     return MEASUREMENTS.add(MeasurementSpec(name, impl, variables, **options))
 
 
-def register_model(name: str, build: Ref, hidden_layers: Callable[[dict], int], **options: Any) -> ModelSpec:
+def register_model(name: str, build: Ref, hidden_layers: Callable[[Cell], int], **options: Any) -> ModelSpec:
     return MODELS.add(ModelSpec(name, build, hidden_layers, **options))
 
 
@@ -330,11 +338,11 @@ def _importing(plugin: str) -> Iterator[None]:
 def plugin_file(plugin: str, bases: Iterable[str | Path]) -> Path:
     """The file of a `.py` plug-in entry: the first of `bases` (the study file's folder, then the working directory)
     that holds it."""
-    bases = list(dict.fromkeys(Path(b).resolve() for b in bases))
-    for base in bases:
-        if (base / plugin).is_file():
-            return (base / plugin).resolve()
-    raise ConfigError(f"plugins: file '{plugin}' not found (relative to {' or '.join(map(str, bases))})")
+    folders = list(dict.fromkeys(Path(b).resolve() for b in bases))
+    for folder in folders:
+        if (folder / plugin).is_file():
+            return (folder / plugin).resolve()
+    raise ConfigError(f"plugins: file '{plugin}' not found (relative to {' or '.join(map(str, folders))})")
 
 
 def load_plugins(plugins: list[str], bases: Iterable[str | Path] = (".",)) -> list[str]:
@@ -365,40 +373,33 @@ def load_plugins(plugins: list[str], bases: Iterable[str | Path] = (".",)) -> li
             except ModuleNotFoundError as err:
                 raise ConfigError(f"plugins: cannot import module '{plugin}' ({err}); put it on PYTHONPATH or "
                                   f"give the path of its .py file") from None
-            if getattr(module, "__file__", None):
-                PLUGIN_SOURCES.setdefault(plugin, Path(module.__file__))
+            if file := getattr(module, "__file__", None):
+                PLUGIN_SOURCES.setdefault(plugin, Path(file))
     return loaded
 
 
-def measurement_sources(cells: Mapping[str, dict], names: Iterable[str]) -> dict[str, dict[str, str]]:
+def measurement_sources(cells: Mapping[str, Cell], names: Iterable[str]) -> dict[str, dict[str, str]]:
     """Measurement -> {cell: the cell whose store of it the cell reads} (its declared `source`, else the cell)."""
     return {name: resolve(MEASUREMENTS[name].source)(cells) if MEASUREMENTS[name].source else {c: c for c in cells}
             for name in names}
 
 
-def plugin_parameters() -> dict[str, dict]:
-    """Cell parameters added by the registered plug-ins (name -> JSON schema with `default`)."""
-    params: dict[str, dict] = {}
-    for registry in (PROBES, MEASUREMENTS, MODELS, REGIMES, DECISION_HEADS):
-        for spec in registry.values():
-            params.update(spec.parameters)  # type: ignore[attr-defined]
-    return params
+def plugin_sections() -> list[type[Section]]:
+    """The sections of cell parameters the registered plug-ins declare, each once, in registration order."""
+    specs: list[ProbeSpec | MeasurementSpec | ModelSpec | RegimeSpec | HeadSpec] = [
+        *PROBES.values(), *MEASUREMENTS.values(), *MODELS.values(), *REGIMES.values(), *DECISION_HEADS.values()]
+    for spec in specs:
+        if spec.parameters is not None and not (isinstance(spec.parameters, type) and issubclass(spec.parameters,
+                                                                                                    Section)):
+            raise ConfigError(f"plug-in '{spec.name}': `parameters` is a section of cell parameters, a frozen "
+                              f"dataclass subclassing layerlab.core.params.Section (docs/PLUGINS.md)")
+    return list(dict.fromkeys(spec.parameters for spec in specs if spec.parameters is not None))
 
 
-def extend_schema(name: str, schema: dict) -> dict:
-    """The `cell` or `config` schema (layerlab/workflow/schemas, loaded) with the registries' names as the enums of
-    `dataset`, `model`, `training`, `layer_head`, `measurements` and plot `kind`, and the plug-ins' cell parameters (the
-    YAML lists the built-ins; a test keeps them equal)."""
+def extend_schema(schema: dict) -> dict:
+    """The config schema (layerlab/workflow/schemas, loaded) with the registries' names as the enums of
+    `measurements` and plot `kind` (the YAML lists the built-ins; a test keeps them equal)."""
     props = schema["properties"]
-    if name == "cell":
-        props["dataset"]["enum"] = DATASETS.names()
-        props["model"]["enum"], props["training"]["enum"] = MODELS.names(), REGIMES.names()
-        props["layer_head"]["enum"] = DECISION_HEADS.names()
-        clashes = sorted(set(props) & set(plugin_parameters()))
-        if clashes:
-            raise ConfigError(f"plug-in cell parameter(s) {clashes} already exist")
-        props.update(plugin_parameters())
-    else:
-        props["measurements"]["items"]["enum"] = MEASUREMENTS.names()
-        props["plots"]["items"]["properties"]["kind"]["enum"] = PLOTS.names()
+    props["measurements"]["items"]["enum"] = MEASUREMENTS.names()
+    props["plots"]["items"]["properties"]["kind"]["enum"] = PLOTS.names()
     return schema

@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ def _object_strings(ds: xr.Dataset) -> xr.Dataset:
     )
 
 
-def describe(ds: xr.Dataset, descriptions: dict[str, tuple[str, str]]) -> xr.Dataset:
+def describe(ds: xr.Dataset, descriptions: Mapping[str, tuple[str, str]]) -> xr.Dataset:
     """Set `long_name` and `units` attrs of the variables named in `descriptions` (name -> (long_name, units))."""
     for name, (long_name, units) in descriptions.items():
         if name in ds:
@@ -127,15 +128,15 @@ def combine_cells(cells: Mapping[str, xr.Dataset], params: dict[str, dict], axes
     for cid, ds in cells.items():  # pass 1, metadata only: the variables, their dims and the dims' values
         for name, var in ds.data_vars.items():
             if dims.setdefault(str(name), var.dims) != var.dims:
-                raise ValueError(f"variable {name} of cell {cid} has dims {var.dims}, other cells {dims[name]}")
+                raise ValueError(f"variable {name} of cell {cid} has dims {var.dims}, other cells {dims[str(name)]}")
             attrs.setdefault(str(name), dict(var.attrs))
             dtypes.setdefault(str(name), []).append(var.dtype)
         for dim, size in ds.sizes.items():
             coords.setdefault(dim, []).append(ds[dim].values if dim in ds.coords else np.arange(size))
         indexed |= set(ds.sizes) & set(ds.coords)
     values = {dim: _union(indexes) for dim, indexes in coords.items()}
-    position = {dim: {v: i for i, v in enumerate(np.asarray(vals).tolist())}
-                for dim, vals in {**grid, **values}.items()}
+    position: dict[Hashable, dict[Any, int]] = {dim: {v: i for i, v in enumerate(np.asarray(vals).tolist())}
+                                                for dim, vals in [*grid.items(), *values.items()]}
     shape = [len(grid[a]) for a in axes]
     arrays = {name: np.full(shape + [len(values[d]) for d in dims[name]], np.nan, dtype=_fill_dtype(dtypes[name]))
               for name in dims}
@@ -148,8 +149,8 @@ def combine_cells(cells: Mapping[str, xr.Dataset], params: dict[str, dict], axes
         for name, var in ds.data_vars.items():
             own = [[position[d][v] for v in (ds[d].values if d in ds.coords else np.arange(ds.sizes[d])).tolist()]
                    for d in var.dims]
-            arrays[name][at + np.ix_(*own)] = var.values
-            filled[name] += var.size
+            arrays[str(name)][at + np.ix_(*own)] = var.values
+            filled[str(name)] += var.size
     variables = {}
     for name, array in arrays.items():
         kinds = {t.kind for t in dtypes.get(name, [])}

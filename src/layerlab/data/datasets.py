@@ -15,12 +15,13 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from layerlab.core.config import ConfigError
 from layerlab.core.registry import DATASETS, DatasetSpec, network_input, resolve
+from layerlab.core.sections import DataParams
 
 if TYPE_CHECKING:  # only `load` needs torch: planning (the Snakefile's checksum checks) imports no torch
     import torch
@@ -109,7 +110,8 @@ def prepare(name: str, out: Path, downloads: Path) -> dict:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **arrays, provenance=np.array(json.dumps(meta)))
+    payload: dict[str, Any] = {**arrays, "provenance": np.array(json.dumps(meta))}
+    np.savez(tmp, **payload)
     tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     stamp = _read_stamp(out)
@@ -214,22 +216,23 @@ def crop_resize(x: torch.Tensor, crop: int = 0, resize: int = 0) -> torch.Tensor
     return x
 
 
-def load(path: Path, device: torch.device | str = "cpu", train_subset: int | None = None,
-         test_subset: int | None = None, scaling: str = "standardize", pool: int = 1, crop: int = 0,
-         resize: int = 0) -> Dataset:
-    """Load a prepared dataset, verified against its provenance's sha256 (DatasetCorrupt). Pixels are mapped to
-    [0, 1], centre-cropped to `crop`, resized to `resize` and average-pooled by `pool` (`crop_resize`; this is
-    `scaling="unit"`), then, by default, standardized with the training split's mean and std over all pixels
-    (`standardize`) or per channel (`standardize_channels`)."""
+def load(path: Path, device: torch.device | str = "cpu", data: DataParams | None = None) -> Dataset:
+    """Load a prepared dataset as `data` reads it (default: all rows, standardized), verified against its
+    provenance's sha256 (DatasetCorrupt). Pixels are mapped to [0, 1], centre-cropped to `input_crop`, resized to
+    `input_resize` and average-pooled by `input_pool` (`crop_resize`; this is `input_scaling: unit`), then, by
+    default, standardized with the training split's mean and std over all pixels (`standardize`) or per channel
+    (`standardize_channels`)."""
     import torch
 
+    data = data or DataParams()
+    pool, crop, resize = data.input_pool, data.input_crop, data.input_resize
     if not Path(path).exists():
         raise DatasetUnavailable(f"prepared dataset {path} is missing; run the `dataset` rule first")
     arrays, meta = _read_verified(Path(path))
-    if train_subset:
-        arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_subset], arrays["y_train"][:train_subset]
-    if test_subset:
-        arrays["x_test"], arrays["y_test"] = arrays["x_test"][:test_subset], arrays["y_test"][:test_subset]
+    if n := data.train_subset:
+        arrays["x_train"], arrays["y_train"] = arrays["x_train"][:n], arrays["y_train"][:n]
+    if n := data.test_subset:
+        arrays["x_test"], arrays["y_test"] = arrays["x_test"][:n], arrays["y_test"][:n]
     input_shape(meta, pool, crop, resize)  # checks the crop and the pooling factor
 
     def pixels(x: np.ndarray) -> torch.Tensor:
@@ -237,7 +240,7 @@ def load(path: Path, device: torch.device | str = "cpu", train_subset: int | Non
         return torch.nn.functional.avg_pool2d(xt, pool) if pool > 1 else xt
 
     x_train, x_test = pixels(arrays["x_train"]), pixels(arrays["x_test"])
-    over = {"standardize": None, "standardize_channels": (0, 2, 3), "unit": ()}[scaling]
+    over = {"standardize": None, "standardize_channels": (0, 2, 3), "unit": ()}[data.input_scaling]
     mean, std = (x_train.mean(over, keepdim=True), x_train.std(over, keepdim=True)) if over != () else (0.0, 1.0)
 
     def split(x: torch.Tensor, y: np.ndarray) -> Split:

@@ -7,6 +7,7 @@ import gzip
 import os
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def digits(spec: DatasetSpec, downloads: Path) -> tuple[Arrays, dict]:
     return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, {}
 
 
-def offline_layout(cls: type, downloads: Path) -> str:
+def offline_layout(cls: Any, downloads: Path) -> str:
     """Where torchvision's dataset class `cls` finds its files under `downloads` without a network."""
     if hasattr(cls, "resources"):  # MNIST family: the IDX files, gunzipped (torchvision checks only that they exist)
         files = ", ".join(f.removesuffix(".gz") for f, _ in cls.resources)
@@ -91,7 +92,7 @@ def fashion_mnist(spec: DatasetSpec, downloads: Path) -> tuple[Arrays, dict]:
 def white_noise(spec: DatasetSpec, downloads: Path) -> tuple[Arrays, dict]:
     """Uniform uint8 pixels and uniform labels of the declared shape, splits and classes, seeded."""
     rng = np.random.default_rng(0)
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for split, n in zip(("train", "test"), spec.splits, strict=True):
         arrays[f"x_{split}"] = rng.integers(0, 256, size=(n, *spec.shape), dtype=np.uint8)
         arrays[f"y_{split}"] = rng.integers(0, spec.classes, size=n, dtype=np.int64)

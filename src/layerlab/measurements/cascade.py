@@ -16,8 +16,10 @@ differential entropy S (App. A.2, the paper's second predictor; official code: r
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 import time
 
 import numpy as np
@@ -26,6 +28,8 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.catalog.measurements import CascadeParams
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset
 from layerlab.nets.layers import Network
 from layerlab.training.optim import Batches
@@ -99,7 +103,7 @@ def make_conv_cascade(model: Network, x: torch.Tensor) -> nn.ModuleList:
     sizes: dict[nn.Module, tuple[int, int]] = {}
 
     def record(conv: nn.Module, inputs: tuple[torch.Tensor], _: torch.Tensor) -> None:
-        sizes[conv] = tuple(inputs[0].shape[-2:])
+        sizes[conv] = (inputs[0].shape[-2], inputs[0].shape[-1])
 
     convs = [[m for m in layer.modules() if isinstance(m, nn.Conv2d)] for layer in model.layers]
     hooks = [m.register_forward_hook(record) for m in itertools.chain(*convs)]
@@ -121,47 +125,48 @@ def reconstruct(cascade: nn.ModuleList, hidden: list[torch.Tensor]) -> torch.Ten
     return torch.stack(out)
 
 
-def run_cascade(cell: dict, data: Dataset, networks: dict[str, Network], device: torch.device) -> xr.Dataset:
+def run_cascade(cell: Cell, data: Dataset, networks: dict[str, Network], device: torch.device) -> xr.Dataset:
     """Train the cascade on the frozen untrained network (`networks["init"]`) and measure the per-layer
     reconstruction entropies."""
-    start = time.perf_counter()
+    start, params = time.perf_counter(), cell[CascadeParams]
     model = networks["init"].to(device).eval().requires_grad_(False)
     with torch.no_grad():
         hidden = model(data.train.x[:2])[1]
     conv = hidden[0].ndim == 4  # the conv nets' layers are all conv layers (config.check_cell)
     x_train = data.train.x if conv else data.train.x.flatten(1)
-    torch.manual_seed(cell["seed"])
+    torch.manual_seed(cell.run.seed)
     cascade = (make_conv_cascade(model, x_train[:2]) if conv
                else make_cascade([x_train.shape[1]] + [h.shape[1] for h in hidden])).to(device)
-    optimizer = torch.optim.Adam(cascade.parameters(), lr=cell["cascade_lr"])  # separable losses: = one Adam/layer
-    batch_size = min(cell["cascade_batch_size"], len(x_train))
-    steps = max(1, math.ceil(cell["cascade_epochs"] * len(x_train) / batch_size))
-    generator = torch.Generator().manual_seed(cell["seed"])
+    optimizer = torch.optim.Adam(cascade.parameters(), lr=params.cascade_lr)  # separable losses: = one Adam/layer
+    batch_size = min(params.cascade_batch_size, len(x_train))
+    steps = max(1, math.ceil(params.cascade_epochs * len(x_train) / batch_size))
+    generator = torch.Generator().manual_seed(cell.run.seed)
     for _, idx in zip(range(steps), Batches(len(x_train), batch_size, generator), strict=False):
         x = x_train[idx.to(device)]
         with torch.no_grad():
             targets = [x, *model(x)[1]]
-        loss = sum(F.mse_loss(c(targets[i + 1]), targets[i]) for i, c in enumerate(cascade))
+        loss = functools.reduce(operator.add, (F.mse_loss(c(targets[i + 1]), targets[i])
+                                               for i, c in enumerate(cascade)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        x = data.test.x[: cell["cascade_eval_samples"]]
+        x = data.test.x[: params.cascade_eval_samples]
         recon = reconstruct(cascade, model(x)[1])  # (layer, sample, pixel)
         kl = torch.stack([relative_entropy(x, r) for r in recon]).cpu().numpy()  # (layer, sample)
     kl_curve = np.median(kl / kl[-1], axis=1)
     entropy = np.array([differential_entropy(r) for r in recon])
     seconds = time.perf_counter() - start
     depth = len(recon)
-    n_shown = min(cell["cascade_images"], len(x))
+    n_shown = min(params.cascade_images, len(x))
     shown = recon[:, :n_shown].reshape(depth, n_shown, *x.shape[1:]).mean(2).cpu().numpy()  # channel mean
     ds = xr.Dataset(
         {
             "re_kl": ("layer", kl_curve),
             "re_kl_mean": ("layer", kl.mean(axis=1)),
             "re_diff_entropy": ("layer", entropy),
-            "cutoff_depth": cutoff_depth(kl_curve, cell["cutoff_eta"]),
-            "cutoff_depth_diff_entropy": cutoff_depth(entropy, cell["cutoff_eta_diff_entropy"]),
+            "cutoff_depth": cutoff_depth(kl_curve, params.cutoff_eta),
+            "cutoff_depth_diff_entropy": cutoff_depth(entropy, params.cutoff_eta_diff_entropy),
             "cascade_seconds": seconds,
             "reconstruction": (("layer", "image", "y", "x"), shown.astype(np.float32)),
             "original": (("image", "y", "x"), x[:n_shown].mean(1).cpu().numpy()),

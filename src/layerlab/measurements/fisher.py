@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,8 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.catalog.measurements import FisherParams
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset
 from layerlab.measurements.spectra import (
     P_LEVELS,
@@ -69,11 +72,12 @@ def analysis_copy(model: Network) -> Network:
     net = copy.deepcopy(model).double().train()
     for m in net.modules():
         if hasattr(m, "running_mean"):
-            m.running_mean = m.running_var = None
+            m.register_buffer("running_mean", None)
+            m.register_buffer("running_var", None)
     return net
 
 
-def fisher_weights(net: Network) -> list[nn.Parameter]:
+def fisher_weights(net: Network) -> list[torch.Tensor]:
     """theta: the weight of every measured (Linear/Conv) layer, hidden layers first, the output layer last."""
     return [m.weight for m in measured_layers(net)]
 
@@ -164,7 +168,7 @@ def fisher_records(net: Network, x: torch.Tensor, y: torch.Tensor, kind: str) ->
         error = torch.linalg.matrix_norm(block - torch.kron(g, a)) / norm if norm > 0 else torch.tensor(np.nan)
         for key, value in {**exact, **kfac, "kfac_rel_error": float(error)}.items():
             rec.setdefault(key, []).append(value)
-    out = {key: np.array(values) for key, values in rec.items()}
+    out: dict[str, Any] = {key: np.array(values) for key, values in rec.items()}
     return {**out, **spectral_summary(eig_full, "full"), "eig_full": eig_full}
 
 
@@ -174,11 +178,11 @@ def probe_rows(data: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return data.train.x[rows].double(), data.train.y[rows]
 
 
-def run_fisher(cell: dict, data: Dataset, models: dict[str, Network], device: torch.device) -> xr.Dataset:
+def run_fisher(cell: Cell, data: Dataset, models: dict[str, Network], device: torch.device) -> xr.Dataset:
     """The measurement: every checkpoint in `models` (name -> network) x every Fisher type of the cell."""
-    tic = time.perf_counter()
-    x, y = probe_rows(data, cell["fisher_samples"])
-    kinds = list(cell["fisher_types"])
+    tic, params = time.perf_counter(), cell[FisherParams]
+    x, y = probe_rows(data, params.fisher_samples)
+    kinds = list(params.fisher_types)
     results = {(name, kind): fisher_records(analysis_copy(net).to(device), x.to(device), y.to(device), kind)
                for name, net in models.items() for kind in kinds}
 
@@ -187,7 +191,7 @@ def run_fisher(cell: dict, data: Dataset, models: dict[str, Network], device: to
 
     first = next(iter(results.values()))
     dims = {0: (), 1: ("layer",), 2: ("layer", "p")}
-    data_vars = {}
+    data_vars: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
     for key, value in first.items():
         if key == "eig_full":
             data_vars[key] = (("checkpoint", "fisher", "fisher_eigen"), stack(key))

@@ -27,6 +27,8 @@ import xarray as xr
 from torch.nn import functional as F
 
 from layerlab.catalog.measurements import REPRESENTATION_PER_LAYER as PER_LAYER
+from layerlab.catalog.measurements import RepresentationParams
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset
 from layerlab.nets.layers import Network
 from layerlab.training.kfilter import KNN_CHUNK, redundant
@@ -102,11 +104,12 @@ def representations(model: Network, x: torch.Tensor, conv: str) -> tuple[list[to
 
 
 def measure(model: Network, data: Dataset, train_rows: torch.Tensor, heldout_rows: torch.Tensor,
-            cell: dict) -> dict[str, np.ndarray]:
-    """Every per-layer measure of one checkpoint (NaN for a non-finite representation, e.g. a diverged net)."""
+            params: RepresentationParams, activation: str) -> dict[str, np.ndarray]:
+    """Every per-layer measure of one checkpoint of a network with `activation` (NaN for a non-finite
+    representation, e.g. a diverged net)."""
     y_train, y_test = data.train.y[train_rows], data.test.y[heldout_rows]
-    reps, dense = representations(model, data.train.x[train_rows], cell["representation_conv"])
-    held, _ = representations(model, data.test.x[heldout_rows], cell["representation_conv"])
+    reps, dense = representations(model, data.train.x[train_rows], params.representation_conv)
+    held, _ = representations(model, data.test.x[heldout_rows], params.representation_conv)
     out = {name: np.full(len(reps), np.nan) for name in PER_LAYER}
     for i, (z, z_held) in enumerate(zip(reps, held, strict=True)):
         if not (torch.isfinite(z).all() and torch.isfinite(z_held).all()):
@@ -114,18 +117,19 @@ def measure(model: Network, data: Dataset, train_rows: torch.Tensor, heldout_row
         b = linear_probe(z, F.one_hot(y_train, data.n_classes))
         out["lsd_train"][i], out["probe_acc_train"][i] = lsd(z, y_train, b, data.n_classes)
         out["lsd_heldout"][i], out["probe_acc_heldout"][i] = lsd(z_held, y_test, b, data.n_classes)
-        out["k_redundancy"][i] = k_redundancy(z, y_train, cell["representation_k"])
-        if dense[i] and cell["activation"] == "relu":
+        out["k_redundancy"][i] = k_redundancy(z, y_train, params.representation_k)
+        if dense[i] and activation == "relu":
             out["selection_entropy"][i], out["selection_skipped"][i] = selection_entropy(z, y_train, data.n_classes)
     out["rep_features"] = np.array([z.shape[1] for z in reps])
     return out
 
 
-def probe_rows(cell: dict, data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cell's fixed probe subsets: class-balanced seeded rows of the training and of the test split."""
-    m, k = cell["representation_samples"], cell["representation_k"]
+def probe_rows(params: RepresentationParams, seed: int, data: Dataset,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed probe subsets: class-balanced rows of the training and of the test split, seeded by `seed`."""
+    m, k = params.representation_samples, params.representation_k
     train_rows, heldout_rows = (
-        torch.from_numpy(balanced_subset(split.y.cpu().numpy(), m, cell["seed"])).to(device)
+        torch.from_numpy(balanced_subset(split.y.cpu().numpy(), m, seed)).to(device)
         for split in (data.train, data.test)
     )
     if k >= len(train_rows):
@@ -134,12 +138,13 @@ def probe_rows(cell: dict, data: Dataset, device: torch.device) -> tuple[torch.T
     return train_rows, heldout_rows
 
 
-def run_representation(cell: dict, data: Dataset, models: dict[str, Network],
+def run_representation(cell: Cell, data: Dataset, models: dict[str, Network],
                        device: torch.device) -> xr.Dataset:
     """The measures of every checkpoint in `models` (name -> network) on the cell's probe subsets."""
-    start = time.perf_counter()
-    train_rows, heldout_rows = probe_rows(cell, data, device)
-    results = {name: measure(net.to(device), data, train_rows, heldout_rows, cell) for name, net in models.items()}
+    start, params = time.perf_counter(), cell[RepresentationParams]
+    train_rows, heldout_rows = probe_rows(params, cell.run.seed, data, device)
+    results = {name: measure(net.to(device), data, train_rows, heldout_rows, params, cell.model.activation)
+               for name, net in models.items()}
     first = next(iter(results.values()))
     label_counts = torch.bincount(data.train.y[train_rows].cpu(), minlength=data.n_classes).double()
     ds = xr.Dataset(

@@ -57,11 +57,11 @@ def spectral_summary(eig: np.ndarray, name: str) -> dict[str, float | np.ndarray
 
 def log10_kappa(kappa: xr.DataArray) -> xr.DataArray:
     """log10 of condition numbers for plots and claims, inf (a numerically zero denominator) shown as 12."""
-    return np.log10(kappa.where(np.isfinite(kappa), 1 / NONZERO_RTOL))
+    return xr.apply_ufunc(np.log10, kappa.where(np.isfinite(kappa), 1 / NONZERO_RTOL))
 
 
 def log10_positive(values: xr.DataArray) -> xr.DataArray:
     """log10 of positive values, NaN elsewhere."""
-    return np.log10(values.where(values > 0))
+    return xr.apply_ufunc(np.log10, values.where(values > 0))
 
 

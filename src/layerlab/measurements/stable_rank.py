@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset
 from layerlab.nets.layers import Network, measured_layers
 
@@ -28,7 +29,7 @@ def stable_rank(weight: torch.Tensor) -> float:
     return float((s**2).sum() / s[0] ** 2)
 
 
-def run_stable_rank(cell: dict, data: Dataset, models: dict[str, Network], device: torch.device) -> xr.Dataset:
+def run_stable_rank(cell: Cell, data: Dataset, models: dict[str, Network], device: torch.device) -> xr.Dataset:
     """`stable_rank` (checkpoint, layer) of every network in `models` (name -> network)."""
     ranks = {name: [stable_rank(m.weight) for m in measured_layers(net)] for name, net in models.items()}
     values = np.array(list(ranks.values()), dtype=np.float64)
@@ -41,7 +42,7 @@ def stable_rank_summary(study: xr.Dataset) -> dict[str, float]:
     regime, final networks."""
     if "training" not in study.dims or BASELINE not in study["training"].values:
         return {}
-    log = np.log(study["stable_rank"])
+    log = xr.apply_ufunc(np.log, study["stable_rank"])
     study["stable_rank_gap"] = abs(log - log.sel(training=BASELINE, drop=True)).mean("layer")
     final = study["stable_rank_gap"].sel(checkpoint="final") if "checkpoint" in study.dims else study["stable_rank_gap"]
     return {f"stable_rank_gap_{t}": float(final.sel(training=t).mean()) for t in study["training"].values

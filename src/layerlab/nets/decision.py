@@ -15,21 +15,24 @@ channels: more activations and parameters in every part, so the search bisects e
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from torch import nn
 
+from layerlab.catalog.decision_heads import DecisionBlockParams
+from layerlab.core.sections import ModelParams
 from layerlab.nets.models import ACTIVATIONS
 
 
-def linear_head(cell: dict, shape: tuple[int, ...], n_classes: int) -> nn.Module:
+def linear_head(shape: tuple[int, ...], n_classes: int, model: ModelParams, params: None = None) -> nn.Module:
     """Flatten + Linear (the thesis's single decision layer)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), n_classes))
 
 
-def pool_linear_head(cell: dict, shape: tuple[int, ...], n_classes: int) -> nn.Module:
+def pool_linear_head(shape: tuple[int, ...], n_classes: int, model: ModelParams, params: None = None) -> nn.Module:
     """Global average pool of a conv map + Linear (a plain Linear on a vector)."""
     if len(shape) != 3:
-        return linear_head(cell, shape, n_classes)
+        return linear_head(shape, n_classes, model)
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(shape[0], n_classes))
 
 
@@ -43,26 +46,27 @@ def down_convs(shape: tuple[int, ...], most: int) -> int:
     return n
 
 
-def decision_block(cell: dict, shape: tuple[int, ...], n_classes: int) -> nn.Module:
+def decision_block(shape: tuple[int, ...], n_classes: int, model: ModelParams,
+                   params: DecisionBlockParams) -> nn.Module:
     """Down-convs, down-pool, Linear classifier (see the module docstring)."""
     if len(shape) != 3:
-        return linear_head(cell, shape, n_classes)
+        return linear_head(shape, n_classes, model)
     (c, h, w), modules = shape, []
-    for _ in range(down_convs(shape, cell["decision_convs"])):
-        modules += [nn.Conv2d(c, cell["decision_channels"], 3, stride=2, padding=1), ACTIVATIONS[cell["activation"]]()]
-        c, h, w = cell["decision_channels"], (h + 1) // 2, (w + 1) // 2
-    if (p := cell["decision_pool"]) and max(h, w) > p:
+    for _ in range(down_convs(shape, params.decision_convs)):
+        modules += [nn.Conv2d(c, params.decision_channels, 3, stride=2, padding=1), ACTIVATIONS[model.activation]()]
+        c, h, w = params.decision_channels, (h + 1) // 2, (w + 1) // 2
+    if (p := params.decision_pool) and max(h, w) > p:
         h, w = min(h, p), min(w, p)
         modules.append(nn.AdaptiveAvgPool2d((h, w)))
     return nn.Sequential(*modules, nn.Flatten(), nn.Linear(c * h * w, n_classes))
 
 
-def search_space(cell: dict, shape: tuple[int, ...]) -> list[list[dict]]:
-    """The decision blocks the memory search may choose on features of `shape` (cell overrides), in families whose
-    memory does not decrease along them."""
-    return [[{"decision_convs": 0}]] + [[{"decision_convs": n, "decision_channels": c}
-                                         for c in range(1, cell["decision_channels"] + 1)]
-                                        for n in range(1, down_convs(shape, cell["decision_convs"]) + 1)]
+def search_space(params: DecisionBlockParams, shape: tuple[int, ...]) -> list[list[DecisionBlockParams]]:
+    """The decision blocks the memory search may choose on features of `shape`, in families whose memory does not
+    decrease along them."""
+    return [[replace(params, decision_convs=0)]] + [
+        [replace(params, decision_convs=n, decision_channels=c) for c in range(1, params.decision_channels + 1)]
+        for n in range(1, down_convs(shape, params.decision_convs) + 1)]
 
 
 def head_config(head: nn.Module) -> tuple[int, float]:

@@ -1,4 +1,4 @@
-"""The network protocol every model plug-in implements, and the layer map the probes read.
+"""The network every model plug-in builds (a `Network` subclass), and the layer map the probes read.
 
 A network's `forward(x)` returns `(logits, hidden)`: `hidden` holds the output of each hidden layer in order (what
 batch entropy, LBE and the cascade look at). `layers` are the hidden layers, `head` the output layer. Layer index l
@@ -12,32 +12,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol, runtime_checkable
 
-import torch
 from torch import nn
 
 
-@runtime_checkable
-class Network(Protocol):
+class Network(nn.Module):
+    """Base class of a model plug-in's network: `layers` (the hidden layers), `head` (the output layer), and
+    `forward(x) -> (logits, hidden)`."""
+
     layers: nn.ModuleList
     head: nn.Module
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 
-    def parameters(self, recurse: bool = True): ...
+class LayerStack(Network):
+    """A plain stack: hidden[l] = acts[l](layers[l](hidden[l - 1])), the input flattened first or not."""
 
-
-@runtime_checkable
-class LayerStack(Network, Protocol):
-    acts: nn.ModuleList  # one activation per layer: hidden[l] = acts[l](layers[l](hidden[l - 1]))
+    acts: nn.ModuleList
     flatten_input: bool
 
 
-def measured_layers(model: Network) -> list[nn.Module]:
+def measured_layers(model: Network) -> list[nn.Linear | nn.Conv2d]:
     """The Linear/Conv2d map of every hidden layer and of the output layer (`head`), in order: layer index l is
     the l-th hidden layer, the output layer is `len(model.layers)` (the batch-entropy/BN-parameter convention)."""
-    found = []
+    found: list[nn.Linear | nn.Conv2d] = []
     for layer, block in enumerate([*model.layers, model.head]):
         maps = [m for m in block.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
         if len(maps) != 1:

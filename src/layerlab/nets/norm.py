@@ -48,6 +48,11 @@ class AblatedBatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
+    gamma: torch.Tensor  # a Parameter when learnable, else a buffer
+    beta: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def learnable(self, name: str) -> bool:
         return isinstance(getattr(self, name), nn.Parameter)
 

@@ -27,6 +27,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.catalog.models import ResNetParams
+from layerlab.core.sections import ModelParams
+from layerlab.nets.layers import Network
 from layerlab.nets.norm import batch_norm
 
 
@@ -38,7 +41,7 @@ def shortcut(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, 0, 0, like.shape[1] - x.shape[1]))
 
 
-class ResNet(nn.Module):
+class ResNet(Network):
     """`layers[0]` is the stem; `layers[2b + 1]`, `layers[2b + 2]` are block b's two convs."""
 
     def __init__(self, layers: list[nn.Module], activation: Callable[[], nn.Module], head: nn.Module,
@@ -62,7 +65,7 @@ class ResNet(nn.Module):
         return self.head(h), hidden
 
 
-class PreResNet(nn.Module):
+class PreResNet(Network):
     """Pre-activation layout: `layers[i]` = (BN, activation, conv) except the stem (conv only)."""
 
     def __init__(self, layers: list[nn.Module], head: nn.Module, residual: bool = True):
@@ -76,6 +79,7 @@ class PreResNet(nn.Module):
         hidden = [h]
         for i in range(1, len(self.layers), 2):
             first = self.layers[i]
+            assert isinstance(first, nn.Sequential)  # (BN, activation, conv)
             block_input = first[:-1](h) if i == 1 else h  # 'both_preact': the shortcut sees the pre-activation
             h = first[-1](block_input) if i == 1 else first(h)
             hidden.append(h)
@@ -91,14 +95,13 @@ def blocks_per_stage(depth: int) -> int:
     return (depth - 2) // 6
 
 
-def resnet(input_shape: tuple[int, ...], n_classes: int, cell: dict,
+def resnet(input_shape: tuple[int, ...], n_classes: int, model: ModelParams, params: ResNetParams,
            activation: Callable[[], nn.Module]) -> ResNet | PreResNet:
     """The cell's ResNet (`model` resnet or preresnet): `depth` = 6n + 2, `width` = stem channels (16 in the
     paper), `bn_variant` the BatchNorm of every conv (the paper's: bn_gamma_beta), `last_bn` one full BatchNorm
     before the classifier: BatchNorm1d between pooling and classifier (ResNet_LastBN), or the final BatchNorm2d
     of PreResNet (without it: PreResNet_v1); `residual` false removes the shortcuts (VGG-style)."""
-    n, width, norm, pre = blocks_per_stage(cell["depth"]), cell["width"], cell["bn_variant"], \
-        cell["model"] == "preresnet"
+    n, width, norm, pre = blocks_per_stage(model.depth), model.width, model.bn_variant, model.model == "preresnet"
 
     def conv(c_in: int, c_out: int, stride: int = 1) -> nn.Module:
         conv = nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False)
@@ -113,9 +116,9 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, cell: dict,
         for b in range(n):
             layers += [conv(c_in, c_out, 2 if stage and not b else 1), conv(c_out, c_out)]
             c_in = c_out
-    last_bn = batch_norm(c_in, "bn_gamma_beta") if cell["last_bn"] else []
+    last_bn = batch_norm(c_in, "bn_gamma_beta") if params.last_bn else []
     pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     if pre:
         return PreResNet(layers, nn.Sequential(*last_bn, activation(), *pool, nn.Linear(c_in, n_classes)),
-                         cell["residual"])
-    return ResNet(layers, activation, nn.Sequential(*pool, *last_bn, nn.Linear(c_in, n_classes)), cell["residual"])
+                         params.residual)
+    return ResNet(layers, activation, nn.Sequential(*pool, *last_bn, nn.Linear(c_in, n_classes)), params.residual)

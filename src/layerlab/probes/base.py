@@ -24,6 +24,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset, Split
 from layerlab.nets.layers import Network
 from layerlab.training.stage import Stage, StepState
@@ -42,7 +43,7 @@ def takes_from_run(value: Any) -> bool:
 class TrainingProbe:
     """Base class: every hook does nothing."""
 
-    def __init__(self, cell: dict, model: Network, data: Dataset):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         self.cell = cell
 
     def state_dict(self) -> dict:

@@ -11,6 +11,9 @@ import numpy as np
 import torch
 import xarray as xr
 
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network
 from layerlab.probes.base import StepState, TrainingProbe
 from layerlab.training.losses import layer_entropies
 
@@ -20,7 +23,7 @@ class BatchEntropyProbe(TrainingProbe):
     stage's window, which its network does not compute)."""
 
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
         self.n_layers = len(model.layers)
         self.records: list[np.ndarray] = []
@@ -29,7 +32,8 @@ class BatchEntropyProbe(TrainingProbe):
     def after_forward(self, state: StepState) -> None:
         if state.logged:
             entropy = np.full(self.n_layers, np.nan, dtype=np.float32)
-            entropy[: len(state.hidden)] = layer_entropies(state.hidden, self.cell["entropy_constant"]).cpu().numpy()
+            constant = self.cell.loss.entropy_constant
+            entropy[: len(state.hidden)] = layer_entropies(state.hidden, constant).cpu().numpy()
             self.records.append(entropy)
 
     def variables(self, steps: list[int]) -> xr.Dataset:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 import xarray as xr
-from torch import nn
 
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network
 from layerlab.nets.norm import NEUTRAL, AblatedBatchNorm
 from layerlab.probes.base import StepState, TrainingProbe
 
 
-def norm_layers(model: nn.Module) -> dict[int, AblatedBatchNorm]:
+def norm_layers(model: Network) -> dict[int, AblatedBatchNorm]:
     """Layer index -> its BatchNorm, over the hidden layers and the output layer (`head`)."""
     found: dict[int, AblatedBatchNorm] = {}
     for layer, block in enumerate([*model.layers, model.head]):
@@ -32,7 +34,7 @@ def norm_layers(model: nn.Module) -> dict[int, AblatedBatchNorm]:
 
 
 @torch.no_grad()
-def learnable_parameters(model: nn.Module) -> dict[str, dict[int, np.ndarray]]:
+def learnable_parameters(model: Network) -> dict[str, dict[int, np.ndarray]]:
     """{'gamma'|'beta': {layer: values}} for the learnable components only (copies, float32)."""
     values: dict[str, dict[int, np.ndarray]] = {}
     for layer, bn in norm_layers(model).items():
@@ -71,7 +73,7 @@ class BNParametersProbe(TrainingProbe):
     """`gamma`, `beta` (step, layer, channel) and their activity at the logged steps (learnable ones only)."""
 
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
         self.records: list[dict[str, dict[int, np.ndarray]]] = []
 

@@ -23,13 +23,16 @@ sorted product spectrum {lambda_i(Sigma_x) lambda_j(Sigma_grad)}.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
-from torch import nn
 from torch.nn import functional as F
 
+from layerlab.catalog.probes import CurvatureParams
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
 from layerlab.measurements.spectra import (
     P_LEVELS,
     kron_spectrum,
@@ -38,7 +41,7 @@ from layerlab.measurements.spectra import (
     spectral_summary,
     spectrum,
 )
-from layerlab.nets.layers import kept_buffers, measured_layers
+from layerlab.nets.layers import Network, kept_buffers, measured_layers
 from layerlab.probes.base import StepState, TrainingProbe
 from layerlab.training.optim import logged_steps
 
@@ -54,13 +57,13 @@ def second_moment(rows: torch.Tensor) -> torch.Tensor:
     return r.T @ r / r.shape[0]
 
 
-def layer_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
+def layer_factors(model: Network, x: torch.Tensor, y: torch.Tensor, labels: str,
                   generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(Sigma_x, Sigma_grad)] per measured layer, float64, from one forward and one backward pass on (x, y)."""
     return _factors_and_weight_grads(model, x, y, labels, generator)[0]
 
 
-def _factors_and_weight_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
+def _factors_and_weight_grads(model: Network, x: torch.Tensor, y: torch.Tensor, labels: str,
                               generator: torch.Generator | None):
     """`layer_factors`, dL_batch/dW of every measured layer and the output layer's `per_example_lmax`.
 
@@ -109,12 +112,16 @@ def sigma_max(t: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(t.detach().double().flatten(1), ord=2))
 
 
+Record = dict[str, Any]  # one layer's measures: spectra (arrays) and scalars
+
+
 def layer_record(weight: torch.Tensor, sigma_x: torch.Tensor, sigma_g: torch.Tensor,
-                 weight_grad: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+                 weight_grad: torch.Tensor | None = None) -> Record:
     """All per-layer quantities of one measurement."""
     ex, eg = spectrum(sigma_x), spectrum(sigma_g)
     ek = kron_spectrum(ex, eg)
-    rec = {"eig_x": ex, "eig_g": eg, "weight_norm": float(weight.detach().double().norm())}
+    rec: Record = {"eig_x": ex, "eig_g": eg,
+                                          "weight_norm": float(weight.detach().double().norm())}
     if weight_grad is not None:  # Definition 1: weight domination when sigma_max(dL/dW) << sigma_max(W)
         rec["domination"] = sigma_max(weight_grad) / sigma_max(weight)
     for name, eig in (("x", ex), ("g", eg), ("kron", ek)):
@@ -122,8 +129,8 @@ def layer_record(weight: torch.Tensor, sigma_x: torch.Tensor, sigma_g: torch.Ten
     return rec
 
 
-def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
-            generator: torch.Generator | None = None) -> list[dict[str, np.ndarray]]:
+def measure(model: Network, x: torch.Tensor, y: torch.Tensor, labels: str,
+            generator: torch.Generator | None = None) -> list[Record]:
     """One measurement: `layer_record` of every measured layer."""
     factors, weight_grads, lmax_wgrad_out = _factors_and_weight_grads(model, x, y, labels, generator)
     records = [layer_record(m.weight, sx, sg, gw)
@@ -134,7 +141,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: str,
     return records
 
 
-def curvature_dataset(steps: list[int], records: list[list[dict[str, np.ndarray]]],
+def curvature_dataset(steps: list[int], records: list[list[Record]],
                       seconds: float = float("nan")) -> xr.Dataset:
     """Stack per-step measurements into (step, layer) scalars, (step, layer, p) condition numbers and
     (step, layer, eigen) spectra NaN-padded to the widest factor, plus per-cell summaries."""
@@ -142,7 +149,7 @@ def curvature_dataset(steps: list[int], records: list[list[dict[str, np.ndarray]
     width = max(max(len(r["eig_x"]), len(r["eig_g"])) for r in records[0])
     coords = {"step": np.asarray(steps), "layer": np.arange(n_layers), "p": np.asarray(P_LEVELS),
               "eigen": np.arange(width)}
-    data = {}
+    data: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
     for key in records[0][0]:
         first = records[0][0][key]
         if key.startswith("eig_"):
@@ -165,7 +172,7 @@ def curvature_dataset(steps: list[int], records: list[list[dict[str, np.ndarray]
         k90 = ds[f"log10_kappa_{name}"].sel(p=0.9).mean("layer").values
         ds[f"log10_kappa90_{name}_init"] = float(k90[0]) if steps[0] == 0 else np.nan
         ds[f"log10_kappa90_{name}_final"] = float(k90[-1])
-        singular = np.isinf(ds[f"kappa_{name}"].sel(p=0.9)).mean("layer").values
+        singular = xr.apply_ufunc(np.isinf, ds[f"kappa_{name}"].sel(p=0.9)).mean("layer").values
         ds[f"singular90_{name}_init"] = float(singular[0]) if steps[0] == 0 else np.nan
         ds[f"singular90_{name}_final"] = float(singular[-1])
     for key in ("lmax_x", "lmax_g", "lmax_kron", "lmax_wgrad", "weight_norm"):  # paper 004's last-layer diagnostics
@@ -179,20 +186,22 @@ class CurvatureProbe(TrainingProbe):
     the K-FAC factors of every layer's Fisher block, their spectra, condition numbers, weight domination, and the
     last-layer diagnostics; dims (step, layer[, p | eigen])."""
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
-        self.schedule = logged_steps(cell["steps"], cell["curvature_every"])
-        rows = torch.arange(min(cell["curvature_samples"], len(data.train.y)), device=data.train.x.device)
+        params = cell[CurvatureParams]
+        self.schedule = logged_steps(cell.run.steps, params.curvature_every)
+        rows = torch.arange(min(params.curvature_samples, len(data.train.y)), device=data.train.x.device)
         self.x, self.y = data.train.x[rows], data.train.y[rows]
-        self.generator = torch.Generator().manual_seed(cell["seed"])  # sampled labels
+        self.generator = torch.Generator().manual_seed(cell.run.seed)  # sampled labels
         self.steps: list[int] = []
-        self.records: list[list[dict[str, np.ndarray]]] = []
+        self.records: list[list[Record]] = []
         self.seconds = 0.0
 
     def after_forward(self, state: StepState) -> None:
         if state.step in self.schedule and state.finite:
             tic = time.perf_counter()
-            self.records.append(measure(state.model, self.x, self.y, self.cell["curvature_labels"], self.generator))
+            labels = self.cell[CurvatureParams].curvature_labels
+            self.records.append(measure(state.model, self.x, self.y, labels, self.generator))
             self.steps.append(state.step)
             self.seconds += time.perf_counter() - tic
 

@@ -7,15 +7,19 @@ step: the gradient of that step's mini-batch, at no extra cost. Layers the stage
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import xarray as xr
 from torch import nn
 
-from layerlab.nets.layers import measured_layers
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network, measured_layers
 from layerlab.probes.base import Stage, StepState, TrainingProbe, step_layer_dataset
 
 
-def layer_grad_rms(layers: list[nn.Module]) -> np.ndarray:
+def layer_grad_rms(layers: Sequence[nn.Linear | nn.Conv2d]) -> np.ndarray:
     """RMS of dL/dW of the `weight` of each module in `layers` as left by the last backward (NaN: no gradient)."""
     out = np.full(len(layers), np.nan)
     for k, m in enumerate(layers):
@@ -28,7 +32,7 @@ class GradRMSProbe(TrainingProbe):
     """`grad_rms` (step, layer) at the logged steps."""
 
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
         self.layers = measured_layers(model)
         self.records: dict[int, np.ndarray] = {}

@@ -7,6 +7,9 @@ from functools import partial
 
 import xarray as xr
 
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network
 from layerlab.probes.base import TrainingProbe
 from layerlab.training.memory import StepMemory, ce_step_loss, first_batch, memory_variables, stage_memory, step_memory
 from layerlab.training.optim import make_optimizer
@@ -18,13 +21,13 @@ class MemoryProbe(TrainingProbe):
     add the per-layer peaks (`layer_*`, at each stage's top layer). The ratio to the backprop step of the whole
     network on the same batch is `relative_memory` (1 under backprop)."""
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
-        self.batch = first_batch(cell, data.train.x, data.train.y)
+        self.batch = first_batch(cell.run.batch_size, data.train.x, data.train.y)
         self.n_layers = len(model.layers)
         self.stages: dict[int, tuple[StepMemory, int | None]] = {}  # stage index -> (memory, top layer)
-        self.backprop = None if cell["training"] == "backprop" else step_memory(  # staged: the reference step
-            model, ce_step_loss, partial(make_optimizer, cell), *self.batch)
+        self.backprop = None if cell.regime.training == "backprop" else step_memory(  # staged: the reference step
+            model, ce_step_loss, partial(make_optimizer, cell.optimizer), *self.batch)
 
     def start_stage(self, stage: Stage) -> None:
         memory = stage_memory(stage, *self.batch)

@@ -12,7 +12,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from layerlab.nets.layers import kept_buffers
+from layerlab.catalog.probes import NeuronParams
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network, kept_buffers
 from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
 from layerlab.training.optim import logged_steps
 
@@ -25,10 +28,10 @@ def neuron_states(hidden: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class NeuronStatesProbe(TrainingProbe):
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
-        self.schedule = logged_steps(cell["steps"], cell["neuron_every"])
-        n = cell["neuron_samples"] or len(data.train.y)
+        self.schedule = logged_steps(cell.run.steps, cell[NeuronParams].neuron_every)
+        n = cell[NeuronParams].neuron_samples or len(data.train.y)
         self.x = data.train.x[:n]
         self.dying: dict[int, np.ndarray] = {}
         self.full: dict[int, np.ndarray] = {}

@@ -17,19 +17,21 @@ import time
 import numpy as np
 import xarray as xr
 
-from layerlab.catalog.measurements import REPRESENTATION_PER_LAYER
-from layerlab.catalog.probes import DYNAMIC, representation_schedule
+from layerlab.catalog.measurements import REPRESENTATION_PER_LAYER, RepresentationParams
+from layerlab.catalog.probes import DYNAMIC, RepresentationDynamicParams, representation_schedule
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
 from layerlab.measurements.representation import measure, probe_rows
-from layerlab.nets.layers import eval_mode
+from layerlab.nets.layers import Network, eval_mode
 from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
 
 
 class RepresentationDynamicProbe(TrainingProbe):
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
         self.data = data
-        self.schedule = representation_schedule(cell)
-        self.rows = probe_rows(cell, data, data.train.x.device)
+        self.schedule = representation_schedule(cell[RepresentationDynamicParams], cell.run.steps)
+        self.rows = probe_rows(cell[RepresentationParams], cell.run.seed, data, data.train.x.device)
         self.records: dict[str, dict[int, np.ndarray]] = {name: {} for name in REPRESENTATION_PER_LAYER}
         self.seconds = 0.0
 
@@ -38,7 +40,8 @@ class RepresentationDynamicProbe(TrainingProbe):
             return
         start = time.perf_counter()
         with eval_mode(state.model):
-            values = measure(state.model, self.data, *self.rows, self.cell)
+            values = measure(state.model, self.data, *self.rows, self.cell[RepresentationParams],
+                             self.cell.model.activation)
         for name in REPRESENTATION_PER_LAYER:
             self.records[name][state.step] = values[name]
         self.seconds += time.perf_counter() - start

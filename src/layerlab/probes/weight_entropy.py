@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 from torch import nn
 
-from layerlab.nets.layers import measured_layers
+from layerlab.catalog.probes import CompressionParams, WeightEntropyParams
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import Network, measured_layers
 from layerlab.probes.base import StepState, TrainingProbe, step_layer_dataset
 
 
@@ -92,7 +96,7 @@ def huffman_bits(counts: np.ndarray) -> float:
     return float((counts * huffman_lengths(counts)).sum() / counts.sum())
 
 
-def layer_weight_stats(layers: list[nn.Module], bits: int) -> dict[str, np.ndarray]:
+def layer_weight_stats(layers: Sequence[nn.Linear | nn.Conv2d], bits: int) -> dict[str, np.ndarray]:
     """Per-layer weight entropy H_N and Huffman bits per weight of the `weight` of each module in `layers`."""
     counts = [histogram(m.weight, bits) if torch.isfinite(m.weight).all() else None for m in layers]
     return {"weight_entropy": np.array([np.nan if c is None else entropy_bits(c) for c in counts]),
@@ -103,14 +107,15 @@ class WeightEntropyProbe(TrainingProbe):
     """`weight_entropy` and `huffman_bits` (step, layer) of the weights at the logged steps, at M bits."""
 
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
         self.layers = measured_layers(model)
         self.records: dict[str, dict[int, np.ndarray]] = {"weight_entropy": {}, "huffman_bits": {}}
 
     def after_forward(self, state: StepState) -> None:
         if state.logged:
-            for name, values in layer_weight_stats(self.layers, self.cell["weight_entropy_bits"]).items():
+            bits = self.cell[WeightEntropyParams].weight_entropy_bits
+            for name, values in layer_weight_stats(self.layers, bits).items():
                 self.records[name][state.step] = values
 
     def variables(self, steps: list[int]) -> xr.Dataset | None:
@@ -123,7 +128,7 @@ class WeightCompressionProbe(TrainingProbe):
     rates of the last compression (`sent_bits`, `sent_huffman_bits`) at the logged steps."""
 
 
-    def __init__(self, cell, model, data):
+    def __init__(self, cell: Cell, model: Network, data: Dataset):
         super().__init__(cell, model, data)
         self.layers = measured_layers(model)
         self.sent: dict[str, np.ndarray] = {}  # bit rates of the last compression
@@ -137,16 +142,17 @@ class WeightCompressionProbe(TrainingProbe):
     def compression_bits(self) -> list[int]:
         """N per layer: `quantize_bits`, or with a floor c the thesis's rule N = H_M + c (rounded up, at least 1)
         capped at `quantize_bits` (the thesis's "ceiling:floor"), H_M the layer's weight entropy at M bits."""
-        ceiling, floor = self.cell["quantize_bits"], self.cell["quantize_floor"]
+        compression = self.cell[CompressionParams]
+        ceiling, floor = compression.quantize_bits, compression.quantize_floor
         if floor is None:
             return [ceiling] * len(self.layers)
-        h = layer_weight_stats(self.layers, self.cell["weight_entropy_bits"])["weight_entropy"]
+        h = layer_weight_stats(self.layers, self.cell[WeightEntropyParams].weight_entropy_bits)["weight_entropy"]
         return [ceiling if not np.isfinite(x) else min(ceiling, max(1, math.ceil(x + floor))) for x in h]
 
     @torch.no_grad()
     def after_update(self, state: StepState) -> None:
         """After update `step` (0-based): compress every `quantize_every`-th update's weights and biases."""
-        if (state.step + 1) % self.cell["quantize_every"]:
+        if (state.step + 1) % self.cell[CompressionParams].quantize_every:
             return
         bits = self.compression_bits()
         huffman = np.full(len(self.layers), np.nan)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from layerlab.catalog.measurements import CascadeParams
+from layerlab.core.cell import Cell
+
 PREDICTORS = {"": "cutoff_depth", "_diff_entropy": "cutoff_depth_diff_entropy"}  # variable suffix -> its cutoff
 
 
-def add_cascade_prediction(ds: xr.Dataset, cell: dict, is_source: bool) -> xr.Dataset:
+def add_cascade_prediction(ds: xr.Dataset, cell: Cell, is_source: bool) -> xr.Dataset:
     """Paper 003's predictions for one cell from the cutoffs of its deepest sibling: trainable iff depth <= l*
     (relative entropy), and iff depth <= l*_S (differential entropy).
 
@@ -17,22 +20,22 @@ def add_cascade_prediction(ds: xr.Dataset, cell: dict, is_source: bool) -> xr.Da
     training epochs of the same network on the same data), cascade_epoch_cost.
     """
     for suffix, cutoff in PREDICTORS.items():
-        ds[f"predicted_trainable{suffix}"] = xr.DataArray(cell["depth"] <= int(ds[cutoff]))
+        ds[f"predicted_trainable{suffix}"] = xr.DataArray(cell.model.depth <= int(ds[cutoff]))
     ds["cost_ratio"] = xr.DataArray(float(ds["cascade_seconds"] / ds["train_seconds"]) if is_source else np.nan)
     ds["cascade_epoch_cost"] = xr.DataArray(cascade_epoch_cost(ds, cell) if is_source else np.nan)
     return ds
 
 
-def cascade_epoch_cost(ds: xr.Dataset, cell: dict) -> float:
+def cascade_epoch_cost(ds: xr.Dataset, cell: Cell) -> float:
     """Seconds of one cascade epoch over seconds of one training epoch of the same network on the same rows: the
     paper's prediction is one cascade epoch, and a quick study's small dataset needs several (`cascade_epochs`),
     so the cost of one is what compares with the paper. A training epoch is `train_rows / batch_size` steps at the
     measured time per step (train_seconds over the steps run, evaluations included)."""
     diverged = int(ds["diverged_step"])
-    steps = max(diverged if diverged >= 0 else cell["steps"], 1)
+    steps = max(diverged if diverged >= 0 else cell.run.steps, 1)
     rows = int(ds["train_rows"])
-    epoch_seconds = float(ds["train_seconds"]) / steps * rows / min(cell["batch_size"], rows)
-    return float(ds["cascade_seconds"]) / cell["cascade_epochs"] / epoch_seconds
+    epoch_seconds = float(ds["train_seconds"]) / steps * rows / min(cell.run.batch_size, rows)
+    return float(ds["cascade_seconds"]) / cell[CascadeParams].cascade_epochs / epoch_seconds
 
 
 def add_trainability(study: xr.Dataset, metric: str, threshold: float) -> xr.Dataset:

@@ -29,7 +29,7 @@ PANELS_PER_ROW = 3
 
 
 def study_axes(ds: xr.Dataset) -> list[str]:
-    return json.loads(ds.attrs["axes"]) if "axes" in ds.attrs else [d for d in ds.dims if d in ds.coords]
+    return json.loads(ds.attrs["axes"]) if "axes" in ds.attrs else [str(d) for d in ds.dims if d in ds.coords]
 
 
 def _squeeze_own_axes(ds: xr.Dataset, own: list[str], name: str) -> xr.Dataset:
@@ -89,7 +89,7 @@ def compare(a: xr.Dataset, b: xr.Dataset, metrics: list[str] | None = None,
     cell_dims = [d for d in study_axes(a) if d in a.dims and d in b.dims]
 
     def scalars(ds: xr.Dataset) -> set[str]:
-        return {k for k, v in ds.data_vars.items() if set(v.dims) <= set(cell_dims) and k not in SKIP
+        return {str(k) for k, v in ds.data_vars.items() if set(v.dims) <= set(cell_dims) and k not in SKIP
                 and v.dtype.kind in "fiub"}
 
     available = scalars(a) & scalars(b)

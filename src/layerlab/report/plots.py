@@ -28,14 +28,14 @@ DPI = 150
 LEGEND_LINES = 12  # more lines than this get a colour bar instead of a legend
 
 
-def _reduce(da: xr.DataArray, keep: set[str]) -> xr.DataArray:
+def _reduce(da: xr.DataArray, keep: set[str | None]) -> xr.DataArray:
     """Average over seeds, take the first value of any other grid axis not kept."""
     for dim in [d for d in da.dims if d not in keep]:
         da = da.mean(dim) if dim == "seed" else da.isel({dim: 0})
     return da
 
 
-def _seed_sd(da: xr.DataArray, keep: set[str]) -> xr.DataArray | None:
+def _seed_sd(da: xr.DataArray, keep: set[str | None]) -> xr.DataArray | None:
     """The spread over seeds (sample sd) of what `_reduce` keeps; None with one seed."""
     if "seed" not in da.dims or da.sizes["seed"] < 2:
         return None
@@ -328,7 +328,8 @@ def layer_accuracy(ds: xr.Dataset, spec: dict) -> plt.Figure:
     heads = var == "layer_test_acc"
     ax.set(xlabel="layer (decision head on its output)" if heads else "layer (1-based; last: output layer)",
            ylabel=axis_label(ds[var]))
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    # an AutoLocator (a MaxNLocator) takes `integer`; matplotlib's stub types the base Locator, which takes none
+    ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     ax.legend(title=hue, fontsize=6, title_fontsize=7)
     return fig
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from layerlab.core.sections import RunParams
 from layerlab.data.datasets import Split
 from layerlab.training.kfilter import kept_rows
+from layerlab.training.regimes.stage_nets import StageNet
 from layerlab.training.stage import Select
 
 
@@ -23,7 +24,7 @@ class LossFilter:
     `fraction` of its examples with the lowest loss of the trained first partition (its layers and own head,
     frozen, eval mode) before it reaches the stage's partition."""
 
-    net: nn.Module  # (x) -> (logits, hidden), frozen, eval mode
+    net: StageNet  # frozen, eval mode
     fraction: float
     start: int
 
@@ -43,19 +44,19 @@ class KFilter:
     ones in stored order); from then on each mini-batch keeps only its kept rows. Computed when first needed, so a
     resumed stage filters with its restored feednet."""
 
-    def __init__(self, cell: dict, net: nn.Module, data: Split, start: int):
-        self.cell, self.net, self.data, self.start = cell, net, data, start  # net: a StageNet
+    def __init__(self, run: RunParams, cap: float, net: StageNet, data: Split, start: int):
+        self.run, self.cap, self.net, self.data, self.start = run, cap, net, data, start
         self.keep: torch.Tensor | None = None
 
     def kept(self) -> torch.Tensor:
         """Bool per training row: kept by the filter."""
         if self.keep is None:
-            x, y, chunk = self.data.x, self.data.y, self.cell["batch_size"]
+            x, y, chunk = self.data.x, self.data.y, self.run.batch_size
             z = torch.cat([self.net.features(x[i:i + chunk])[-1].flatten(1) for i in range(0, len(y), chunk)])
             keep = torch.zeros(len(y), dtype=torch.bool, device=y.device)
-            keep[kept_rows(z, y, self.cell["k_filter"], self.cell["k_filter_batch"])] = True
+            keep[kept_rows(z, y, self.run.k_filter, self.run.k_filter_batch)] = True
             removed = torch.nonzero(~keep).flatten()
-            keep[removed[int(self.cell["k_filter_cap"] * len(y)):]] = True
+            keep[removed[int(self.cap * len(y)):]] = True
             self.keep = keep
         return self.keep
 

@@ -31,7 +31,7 @@ import xarray as xr
 from torch import nn
 
 from layerlab import __version__
-from layerlab.core.config import canonical_json
+from layerlab.core.cell import Cell
 from layerlab.core.disk import WriteFailed, writing
 
 log = logging.getLogger("layerlab.training.checkpoint")
@@ -66,14 +66,14 @@ def own_storage(value):
     return value
 
 
-def cell_tag(cell: dict) -> str:
-    return f"{hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]}/layerlab-{__version__}"
+def cell_tag(cell: Cell) -> str:
+    return f"{hashlib.sha256(cell.json.encode()).hexdigest()[:16]}/layerlab-{__version__}"
 
 
 class Checkpoint:
     """Where and when one cell's training state is saved, and the signals that make it save and stop."""
 
-    def __init__(self, directory: str | os.PathLike, cell: dict, every: int = 0, minutes: float = 0.0):
+    def __init__(self, directory: str | os.PathLike, cell: Cell, every: int = 0, minutes: float = 0.0):
         self.path = Path(directory) / "checkpoint.pt"
         self.tag, self.every, self.seconds = cell_tag(cell), every, minutes * 60
         self.last = time.monotonic()

@@ -16,7 +16,7 @@ hold what the fused network trains.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -69,9 +69,13 @@ class FusedModule(nn.Module):
         return list(x.chunk(self.k))
 
 
-def stacked(modules: list[nn.Module], name: str) -> torch.Tensor | None:
-    values = [getattr(m, name) for m in modules]
-    return None if values[0] is None else torch.stack([v.detach() for v in values])
+def stacked(modules: Sequence[nn.Module], name: str) -> torch.Tensor | None:
+    """The modules' tensors `name` stacked along a new leading model axis (None: they have none)."""
+    return None if getattr(modules[0], name) is None else stack(modules, name)
+
+
+def stack(modules: Sequence[nn.Module], name: str) -> torch.Tensor:
+    return torch.stack([getattr(m, name).detach() for m in modules])
 
 
 class FusedLinear(FusedModule):
@@ -79,7 +83,7 @@ class FusedLinear(FusedModule):
 
     def __init__(self, linears: list[nn.Linear]):
         super().__init__(len(linears))
-        self.weight = nn.Parameter(stacked(linears, "weight"))
+        self.weight = nn.Parameter(stack(linears, "weight"))
         bias = stacked(linears, "bias")
         self.bias = None if bias is None else nn.Parameter(bias)
 
@@ -105,7 +109,7 @@ class FusedConv2d(FusedModule):
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         if conv.padding_mode != "zeros":
             raise NotFusable(f"Conv2d with padding_mode '{conv.padding_mode}'")
-        self.weight = nn.Parameter(stacked(convs, "weight"))
+        self.weight = nn.Parameter(stack(convs, "weight"))
         bias = stacked(convs, "bias")
         self.bias = None if bias is None else nn.Parameter(bias)
 
@@ -119,13 +123,17 @@ class FusedBatchNorm(FusedModule):
     """Per-model batch statistics and running statistics (`layerlab.nets.norm.AblatedBatchNorm`, K of them)."""
 
     per_model = ("gamma", "beta", "running_mean", "running_var")
+    gamma: torch.Tensor
+    beta: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, norms: list[AblatedBatchNorm]):
         super().__init__(len(norms))
         norm = norms[0]
         self.eps, self.momentum = norm.eps, norm.momentum
         for name in self.per_model:
-            value = stacked(norms, name)
+            value = stack(norms, name)
             if name in ("gamma", "beta") and norm.learnable(name):
                 self.register_parameter(name, nn.Parameter(value))
             else:
@@ -182,7 +190,7 @@ def fused_module(modules: list[nn.Module], rng: ModelRNG) -> FusedModule | None:
     """The fused counterpart of K corresponding modules; None for a module without per-model state."""
     kind = type(modules[0])
     if kind is nn.Dropout:
-        return FusedDropout(modules, rng)
+        return FusedDropout([m for m in modules if isinstance(m, nn.Dropout)], rng)
     if kind in FUSED:
         return FUSED[kind](modules)
     if any(True for _ in modules[0].parameters(recurse=False)) or any(True for _ in modules[0].buffers(recurse=False)):

@@ -113,11 +113,12 @@ class FusedOptimizer:
         self.adam = kinds == {torch.optim.Adam}
         self.entries: list[Entry] = []
         for param in params:
-            groups = [next((g for g in opt.param_groups if any(q is p for q in g["params"])), None)
-                      for opt, p in zip(param.optimizers, param.shadows, strict=True)]
-            if all(group is None for group in groups):
+            found = [next((g for g in opt.param_groups if any(q is p for q in g["params"])), None)
+                     for opt, p in zip(param.optimizers, param.shadows, strict=True)]
+            groups = [group for group in found if group is not None]
+            if not groups:
                 continue  # trained by none of the models (frozen weights)
-            if any(group is None for group in groups):
+            if len(groups) < len(found):
                 raise ValueError("a fused parameter is trained by some models and not by others")
             self.check(groups)
             states = [opt.state[p] for opt, p in zip(param.optimizers, param.shadows, strict=True)]

@@ -18,6 +18,8 @@ from functools import cache, partial
 
 import torch
 
+from layerlab.core.cell import Cell
+from layerlab.core.params import Section
 from layerlab.core.registry import DECISION_HEADS, resolve
 from layerlab.nets.layers import LayerStack
 from layerlab.training.memory import StepMemory, ce_step_loss, extrapolated_step_memory, step_memory
@@ -33,13 +35,19 @@ from layerlab.training.regimes.stage_nets import (
 )
 
 
-def window_memory(cell: dict, stage: StageNet, i: int, x: torch.Tensor, y: torch.Tensor,
-                 measure: Callable[..., StepMemory] = step_memory) -> StepMemory:
+def window_memory(cell: Cell, stage: StageNet, i: int, x: torch.Tensor, y: torch.Tensor,
+                  measure: Callable[..., StepMemory] = step_memory) -> StepMemory:
     """Memory of one training step of stage i (its dropouts and optimizer included)."""
-    return measure(stage, noisy_step_loss(cell, x.device), partial(make_optimizer, stage_schedule(cell, i)), x, y)
+    optimizer = stage_schedule(cell.optimizer, cell.regime, i)
+    return measure(stage, noisy_step_loss(cell.regime, x.device), partial(make_optimizer, optimizer), x, y)
 
 
-def measure_stage(cell: dict, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
+def with_head(cell: Cell, head: Section | None) -> Cell:
+    """The cell with a chosen configuration of its decision head (None: as it is)."""
+    return cell.replace(head) if head else cell
+
+
+def measure_stage(cell: Cell, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
                   x: torch.Tensor, y: torch.Tensor, measure: Callable[..., StepMemory] = step_memory) -> StepMemory:
     """Memory of one step of stage i's network (call with `model` frozen)."""
     stage = stage_network(cell, model, i, window, last, n_classes, x)
@@ -48,26 +56,26 @@ def measure_stage(cell: dict, model: LayerStack, i: int, window: tuple[int, int]
     return memory
 
 
-def memory_profile(cell: dict, model: LayerStack, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                   heads: list[dict] | None = None) -> tuple[StepMemory, list[StepMemory]]:
+def memory_profile(cell: Cell, model: LayerStack, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                   heads: list[Section | None] | None = None) -> tuple[StepMemory, list[StepMemory]]:
     """(backprop step, every stage's step) of the cell's regime on the batch (x, y), without training: the
-    seed notes' E6b (relative memory from random tensors); `heads`: per stage, cell overrides of its head (as
+    seed notes' E6b (relative memory from random tensors); `heads`: per stage, the configuration of its head (as
     `fit_heads` chooses). `model` is left as it was."""
-    backprop = step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
-    stages = stage_windows(cell, len(model.layers))
-    heads = heads or [{}] * len(stages)
+    backprop = step_memory(model, ce_step_loss, partial(make_optimizer, cell.optimizer), x, y)
+    stages = stage_windows(cell.regime, len(model.layers))
+    heads = heads or [None] * len(stages)
     with frozen(model):
-        memories = [measure_stage({**cell, **head}, model, i, window, i == len(stages) - 1, n_classes, x, y)
+        memories = [measure_stage(with_head(cell, head), model, i, window, i == len(stages) - 1, n_classes, x, y)
                     for i, (window, head) in enumerate(zip(stages, heads, strict=True))]
     return backprop, memories
 
 
 @dataclass(frozen=True)
 class HeadFit:
-    """The memory search's result: per stage the chosen head (cell overrides; {} for the last stage, the model's
-    own output layer) and the tracked memory of one step with it; the backprop step's memory."""
+    """The memory search's result: per stage the chosen configuration of the head (its section; None for the last
+    stage, the model's own output layer) and the tracked memory of one step with it; the backprop step's memory."""
 
-    heads: list[dict]
+    heads: list[Section | None]
     memories: list[StepMemory]
     backprop: StepMemory
 
@@ -87,21 +95,24 @@ def last_within(n: int, cost: Callable[[int], int], budget: float) -> int | None
     return low
 
 
-def fit_stage(cell: dict, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
-              x: torch.Tensor, y: torch.Tensor, families: list[list[dict]], target: float,
-              tolerance: float) -> tuple[dict, StepMemory]:
+def fit_stage(cell: Cell, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
+              x: torch.Tensor, y: torch.Tensor, families: list[list[Section | None]], target: float,
+              tolerance: float) -> tuple[Section | None, StepMemory]:
     """Stage i's head among `families` and its memory: of the configurations within `target + tolerance` bytes the
     one closest to `target` (per family: the last within the target and the one after it), else the smallest
     first one of a family; ties: the first family."""
 
     @cache
     def memory(f: int, j: int) -> StepMemory:
-        return measure_stage({**cell, **families[f][j]}, model, i, window, last, n_classes, x, y,
+        return measure_stage(with_head(cell, families[f][j]), model, i, window, last, n_classes, x, y,
                              extrapolated_step_memory)
+
+    def total(f: int, j: int) -> int:
+        return memory(f, j).total
 
     found = []
     for f, family in enumerate(families):
-        j = last_within(len(family), lambda j, f=f: memory(f, j).total, target)
+        j = last_within(len(family), partial(total, f), target)
         found += [(f, k) for k in ([0] if j is None else [j, j + 1])
                   if k < len(family) and memory(f, k).total <= target + tolerance]
     f, j = (min(found, key=lambda fj: abs(memory(*fj).total - target)) if found
@@ -109,19 +120,24 @@ def fit_stage(cell: dict, model: LayerStack, i: int, window: tuple[int, int], la
     return families[f][j], memory(f, j)
 
 
-def fit_heads(cell: dict, model: LayerStack, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> HeadFit:
+def fit_heads(cell: Cell, model: LayerStack, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> HeadFit:
     """Per stage, the configuration of the cell's head whose tracked step memory on the batch (x, y) is the closest
     to memory_target x backprop's within memory_tolerance above it, else the smallest (module docstring). `model`
     is left as it was."""
-    search_space = resolve(DECISION_HEADS[cell["layer_head"]].search_space)
-    backprop = extrapolated_step_memory(model, ce_step_loss, partial(make_optimizer, cell), x, y)
-    target, tolerance = cell["memory_target"] * backprop.total, cell["memory_tolerance"] * backprop.total
-    stages = stage_windows(cell, len(model.layers))
-    heads, memories = [], []
+    regime, spec = cell.regime, DECISION_HEADS[cell.regime.layer_head]
+    search_space = resolve(spec.search_space)
+    params = cell[spec.parameters] if spec.parameters else None
+    backprop = extrapolated_step_memory(model, ce_step_loss, partial(make_optimizer, cell.optimizer), x, y)
+    assert regime.memory_target is not None  # a search only with a target
+    target, tolerance = regime.memory_target * backprop.total, regime.memory_tolerance * backprop.total
+    stages = stage_windows(regime, len(model.layers))
+    heads: list[Section | None] = []
+    memories = []
     with frozen(model):
         for i, window in enumerate(stages):
             last = i == len(stages) - 1
-            families = [[{}]] if last else search_space(cell, window_shape(model, window[1], x))
+            families: list[list[Section | None]] = ([[None]] if last else
+                                                     search_space(params, window_shape(model, window[1], x)))
             head, memory = fit_stage(cell, model, i, window, last, n_classes, x, y, families, target, tolerance)
             heads.append(head)
             memories.append(memory)

@@ -21,6 +21,7 @@ from torch import nn
 
 from layerlab.catalog.checks import active_probes
 from layerlab.catalog.regimes import RUN_VARIABLES
+from layerlab.core.cell import Cell
 from layerlab.core.registry import PROBES, REGIMES, resolve
 from layerlab.core.store import describe
 from layerlab.data.datasets import Dataset
@@ -42,18 +43,18 @@ class Loop:
     """The loop's state for one cell: objective, regime, probes, batch stream, records. `name` (the cell's id in a
     pack) prefixes its progress lines; `writers` show its progress elsewhere (`layerlab.training.progress`)."""
 
-    def __init__(self, cell: dict, data: Dataset, model: Network, name: str = "",
+    def __init__(self, cell: Cell, data: Dataset, model: Network, name: str = "",
                  writers: tuple[ProgressWriter, ...] = ()):
         self.cell, self.data, self.model = cell, data, model
-        self.objective = Objective(cell, len(model.layers)).to(data.train.x.device)
-        spec = REGIMES[cell["training"]]
+        self.objective = Objective(cell.loss, len(model.layers)).to(data.train.x.device)
+        spec = REGIMES[cell.regime.training]
         self.regime: Regime = resolve(spec.impl)(cell, data, model, list(self.objective.parameters()), **spec.options)
         self.names = active_probes(cell)
         self.probes: list[StepHooks] = [resolve(PROBES[name].impl)(cell, model, data) for name in self.names]
         self.rows, self.filter_seconds = training_rows(cell, data)
-        self.stream = Batches(len(data.train.y) if self.rows is None else len(self.rows), cell["batch_size"],
-                              torch.Generator().manual_seed(cell["seed"]))
-        self.augment = torch.Generator().manual_seed(cell["seed"]) if cell["augment"] == "crop_flip" else None
+        self.stream = Batches(len(data.train.y) if self.rows is None else len(self.rows), cell.run.batch_size,
+                              torch.Generator().manual_seed(cell.run.seed))
+        self.augment = torch.Generator().manual_seed(cell.run.seed) if cell.run.augment == "crop_flip" else None
         self.run, self.diverged_step, self.seconds_before = Run(), -1, 0.0
         self.progress = Progress(self.regime.total_steps, name, writers)
         self.to_log: set[int] = set()
@@ -72,8 +73,8 @@ class Loop:
     def begin_stage(self, stage: Stage) -> None:
         """The stage's network in training mode, its logged and evaluated steps, the probes' start_stage."""
         stage.net.train()
-        self.to_log = logged_steps(stage.steps, self.cell["log_every"])
-        self.to_eval = logged_steps(stage.steps, self.cell["eval_every"])
+        self.to_log = logged_steps(stage.steps, self.cell.run.log_every)
+        self.to_eval = logged_steps(stage.steps, self.cell.run.eval_every)
         self.hooks("start_stage", stage)
 
     def run_stage(self, stage: Stage, start: int = 0, checkpoint: Checkpoint | None = None) -> bool:
@@ -223,21 +224,21 @@ class Loop:
                       combine_attrs="override")
         for name in self.names:
             describe(ds, PROBES[name].variables)
-        return describe(describe(ds, RUN_VARIABLES), REGIMES[self.cell["training"]].variables)
+        return describe(describe(ds, RUN_VARIABLES), REGIMES[self.cell.regime.training].variables)
 
 
-def training_rows(cell: dict, data: Dataset) -> tuple[torch.Tensor | None, float]:
+def training_rows(cell: Cell, data: Dataset) -> tuple[torch.Tensor | None, float]:
     """The training rows the batches are drawn from (None: all) and the seconds k-filtering took."""
-    if not cell["k_filter"] or REGIMES[cell["training"]].k_filter != "before":  # "online": the regime filters
+    if not cell.run.k_filter or REGIMES[cell.regime.training].k_filter != "before":  # "online": the regime filters
         return None, 0.0
     start = time.perf_counter()
-    rows = kept_rows(data.train.x, data.train.y, cell["k_filter"], cell["k_filter_batch"])
-    log.info("k-filter (k %d, batches of %s rows): %d of %d training rows kept", cell["k_filter"],
-             cell["k_filter_batch"] or "all", len(rows), len(data.train.y))
+    rows = kept_rows(data.train.x, data.train.y, cell.run.k_filter, cell.run.k_filter_batch)
+    log.info("k-filter (k %d, batches of %s rows): %d of %d training rows kept", cell.run.k_filter,
+             cell.run.k_filter_batch or "all", len(rows), len(data.train.y))
     return rows, time.perf_counter() - start
 
 
-def train_cell(cell: dict, data: Dataset, model: Network, device: torch.device,
+def train_cell(cell: Cell, data: Dataset, model: Network, device: torch.device,
                checkpoint: Checkpoint | None = None,
                writers: tuple[ProgressWriter, ...] = ()) -> tuple[xr.Dataset, Network]:
     """Train `model` as `cell` says (resuming from `checkpoint` when it holds this cell's state, or returning the

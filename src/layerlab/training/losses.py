@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -11,7 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from layerlab.catalog.losses import head_targets
+from layerlab.core.sections import LossParams
 
+T = TypeVar("T")
 # the c of batch entropy H^l = mean_k 1/2 log(c sigma_k^2 + 1) (paper 000, Eq. 2-3; `layerlab.probes.batch_entropy`)
 ENTROPY_CONSTANTS = {"pi_e": math.pi * math.e, "two_pi_e": 2 * math.pi * math.e}
 
@@ -53,7 +56,7 @@ class LBELoss(nn.Module):
         return ce + ce * lbe, lbe
 
 
-def regularized(hidden: list[torch.Tensor], which: str) -> list[torch.Tensor]:
+def regularized(hidden: list[T], which: str) -> list[T]:
     """The hidden layers LBE acts on: 'middle' drops the first and last (official FNN code), or 'all'."""
     return hidden[1:-1] if which == "middle" else hidden
 
@@ -65,9 +68,9 @@ def regularized(hidden: list[torch.Tensor], which: str) -> list[torch.Tensor]:
 # x are the raw logits (the prediction is their argmax); t is the one-hot target scaled to {off, on}.
 
 
-def head_activation(cell: dict, x: torch.Tensor) -> torch.Tensor:
+def head_activation(loss: LossParams, x: torch.Tensor) -> torch.Tensor:
     """y = act(x) of the head: the value its canonical delta y - t compares with the target."""
-    match cell["loss"]:
+    match loss.loss:
         case "mse":
             return x
         case "sigmoid":
@@ -75,22 +78,22 @@ def head_activation(cell: dict, x: torch.Tensor) -> torch.Tensor:
         case "tanh":
             return torch.tanh(x)
         case "exp_ga":
-            return cell["exp_alpha"] * torch.exp(x)
+            return loss.exp_alpha * torch.exp(x)
         case "pow3_ga":
-            return cell["pow3_alpha"] * x**3 + cell["pow3_beta"]
-    raise ValueError(f"no output head for loss {cell['loss']!r}")
+            return loss.pow3_alpha * x**3 + loss.pow3_beta
+    raise ValueError(f"no output head for loss {loss.loss!r}")
 
 
-def head_loss(cell: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def head_loss(loss: LossParams, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The head's loss on logits `x` (batch, classes) and labels `y`: mean over the batch, sum over classes.
 
     mse: 1/2 (x - t)^2; sigmoid: softplus(x) - t x (binary CE with logits); tanh: ln cosh x - t x;
     exp_ga: the sparse CE alpha e^x - t ln(alpha e^x) (section 4.6); pow3_ga: the negative-correlation loss
     alpha x^4 / 4 + beta x - t x (section 4.8, "+beta y" read as +beta x_mk).
     """
-    off, on = head_targets(cell)
+    off, on = head_targets(loss)
     t = torch.full_like(x, off).scatter_(1, y[:, None], on)
-    match cell["loss"]:
+    match loss.loss:
         case "mse":
             per = 0.5 * (x - t) ** 2
         case "sigmoid":
@@ -98,39 +101,39 @@ def head_loss(cell: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         case "tanh":  # ln cosh x = |x| + ln(1 + e^{-2|x|}) - ln 2, stable for large |x|
             per = x.abs() + F.softplus(-2 * x.abs()) - math.log(2.0) - t * x
         case "exp_ga":
-            alpha = cell["exp_alpha"]
+            alpha = loss.exp_alpha
             per = alpha * torch.exp(x) - t * (math.log(alpha) + x)
         case "pow3_ga":
-            per = 0.25 * cell["pow3_alpha"] * x**4 + cell["pow3_beta"] * x - t * x
+            per = 0.25 * loss.pow3_alpha * x**4 + loss.pow3_beta * x - t * x
         case _:
-            raise ValueError(f"no output head for loss {cell['loss']!r}")
+            raise ValueError(f"no output head for loss {loss.loss!r}")
     return per.sum(1).mean()
 
 
-def output_loss(cell: dict, logits: torch.Tensor, y: torch.Tensor, ce: torch.Tensor) -> torch.Tensor:
+def output_loss(loss: LossParams, logits: torch.Tensor, y: torch.Tensor, ce: torch.Tensor) -> torch.Tensor:
     """The training loss without LBE: the cross-entropy `ce` (loss 'ce') or the cell's chapter-4 head."""
-    return ce if cell["loss"] == "ce" else head_loss(cell, logits, y)
+    return ce if loss.loss == "ce" else head_loss(loss, logits, y)
 
 
 class Objective(nn.Module):
     """The cell's training loss on (logits, hidden): CE, CE + CE * L_BE on the regularized layers (`ce_lbe`; its
     alpha are trained with the weights), or a chapter-4 output head. Returns (loss, CE, L_BE or NaN)."""
 
-    def __init__(self, cell: dict, n_layers: int):
+    def __init__(self, loss: LossParams, n_layers: int):
         super().__init__()
-        self.cell = cell
-        self.layers = regularized(list(range(n_layers)), cell["lbe_layers"])
+        self.loss = loss
+        self.layers = regularized(list(range(n_layers)), loss.lbe_layers)
         self.n_layers = n_layers
-        self.lbe = (LBELoss(len(self.layers), cell["lbe_alpha"], cell["lbe_alpha_min"], cell["lbe_beta"],
-                            cell["entropy_constant"]) if cell["loss"] == "ce_lbe" else None)
+        self.lbe = (LBELoss(len(self.layers), loss.lbe_alpha, loss.lbe_alpha_min, loss.lbe_beta,
+                            loss.entropy_constant) if loss.loss == "ce_lbe" else None)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor,
                 hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ce = F.cross_entropy(logits, y)
         if self.lbe:
-            loss, lbe = self.lbe(ce, regularized(hidden, self.cell["lbe_layers"]))
-            return loss, ce, lbe
-        return output_loss(self.cell, logits, y, ce), ce, torch.tensor(np.nan)
+            total, lbe = self.lbe(ce, regularized(hidden, self.loss.lbe_layers))
+            return total, ce, lbe
+        return output_loss(self.loss, logits, y, ce), ce, torch.tensor(np.nan)
 
     @torch.no_grad()
     def alpha(self) -> np.ndarray:

@@ -216,9 +216,9 @@ def optimizer_state_bytes(make_optimizer: Callable[[list[nn.Parameter]], torch.o
     return storage_bytes(v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))
 
 
-def first_batch(cell: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def first_batch(batch_size: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of the training batch size (own storage) for the memory measurement: only shapes matter."""
-    n = min(cell["batch_size"], len(y))
+    n = min(batch_size, len(y))
     return x[:n].clone(), y[:n].clone()
 
 

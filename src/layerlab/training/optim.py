@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.core.sections import OptimizerParams
 from layerlab.data.datasets import Split
 
 EVAL_BATCH = 1000
 
 
-def make_optimizer(cell: dict, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(opt: OptimizerParams, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """SGD or Adam; `weight_decay_params: weights` exempts biases, gamma, beta (every 0/1-d tensor) from L2."""
-    groups: list[nn.Parameter] | list[dict] = params
-    if cell["weight_decay_params"] == "weights":
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if opt.weight_decay_params == "weights":
         groups = [{"params": [p for p in params if p.ndim > 1]},
                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    if cell["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=cell["lr"], momentum=cell["momentum"], weight_decay=cell["weight_decay"],
-                               nesterov=cell["nesterov"])
-    return torch.optim.Adam(groups, lr=cell["lr"], weight_decay=cell["weight_decay"])
+    if opt.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
+                               nesterov=opt.nesterov)
+    return torch.optim.Adam(groups, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
 class Batches(Iterator[torch.Tensor]):

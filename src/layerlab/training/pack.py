@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import xarray as xr
 from torch import nn
 
 from layerlab.catalog.checks import active_probes
+from layerlab.core.cell import Cell
 from layerlab.core.registry import PROBES, REGIMES
 from layerlab.data.datasets import Dataset
 from layerlab.nets.layers import Network
@@ -57,10 +59,10 @@ class Member:
         return self.loop.model
 
 
-def unfused_reason(cell: dict) -> str | None:
+def unfused_reason(cell: Cell) -> str | None:
     """Why a cell trains on its own (its regime or a probe does not run in a pack), or None."""
-    if not REGIMES[cell["training"]].packs:
-        return f"training '{cell['training']}' does not run in a pack"
+    if not REGIMES[cell.regime.training].packs:
+        return f"training '{cell.regime.training}' does not run in a pack"
     if blocked := [name for name in active_probes(cell) if not PROBES[name].packs]:
         return f"training probe(s) {', '.join(blocked)} do not run in a pack"
     return None
@@ -75,14 +77,14 @@ class Built:
     rng: torch.Tensor
 
 
-def build(cell: dict, data: Dataset) -> Built:
+def build(cell: Cell, data: Dataset) -> Built:
     model = build_model(cell, data.input_shape, data.n_classes)
     return Built(model, torch.get_rng_state())
 
 
-def train_pack(cells: dict[str, dict], data: dict[str, Dataset], built: dict[str, Built], device: torch.device,
-               checkpoints: dict[str, Checkpoint | None], writers: dict[str, tuple[ProgressWriter, ...]] | None = None
-               ) -> dict[str, tuple[xr.Dataset, Network]]:
+def train_pack(cells: dict[str, Cell], data: dict[str, Dataset], built: dict[str, Built], device: torch.device,
+               checkpoints: Mapping[str, Checkpoint | None],
+               writers: dict[str, tuple[ProgressWriter, ...]] | None = None) -> dict[str, tuple[xr.Dataset, Network]]:
     """Train every cell (name -> cell, its dataset, its built network, its checkpoint, its progress writers); return
     each cell's metrics Dataset and trained network, as `train_cell` would alone."""
     writers = writers or {}
@@ -109,7 +111,7 @@ def train_pack(cells: dict[str, dict], data: dict[str, Dataset], built: dict[str
     return {name: results[name] for name in cells}
 
 
-def prepare(name: str, cell: dict, data: Dataset, model: Network, checkpoint: Checkpoint | None,
+def prepare(name: str, cell: Cell, data: Dataset, model: Network, checkpoint: Checkpoint | None,
             saved: dict | None = None, writers: tuple[ProgressWriter, ...] = ()) -> Member:
     """The cell's Loop and stage as the unfused path builds them (its RNG stream right after), resumed from `saved`,
     its checkpoint's state."""
@@ -152,7 +154,7 @@ def fitting(group: list[Member], budget: int | None) -> list[list[Member]]:
     if budget is None or len(group) == 1:
         return [group]
     first = group[0]
-    per_cell = stage_memory(first.stage, *first_batch(first.loop.cell, first.loop.data.train.x,
+    per_cell = stage_memory(first.stage, *first_batch(first.loop.cell.run.batch_size, first.loop.data.train.x,
                                                       first.loop.data.train.y)).total
     size = max(1, budget // per_cell)
     if size < len(group):
@@ -252,7 +254,8 @@ class Group:
         separate(leaving)  # they keep their weights and optimizer state as of now
         self.optimizer.step()
         for m in self.active:
-            m.stage.optimizer._opt_called = True  # stepped through the fused step (the LR schedule checks it)
+            # stepped through the fused step: the LR schedule checks this flag, which torch sets undeclared
+            m.stage.optimizer._opt_called = True  # type: ignore[attr-defined]
         self.hooks(going, "after_update")
         for k, _ in going:
             self.active[k].stage.schedule.step()

@@ -64,7 +64,8 @@ class Progress:
 
     def __init__(self, total: int, name: str = "", writers: tuple[ProgressWriter, ...] = ()):
         self.total, self.writers, self.prefix = max(total, 1), writers, f"{name}: " if name else ""
-        self.start, self.first, self.prior_rate = time.perf_counter(), None, math.nan
+        self.start, self.prior_rate = time.perf_counter(), math.nan
+        self.first: int | None = None  # the first step this job logged
 
     def resumed(self, step: int, seconds: float) -> None:
         """A checkpoint restored `step` steps trained in `seconds`: their rate stands until this job measures its
@@ -73,9 +74,9 @@ class Progress:
         self.start = time.perf_counter()
 
     def rate(self, step: int) -> float:
-        self.first = step if self.first is None else self.first
+        first = self.first = step if self.first is None else self.first
         elapsed = time.perf_counter() - self.start
-        return (step - self.first) / elapsed if step > self.first and elapsed > 0 else self.prior_rate
+        return (step - first) / elapsed if step > first and elapsed > 0 else self.prior_rate
 
     def __call__(self, step: int, stage_index: int | None, loop: Loop) -> None:
         run = loop.run

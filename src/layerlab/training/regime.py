@@ -17,6 +17,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from layerlab.core.cell import Cell
 from layerlab.data.datasets import Dataset
 from layerlab.nets.layers import Network
 from layerlab.training.memory import LossFn, ce_step_loss
@@ -31,13 +32,13 @@ class Regime:
 
     n_stages: int = 1
 
-    def __init__(self, cell: dict, data: Dataset, model: Network, extra: list[nn.Parameter]):
+    def __init__(self, cell: Cell, data: Dataset, model: Network, extra: list[nn.Parameter]):
         self.cell, self.data, self.model, self.extra = cell, data, model, extra
 
     @property
     def total_steps(self) -> int:
         """Updates over all stages (the progress line's total)."""
-        return self.cell["steps"]
+        return self.cell.run.steps
 
     def stage(self, index: int) -> Stage:
         raise NotImplementedError
@@ -54,7 +55,7 @@ class Regime:
 
     def step_optimizer(self, stage: Stage) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
         """An optimizer of the stage's kind for other parameters (a copy of the stage's network)."""
-        return partial(make_optimizer, self.cell)
+        return partial(make_optimizer, self.cell.optimizer)
 
     def resident(self, stage: Stage) -> dict[str, int]:
         """Bytes per memory part (`layerlab.training.memory.PARTS`) the regime keeps beside the stage's network and

@@ -69,7 +69,8 @@ def study_diff(config: dict, workdir: Path, cli: dict | None = None, base: Path 
             lines.append(f"{cid}: new (no train.zarr yet)")
             continue
         versions.append(train.get("layerlab_version"))
-        why = [f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in changes(json.loads(train["config"]), cell)]
+        why = [f"{k}: {json.dumps(a)} -> {json.dumps(b)}"
+               for k, a, b in changes(json.loads(train["config"]), cell.to_dict())]
         why += plugin_changes(train, job_plugins(cell)) if plugins else []
         for name in (n for n, source in sources.items() if source[cid] == cid):
             store = recorded(root / cid / f"{name}.zarr")

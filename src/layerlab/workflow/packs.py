@@ -21,20 +21,21 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from layerlab.core.cell import Cell
 from layerlab.core.config import canonical_json
 from layerlab.workflow.jobs import log_to
 
 STAGED = ("train.zarr", "init.pt", "final.pt")
 
 
-def pack_key(cell: dict, per_model: Iterable[str]) -> str:
+def pack_key(cell: Cell, per_model: Iterable[str]) -> str:
     """What cells must share to fuse: every parameter but the per-model ones, and whether SGD has momentum (a
     momentum buffer or none)."""
-    shared = {k: v for k, v in cell.items() if k not in set(per_model)}
-    return canonical_json({**shared, "momentum_on": bool(cell.get("momentum"))})
+    shared = {k: v for k, v in cell.to_dict().items() if k not in set(per_model)}
+    return canonical_json({**shared, "momentum_on": bool(cell.optimizer.momentum)})
 
 
 def chunks(items: list[str], size: int) -> list[list[str]]:
@@ -43,14 +44,14 @@ def chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i * len(items) // n:(i + 1) * len(items) // n] for i in range(n)]
 
 
-def pack_id(members: list[str], cells: dict[str, dict]) -> str:
+def pack_id(members: list[str], cells: Mapping[str, Cell]) -> str:
     """A name for the pack from its members' parameters (a rerun with the same members reuses nothing of it: its
     manifest is a temporary output)."""
-    digest = hashlib.sha256(canonical_json({c: cells[c] for c in members}).encode()).hexdigest()
+    digest = hashlib.sha256(canonical_json({c: cells[c].to_dict() for c in members}).encode()).hexdigest()
     return f"pack_{digest[:12]}"
 
 
-def plan(cells: dict[str, dict], stored: Callable[[str], bool], per_model: Iterable[str], max_cells: int,
+def plan(cells: Mapping[str, Cell], stored: Callable[[str], bool], per_model: Iterable[str], max_cells: int,
          cores: int) -> dict[str, list[str]]:
     """Pack id -> member cell ids (sorted), over the cells without a store."""
     per_model = set(per_model)
@@ -59,14 +60,14 @@ def plan(cells: dict[str, dict], stored: Callable[[str], bool], per_model: Itera
         if not stored(cid):
             groups.setdefault(pack_key(cells[cid], per_model), []).append(cid)
     pieces = sorted((c for group in groups.values() for c in chunks(group, max_cells)), key=len, reverse=True)
-    packs: list[list[list[str]]] = []
+    bins: list[list[list[str]]] = []
     for piece in pieces:  # first fit, largest first: pieces of one fusable group stay whole
-        home = next((p for p in packs if sum(map(len, p)) + len(piece) <= max_cells), None)
+        home = next((b for b in bins if sum(map(len, b)) + len(piece) <= max_cells), None)
         if home is None:
-            packs.append([piece])
+            bins.append([piece])
         else:
             home.append(piece)
-    packs = [[c for piece in p for c in piece] for p in packs]
+    packs = [[c for piece in b for c in piece] for b in bins]
     while len(packs) < cores and max(map(len, packs), default=1) > 1:
         largest = max(packs, key=len)
         packs.remove(largest)

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from layerlab.catalog.checks import active_probes
+from layerlab.core.cell import Cell
 from layerlab.core.registry import (
     DECISION_HEADS,
     MEASUREMENTS,
@@ -55,12 +56,12 @@ def sources(registry: Registry, name: str) -> dict[str, Path]:
     return files
 
 
-def job_plugins(cell: dict, measurement: str | None = None) -> dict[str, str]:
+def job_plugins(cell: Cell, measurement: str | None = None) -> dict[str, str]:
     """{plug-in: digest} of the plug-in code the train job of `cell` runs (its model, regime, decision head and
     training probes) or, with `measurement`, that measurement's job (the measurement and the model it rebuilds)."""
-    used = [(MODELS, cell["model"])]
+    used: list[tuple[Registry, str]] = [(MODELS, cell.model.model)]
     if measurement is None:
-        used += [(REGIMES, cell["training"]), (DECISION_HEADS, cell["layer_head"]),
+        used += [(REGIMES, cell.regime.training), (DECISION_HEADS, cell.regime.layer_head),
                  *((PROBES, probe) for probe in active_probes(cell))]
     else:
         used.append((MEASUREMENTS, measurement))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from layerlab.core.cell import Cell
 from layerlab.core.disk import WriteFailed, writing
 from layerlab.data.datasets import Dataset, DatasetUnavailable, load
 from layerlab.nets.layers import Network
@@ -36,12 +37,6 @@ def setup(threads: int) -> torch.device:
     return device()
 
 
-def load_data(cell: dict, path: Path, device: torch.device) -> Dataset:
-    """The cell's dataset as it reads it (subsets, scaling, pooling, crop, resize), on `device`."""
-    return load(path, device, cell["train_subset"], cell["test_subset"], cell["input_scaling"], cell["input_pool"],
-                cell["input_crop"], cell["input_resize"])
-
-
 def job_attrs(snakemake) -> dict[str, str]:
     """What a per-cell store records of its job: the cell's parameters and id, and the digests of the plug-in code it
     ran (layerlab.workflow.plugin_code; `python -m layerlab.diff` compares both with the study's)."""
@@ -49,15 +44,15 @@ def job_attrs(snakemake) -> dict[str, str]:
             "plugins": snakemake.params.get("plugins", "{}")}
 
 
-def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
+def cell_job(snakemake) -> tuple[Cell, torch.device, Dataset, Network]:
     """A per-cell job's inputs: (cell parameters, device, dataset on the device, network with its init weights,
     built and saved to the `init` output by the train job, loaded from the `init` input by a measurement); its log
     started and the study's plug-ins loaded."""
     start_log(snakemake)
-    cell = json.loads(snakemake.params.cell)
+    cell = Cell.parse(json.loads(snakemake.params.cell))
     device = setup(snakemake.threads)
     try:
-        data = load_data(cell, Path(snakemake.input.data), device)
+        data = load(Path(snakemake.input.data), device, cell.data)
     except DatasetUnavailable as err:  # a missing or corrupt dataset: its message alone, naming the fix
         fail(str(err))
     if "init" in snakemake.input.keys():  # a measurement: the network the train job initialised
@@ -68,5 +63,5 @@ def cell_job(snakemake) -> tuple[dict, torch.device, Dataset, Network]:
             save_init(model, cell, data.input_shape, data.n_classes, snakemake.output.init)
     except WriteFailed as err:
         fail(str(err))
-    logging.info("%s: %d parameters", cell["model"], sum(p.numel() for p in model.parameters()))
+    logging.info("%s: %d parameters", cell.model.model, sum(p.numel() for p in model.parameters()))
     return cell, device, data, model

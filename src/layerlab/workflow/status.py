@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerlab.core.cell import Cell
 from layerlab.core.config import ConfigError
 from layerlab.core.messages import duration
 from layerlab.workflow.diff import changes, load_study, plugin_changes, recorded, study_arguments
@@ -60,13 +61,14 @@ def from_record(status: CellStatus, record: dict) -> CellStatus:
     return status
 
 
-def cell_status(cell_id: str, cell: dict, files: CellFiles, now: float, plugins: bool = False) -> CellStatus:
+def cell_status(cell_id: str, cell: Cell, files: CellFiles, now: float, plugins: bool = False) -> CellStatus:
     """A cell's state from its store, its progress record and its log; `plugins`: the study has plug-ins (their code
     is compared too)."""
     record, attrs = read_progress(files.progress), recorded(files.store.parent)
     if attrs is not None:
         status = CellStatus(cell_id, "done")
-        why = [f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in changes(json.loads(attrs["config"]), cell)]
+        why = [f"{k} {json.dumps(a)} -> {json.dumps(b)}"
+               for k, a, b in changes(json.loads(attrs["config"]), cell.to_dict())]
         if why := why + (plugin_changes(attrs, job_plugins(cell)) if plugins else []):
             status.state, status.note = "stale", ", ".join(why)
         return from_record(status, record) if record and record["state"] == "finished" else status
@@ -91,7 +93,7 @@ def cell_status(cell_id: str, cell: dict, files: CellFiles, now: float, plugins:
     return status
 
 
-def study_status(config: dict, cells: dict[str, dict], workdir: Path) -> list[CellStatus]:
+def study_status(config: dict, cells: dict[str, Cell], workdir: Path) -> list[CellStatus]:
     root, now, plugins = study_dir(config["study"], workdir), time.time(), bool(config["plugins"])
     return [cell_status(cid, cell, CellFiles(root, cid), now, plugins) for cid, cell in cells.items()]
 

@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,7 @@ STEP_DIMS = ("step", "eval_step")
 FLUSH_SECONDS = 10.0  # a training job writes its TensorBoard run at most this often (and when the cell is trained)
 
 
-def label(ds: xr.Dataset, dim: str, index: int) -> str:
+def label(ds: xr.Dataset, dim: Hashable, index: int) -> str:
     """`layer_3`: a dimension and the coordinate value at `index` (the index itself without a coordinate)."""
     return f"{dim}_{ds[dim].values[index] if dim in ds.coords else index}"
 
@@ -229,7 +229,7 @@ class LiveBoard:
         them before the end raises; its variables are then written at the end)."""
         from layerlab.training.loop import run_dataset
 
-        parts = [run_dataset(loop.run, loop.diverged_step, math.nan, math.nan, math.nan)]
+        parts: list[xr.Dataset | None] = [run_dataset(loop.run, loop.diverged_step, math.nan, math.nan, math.nan)]
         for name, probe in zip(loop.names, loop.probes, strict=True):
             if name in self.later:
                 continue

@@ -12,18 +12,19 @@ import torch
 import xarray as xr
 
 from layerlab import __version__
-from layerlab.core.config import canonical_json
+from layerlab.core.cell import Cell
 from layerlab.core.disk import WriteFailed, writing
+from layerlab.core.sections import DataParams
 from layerlab.core.store import write_store
-from layerlab.data.datasets import Dataset, DatasetUnavailable
+from layerlab.data.datasets import Dataset, DatasetUnavailable, load
 from layerlab.nets.layers import Network
 from layerlab.nets.models import save_init
 from layerlab.training.checkpoint import Checkpoint, Interrupted, catch_signals, own_storage
 from layerlab.training.loop import train_cell
-from layerlab.training.pack import build, train_pack
+from layerlab.training.pack import Built, build, train_pack
 from layerlab.workflow import packs
 from layerlab.workflow.jobs import fail, start_log
-from layerlab.workflow.runtime import cell_job, job_attrs, load_data, setup
+from layerlab.workflow.runtime import cell_job, job_attrs, setup
 from layerlab.workflow.watch import cell_writers, job_writers
 
 
@@ -71,16 +72,17 @@ def train_pack_job(snakemake) -> None:
     """Rule `pack`: train the pack's cells in this one process (those that fuse as one network), each resuming from
     its own checkpoint, and stage every cell's outputs for its own train job (`layerlab.workflow.packs`)."""
     start_log(snakemake)
-    cells = json.loads(snakemake.params.cells)
+    cells = {cid: Cell.parse(values) for cid, values in json.loads(snakemake.params.cells).items()}
     writers = {cid: cell_writers(snakemake.config, cid, Path(snakemake.log[0])) for cid in cells}  # the pack's log
     device = setup(snakemake.threads)
     settings, staging = snakemake.config["checkpoint"], Path(snakemake.params.staging)
     shutil.rmtree(staging, ignore_errors=True)  # what a killed run of this pack staged
-    loaded: dict[str, Dataset] = {}
-    built, checkpoints = {}, {}
+    loaded: dict[DataParams, Dataset] = {}
+    built: dict[str, Built] = {}
+    checkpoints: dict[str, Checkpoint] = {}
     try:
         for cid, cell in cells.items():
-            data = dataset(cell, snakemake.input[cell["dataset"]], device, loaded)
+            data = dataset(cell.data, snakemake.input[cell.data.dataset], device, loaded)
             target = packs.staged(staging, cid)
             target.mkdir(parents=True, exist_ok=True)
             built[cid] = build(cell, data)
@@ -93,7 +95,7 @@ def train_pack_job(snakemake) -> None:
     catch_signals(list(checkpoints.values()))
     logging.info("pack %s: %d cells on %s", snakemake.wildcards.pack, len(cells), device)
     try:
-        results = train_pack(cells, {cid: loaded[data_key(cell)] for cid, cell in cells.items()}, built, device,
+        results = train_pack(cells, {cid: loaded[cell.data] for cid, cell in cells.items()}, built, device,
                              checkpoints, writers)
     except Interrupted as err:
         fail(str(err))
@@ -101,23 +103,17 @@ def train_pack_job(snakemake) -> None:
     try:
         for cid, (ds, model) in results.items():
             target = packs.staged(staging, cid)
-            ds.attrs.update(config=canonical_json(cells[cid]), cell_id=cid, plugins=plugins.get(cid, "{}"),
+            ds.attrs.update(config=cells[cid].json, cell_id=cid, plugins=plugins.get(cid, "{}"),
                             **provenance(device))
             write_outputs(ds, model, target / "train.zarr", target / "final.pt", checkpoints[cid], settings["keep"])
     except WriteFailed as err:
         fail(str(err))
     packs.write_manifest(snakemake.output.manifest, staging, snakemake.log[0],
-                         {cid: canonical_json(cell) for cid, cell in cells.items()})
+                         {cid: cell.json for cid, cell in cells.items()})
 
 
-def data_key(cell: dict) -> str:
-    return json.dumps([cell[k] for k in ("dataset", "train_subset", "test_subset", "input_scaling", "input_pool",
-                                         "input_crop", "input_resize")])
-
-
-def dataset(cell: dict, path: str, device: torch.device, loaded: dict[str, Dataset]) -> Dataset:
-    """The cell's dataset, loaded once per process for every cell that reads it the same way."""
-    key = data_key(cell)
-    if key not in loaded:
-        loaded[key] = load_data(cell, Path(path), device)
-    return loaded[key]
+def dataset(data: DataParams, path: str, device: torch.device, loaded: dict[DataParams, Dataset]) -> Dataset:
+    """The dataset as `data` reads it, loaded once per process for every cell that reads it the same way."""
+    if data not in loaded:
+        loaded[data] = load(Path(path), device, data)
+    return loaded[data]

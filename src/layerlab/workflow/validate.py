@@ -1,10 +1,12 @@
-"""The config front-end: study config -> validated cells with defaults, every bad input caught before any job.
+"""The config front-end: study config -> validated, typed cells (layerlab.core.cell), every bad input caught before
+any job.
 
-The two schemas (layerlab/workflow/schemas, package data) are read once and compiled into jsonschema Draft 2020-12
-validators; the config validator fills defaults as `snakemake.utils.validate(set_default=True)` does (nested ones
-included: a defaulted `trainability: {}` gets its `metric` and `threshold`). Cell parameters are validated where they
-are written (`fixed`, `grid`, `cells[i]`, `--config KEY=VALUE`), so a message names that place; a cell is then the merge
-of validated parts plus the schema's defaults. Messages are one line per problem: where, what, the nearest valid name.
+The config schema (layerlab/workflow/schemas, package data) and the cell schema (generated from the parameter
+sections, layerlab.core.cell) are compiled once into jsonschema Draft 2020-12 validators; the config validator fills
+defaults as `snakemake.utils.validate(set_default=True)` does (nested ones included: a defaulted `trainability: {}`
+gets its `metric` and `threshold`). Cell parameters are validated where they are written (`fixed`, `grid`,
+`cells[i]`, `--config KEY=VALUE`), so a message names that place; a cell is then parsed from the merge of validated
+parts (its sections fill the defaults). Messages are one line per problem: where, what, the nearest valid name.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from layerlab.catalog import check_cell
+from layerlab.core.cell import Cell, cell_defaults, cell_schema, per_model_keys
 from layerlab.core.config import NAME_MAX, ConfigError, expand_cells
 from layerlab.core.messages import nearest, where
 from layerlab.core.registry import DATASETS, extend_schema, load_plugins
+
+__all__ = ["cell_defaults", "check_study", "per_model_keys", "schema"]
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"  # package data
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _with_defaults(cls: type) -> type:
+def _with_defaults(cls: Any) -> Any:
     """A validator class that fills missing properties from their schema `default` (a copy) before checking them,
     as snakemake.utils.validate(set_default=True) does; a defaulted object is then filled in turn."""
     check_properties = cls.VALIDATORS["properties"]
@@ -47,8 +52,11 @@ def _with_defaults(cls: type) -> type:
 
 @cache
 def schema(name: str) -> dict:
-    """A schema of `SCHEMAS` with the registries' names and the plug-ins' parameters (load plug-ins first)."""
-    return extend_schema(name, yaml.load((SCHEMAS / f"{name}.schema.yaml").read_text(), Loader=Loader))
+    """The `cell` schema (every section's parameters, plug-ins' included) or the `config` schema of `SCHEMAS`, with
+    the registries' names (load plug-ins first)."""
+    if name == "cell":
+        return cell_schema()
+    return extend_schema(yaml.load((SCHEMAS / f"{name}.schema.yaml").read_text(), Loader=Loader))
 
 
 @cache
@@ -67,18 +75,6 @@ def property_validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema("cell")["properties"][name])
 
 
-@cache
-def cell_defaults() -> dict[str, Any]:
-    return {k: v["default"] for k, v in schema("cell")["properties"].items()}
-
-
-@cache
-def per_model_keys() -> frozenset[str]:
-    """Cell parameters each model of a fused pack may have its own value of (`per_model: true` in the cell schema,
-    plug-ins' parameters included)."""
-    return frozenset(k for k, v in schema("cell")["properties"].items() if v.get("per_model"))
-
-
 def fuse_settings(config: dict) -> dict | None:
     """The study's `fuse` settings (a validated config): None when packs are off."""
     fuse = config["fuse"]
@@ -90,19 +86,22 @@ def fuse_settings(config: dict) -> dict | None:
 
 def _describe(err: ValidationError, prefix: tuple) -> Iterator[str]:
     loc = where((*prefix, *err.absolute_path))
+    schema: Any = err.schema  # jsonschema types these as possibly unset
+    value: Any = err.validator_value
+    instance: Any = err.instance
     if err.validator == "additionalProperties":
-        known = set(err.schema.get("properties", {}))
-        for key in sorted(set(err.instance) - known):
+        known = set(schema.get("properties", {}))
+        for key in sorted(set(instance) - known):
             hint = nearest(key, known)
             if not prefix and not err.absolute_path and key in cell_defaults():
                 hint = (f": '{key}' is a cell parameter, it belongs under `fixed:` (or, for a quick try, "
                         f"`--config {key}=VALUE` overrides it in every cell)")
             yield f"{loc}: unknown key '{key}' ('{key}' was unexpected){hint}"
     elif err.validator == "enum":
-        hint = nearest(err.instance, map(str, err.validator_value))
-        yield f"{loc}: {err.instance!r} is not one of {err.validator_value}{hint}"
+        hint = nearest(instance, map(str, value))
+        yield f"{loc}: {err.instance!r} is not one of {value}{hint}"
     elif err.validator == "oneOf":
-        yield f"{loc}: {err.instance!r} is not valid (expected: {err.schema.get('description', err.validator_value)})"
+        yield f"{loc}: {err.instance!r} is not valid (expected: {schema.get('description', value)})"
     else:
         yield f"{loc}: {err.message}"
 
@@ -150,7 +149,7 @@ def apply_overrides(config: dict, cli: Mapping[str, Any]) -> dict[str, Any]:
     and type the strings of `--config 'fixed={...}'` / `'grid={...}'`; returns the overrides."""
     props = schema("cell")["properties"]
     for part in ("fixed", "grid"):
-        given = cli.get(part) if isinstance(cli.get(part), dict) else {}
+        given = cli[part] if isinstance(cli.get(part), dict) else {}
         for key, value in given.items():
             if key in props and isinstance(config.get(part), dict) and key in config[part]:
                 config[part][key] = typed(value, {"type": "array", "items": props[key]} if part == "grid" else
@@ -206,13 +205,14 @@ def check_parts(config: dict) -> None:
                 whole(v, props[k])
 
 
-def check_batch_size(cid: str, cell: dict, origin: str) -> None:
-    n = DATASETS[cell["dataset"]].splits[0]
-    rows = min(n, cell["train_subset"]) if cell["train_subset"] else n
-    if cell["batch_size"] > rows:
-        subset = f" (train_subset {cell['train_subset']})" if cell["train_subset"] else ""
-        raise ConfigError(f"cell '{cid}'{origin}: batch_size {cell['batch_size']} is larger than the "
-                          f"{cell['dataset']} training split, {rows} rows{subset}")
+def check_batch_size(cid: str, cell: Cell, origin: str) -> None:
+    data = cell.data
+    n = DATASETS[data.dataset].splits[0]
+    rows = min(n, data.train_subset) if data.train_subset else n
+    if cell.run.batch_size > rows:
+        subset = f" (train_subset {data.train_subset})" if data.train_subset else ""
+        raise ConfigError(f"cell '{cid}'{origin}: batch_size {cell.run.batch_size} is larger than the "
+                          f"{data.dataset} training split, {rows} rows{subset}")
 
 
 TENSORBOARD_EXTRA = "pip install -e '.[tensorboard]'"  # how to get the optional dependency of `tensorboard: true`
@@ -231,9 +231,9 @@ def rename_deprecated(config: dict) -> None:
         config[new] = config.pop(old)
 
 
-def check_study(config: dict, cli: Mapping[str, Any] | None = None, base: str | Path | None = None) -> dict[str, dict]:
+def check_study(config: dict, cli: Mapping[str, Any] | None = None, base: str | Path | None = None) -> dict[str, Cell]:
     """Validate `config` in place (defaults filled, command-line overrides moved into `fixed`, plug-in files as
-    absolute paths) and return its cells, each with every parameter (schema defaults filled). `base`: the study
+    absolute paths) and return its typed cells (every parameter: the defaults filled). `base`: the study
     file's folder, where plug-in files are looked for before the working directory. Raises ConfigError naming where
     each problem is."""
     plugins = config.get("plugins", [])
@@ -249,12 +249,9 @@ def check_study(config: dict, cli: Mapping[str, Any] | None = None, base: str | 
         raise ConfigError(f"tensorboard: true needs the tensorboard package: {TENSORBOARD_EXTRA}")
     check_parts(config)
     origins: dict[str, str] = {}
-    cells = expand_cells(config, origins)
-    defaults = cell_defaults()
-    mutable = [k for k, v in defaults.items() if isinstance(v, list | dict)]
-    for cid, given in cells.items():
-        cells[cid] = cell = {**defaults, **given}
-        cell.update({k: copy.copy(defaults[k]) for k in mutable if k not in given})
+    cells: dict[str, Cell] = {}
+    for cid, given in expand_cells(config, origins).items():
+        cells[cid] = cell = Cell.parse(given)
         origin = f" ({origins[cid]})" if cid in origins else ""
         try:
             check_cell(cell, config["measurements"])
@@ -266,7 +263,8 @@ def check_study(config: dict, cli: Mapping[str, Any] | None = None, base: str | 
     from layerlab.workflow.variables import study_variables
 
     if config["plots"] or config["claims"]:  # both against the grid values and the variables the study produces
-        axes, variables = grid_values(config, cells), study_variables(cells, config["measurements"], config["grid"])
+        axes = grid_values(config, {cid: cell.to_dict() for cid, cell in cells.items()})
+        variables = study_variables(cells, config["measurements"], config["grid"])
         check_plots(config, axes, variables)
         check_claims(config, axes, variables, STORE_DIMS)
     return cells

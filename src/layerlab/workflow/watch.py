@@ -49,7 +49,8 @@ class ProgressFile:
     """A cell's progress record, rewritten at its job's start and at every logged step."""
 
     def __init__(self, path: Path, cell: str, log: Path):
-        self.path, self.last, self.tick = path, time.time(), {}
+        self.path, self.last = path, time.time()
+        self.tick: dict[str, Any] = {}
         self.job = {"cell": cell, "host": socket.gethostname(), "pid": os.getpid(), "started": self.last,
                     "log": str(log), "log_offset": log.stat().st_size if log.exists() else 0}
         self.write("starting")

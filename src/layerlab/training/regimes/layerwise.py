@@ -42,7 +42,12 @@ import torch
 import xarray as xr
 from torch import nn
 
+from layerlab.core.cell import Cell
+from layerlab.core.params import as_dict
+from layerlab.core.sections import OptimizerParams
+from layerlab.data.datasets import Dataset
 from layerlab.nets.decision import head_config
+from layerlab.nets.layers import LayerStack
 from layerlab.training.batch_filters import KFilter, LossFilter, chain
 from layerlab.training.head_search import HeadFit, fit_heads
 from layerlab.training.memory import LossFn, first_batch, storage_bytes
@@ -66,22 +71,36 @@ class LayerRegime(Regime):
     """What the staged regimes share (layer-wise, segment-wise, round robin): one layer-wise network per stage,
     `layer_steps` updates each, the per-layer results, the seeded stream of the thesis's dropout masks."""
 
-    def __init__(self, cell, data, model, extra):
+    def __init__(self, cell: Cell, data: Dataset, model: LayerStack, extra: list[nn.Parameter]):
         super().__init__(cell, data, model, extra)
-        self.steps = cell["layer_steps"] or cell["steps"]
+        self.model: LayerStack = model
+        self.steps = cell.regime.layer_steps or cell.run.steps
         self.results = {name: np.full(len(model.layers), np.nan) for name in (
             "layer_test_acc", "layer_test_loss", "layer_lr", "layer_weight_decay", "layer_decision_convs",
             "layer_decision_channels", "layer_k_kept")}
         self.fit: HeadFit | None = None  # heads fitted to memory_target (Staged)
-        self.noise_generator = torch.Generator(device=data.train.x.device).manual_seed(cell["seed"])
+        self.noise_generator = torch.Generator(device=data.train.x.device).manual_seed(cell.run.seed)
         n = len(data.train.y)
-        self.epoch_steps = max(1, n // min(cell["batch_size"], n))
+        self.epoch_steps = max(1, n // min(cell.run.batch_size, n))
 
     def noise(self, t: int) -> Noise:
         """Forward dropout decayed per epoch of the trained layer's updates `t`, backward dropout fixed."""
-        cell = self.cell
-        return Noise(cell["input_dropout"] * cell["input_dropout_decay"] ** (t // self.epoch_steps),
-                     cell["grad_dropout"], self.noise_generator)
+        regime = self.cell.regime
+        return Noise(regime.input_dropout * regime.input_dropout_decay ** (t // self.epoch_steps),
+                     regime.grad_dropout, self.noise_generator)
+
+    @staticmethod
+    def layer(stage: Stage) -> int:
+        """The layer whose results `stage` reports (every staged stage has one)."""
+        assert stage.top is not None
+        return stage.top
+
+    def schedule(self, i: int) -> OptimizerParams:
+        """Stage i's optimizer: lr x decay^i, weight decay x growth^i."""
+        return stage_schedule(self.cell.optimizer, self.cell.regime, i)
+
+    def first_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return first_batch(self.cell.run.batch_size, self.data.train.x, self.data.train.y)
 
     def forward(self, net: StageNet, before: int, x: torch.Tensor, t: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Step t of a stage whose layer had `before` updates in earlier stages."""
@@ -92,9 +111,9 @@ class LayerRegime(Regime):
                    **options) -> Stage:
         """Stage `index` (global steps from index x layer_steps) training `net` with stage i's schedule; `top`:
         the layer its results go to. Records the schedule's lr and weight decay at `top`."""
-        stage_cell = stage_schedule(self.cell, i)
-        self.results["layer_lr"][top] = stage_cell["lr"]
-        self.results["layer_weight_decay"][top] = stage_cell["weight_decay"]
+        stage_optimizer = self.schedule(i)
+        self.results["layer_lr"][top] = stage_optimizer.lr
+        self.results["layer_weight_decay"][top] = stage_optimizer.weight_decay
         if net.head is not self.model.head:  # a decision head: its down-convs and channels
             self.results["layer_decision_convs"][top], self.results["layer_decision_channels"][top] = (
                 head_config(net.head))
@@ -104,10 +123,10 @@ class LayerRegime(Regime):
                      forward=partial(self.forward, net, before), top=top, **options)
 
     def step_loss(self, stage: Stage) -> LossFn:
-        return noisy_step_loss(self.cell, self.device)
+        return noisy_step_loss(self.cell.regime, self.device)
 
     def step_optimizer(self, stage: Stage) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
-        return partial(make_optimizer, stage_schedule(self.cell, self.schedule_index(stage)))
+        return partial(make_optimizer, self.schedule(self.schedule_index(stage)))
 
     def schedule_index(self, stage: Stage) -> int:
         """The i of stage `stage`'s lr x decay^i and wd x growth^i: its top layer's window."""
@@ -120,8 +139,8 @@ class LayerRegime(Regime):
     def optimizer(self, i: int, net: StageNet) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         """Stage i's optimizer (lr x decay^i, wd x growth^i) over the trainable parameters of `net`, and its
         schedule (x0.1 at each of `lr_milestones`, counted in the stage's own updates)."""
-        optimizer = make_optimizer(stage_schedule(self.cell, i), [p for p in net.parameters() if p.requires_grad])
-        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, self.cell["lr_milestones"], gamma=0.1)
+        optimizer = make_optimizer(self.schedule(i), [p for p in net.parameters() if p.requires_grad])
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, self.cell.optimizer.lr_milestones, gamma=0.1)
 
     def state_dict(self) -> dict:
         return {"results": self.results, "noise": self.noise_generator.get_state()}
@@ -153,16 +172,17 @@ class Staged(LayerRegime):
     """Layer-wise (`windows` single), segment-wise (sliding) and partition-wise (partitions) training: one stage per
     window, bottom-up."""
 
-    def __init__(self, cell, data, model, extra, windows: str):
+    def __init__(self, cell: Cell, data: Dataset, model: LayerStack, extra: list[nn.Parameter], windows: str):
         super().__init__(cell, data, model, extra)
-        self.windows = window_list(windows, len(model.layers), cell["segment_size"])
+        self.windows = window_list(windows, len(model.layers), cell.regime.segment_size)
         self.n_stages = len(self.windows)
         self.filter: LossFilter | None = None
         self.k_filter: KFilter | None = None
-        if cell["memory_target"] is not None:  # the heads' search, before any training (shapes only)
-            self.fit = fit_heads(cell, model, *first_batch(cell, data.train.x, data.train.y), data.n_classes)
-            log.info("heads fitted to memory_target %g: %s; relative memory %.4f", cell["memory_target"],
-                     ", ".join(f"stage {i}: {head or 'output layer'}" for i, head in enumerate(self.fit.heads)),
+        if cell.regime.memory_target is not None:  # the heads' search, before any training (shapes only)
+            self.fit = fit_heads(cell, model, *self.first_batch(), data.n_classes)
+            log.info("heads fitted to memory_target %g: %s; relative memory %.4f", cell.regime.memory_target,
+                     ", ".join(f"stage {i}: {as_dict(head) if head else 'output layer'}"
+                               for i, head in enumerate(self.fit.heads)),
                      self.fit.relative_memory)
 
     @property
@@ -173,22 +193,25 @@ class Staged(LayerRegime):
         """Stage i's network, only its window and head requiring gradients."""
         cell, model = self.cell, self.model
         model.requires_grad_(False)
-        head_cell = {**cell, **self.fit.heads[i]} if self.fit else cell
-        x0 = first_batch(cell, self.data.train.x, self.data.train.y)[0]
-        return stage_network(head_cell, model, i, self.windows[i], i == self.n_stages - 1, self.data.n_classes, x0)
+        head = self.fit.heads[i] if self.fit else None
+        return stage_network(cell.replace(head) if head else cell, model, i, self.windows[i], i == self.n_stages - 1,
+                             self.data.n_classes, self.first_batch()[0])
 
     def stage(self, index: int) -> Stage:
         cell, window = self.cell, self.windows[index]
         net = self.network(index)
-        self.k_filter = KFilter(cell, net, self.data.train, cell["filter_from"]) if index and cell["k_filter"] else None
+        self.k_filter = (KFilter(cell.run, cell.regime.k_filter_cap, net, self.data.train, cell.regime.filter_from)
+                         if index and cell.run.k_filter else None)
         return self.make_stage(index, index, net, *self.optimizer(index, net), top=window[1] - 1,
                                last=index == self.n_stages - 1, select=chain(self.k_filter, self.filter))
 
     def after_stage(self, stage: Stage) -> None:
         if self.k_filter is not None and self.k_filter.keep is not None:
             self.results["layer_k_kept"][stage.top] = float(self.k_filter.keep.float().mean())
-        if stage.index == 0 and self.cell["loss_filter"] > 0:  # the first partition, with its head, filters the rest
-            self.filter = LossFilter(stage.net.eval(), self.cell["loss_filter"], self.cell["filter_from"])
+        regime = self.cell.regime
+        if stage.index == 0 and regime.loss_filter > 0:  # the first partition, with its head, filters the rest
+            assert isinstance(stage.net, StageNet)
+            self.filter = LossFilter(stage.net.eval(), regime.loss_filter, regime.filter_from)
 
     def resident(self, stage: Stage) -> dict[str, int]:
         return {"parameters": storage_bytes(self.filter.net.head.parameters())} if self.filter else {}
@@ -202,5 +225,5 @@ class Staged(LayerRegime):
         if state["filter_head"] is not None:  # the first partition's network, its head as trained
             net = self.network(0)
             net.requires_grad_(False)
-            self.filter = LossFilter(net.eval(), self.cell["loss_filter"], self.cell["filter_from"])
+            self.filter = LossFilter(net.eval(), self.cell.regime.loss_filter, self.cell.regime.filter_from)
             self.filter.net.head.load_state_dict(state["filter_head"])

@@ -31,11 +31,14 @@ import torch
 import xarray as xr
 from torch import nn
 
-from layerlab.training.memory import first_batch, optimizer_state_bytes, storage_bytes
+from layerlab.core.cell import Cell
+from layerlab.data.datasets import Dataset
+from layerlab.nets.layers import LayerStack
+from layerlab.training.memory import optimizer_state_bytes, storage_bytes
 from layerlab.training.optim import make_optimizer
 from layerlab.training.records import Run
 from layerlab.training.regimes.layerwise import LayerRegime
-from layerlab.training.regimes.stage_nets import StageNet, stage_network, stage_schedule
+from layerlab.training.regimes.stage_nets import StageNet, stage_network
 from layerlab.training.stage import Stage
 
 ROBIN_SEED = 104729  # the layer orders of random robin come from the generator seeded (seed, ROBIN_SEED)
@@ -56,11 +59,11 @@ class Robin(LayerRegime):
     """Algorithm 4: `rounds` rounds over the layers (in order, or permuted per round), one persistent training
     state per layer."""
 
-    def __init__(self, cell, data, model, extra, random: bool):
+    def __init__(self, cell: Cell, data: Dataset, model: LayerStack, extra: list[nn.Parameter], random: bool):
         super().__init__(cell, data, model, extra)
         self.n = len(model.layers)
-        self.orders = layer_orders(self.n, cell["rounds"], random, cell["seed"])
-        self.n_stages = cell["rounds"] * self.n
+        self.orders = layer_orders(self.n, cell.regime.rounds, random, cell.run.seed)
+        self.n_stages = cell.regime.rounds * self.n
         self.nets: list[StageNet] = []
         self.trainable: list[list[nn.Parameter]] = []
         self.optimizers: list[tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]] = []
@@ -69,7 +72,7 @@ class Robin(LayerRegime):
         """Every layer's training state: its stage network (feednet, layer, head), trainable parameters, optimizer
         and schedule; all frozen until their stage."""
         cell, model = self.cell, self.model
-        x0 = first_batch(cell, self.data.train.x, self.data.train.y)[0]
+        x0 = self.first_batch()[0]
         model.requires_grad_(False)
         for i in range(self.n):
             net = stage_network(cell, model, i, (i, i + 1), i == self.n - 1, self.data.n_classes, x0)
@@ -84,15 +87,15 @@ class Robin(LayerRegime):
 
     def resident(self, stage: Stage) -> dict[str, int]:
         """Bytes resident beside layer i's stage: the layers above it, the other heads, the other optimizer states."""
-        i = stage.top
+        i = self.layer(stage)
         others = [j for j in range(self.n) if j != i]
-        state = sum(optimizer_state_bytes(partial(make_optimizer, stage_schedule(self.cell, j)), self.trainable[j])
+        state = sum(optimizer_state_bytes(partial(make_optimizer, self.schedule(j)), self.trainable[j])
                     for j in others)
         return {"parameters": resident_bytes([*self.model.layers[i + 1:], *(self.nets[j].head for j in others)]),
                 "optimizer_state": state}
 
     def schedule_index(self, stage: Stage) -> int:
-        return stage.top
+        return self.layer(stage)
 
     def stage(self, index: int) -> Stage:
         if not self.nets:
@@ -106,7 +109,7 @@ class Robin(LayerRegime):
                                final=self.nets[-1] if last and i != self.n - 1 else None)
 
     def after_stage(self, stage: Stage) -> None:
-        for p in self.trainable[stage.top]:  # its gradients are not kept until its next stage
+        for p in self.trainable[self.layer(stage)]:  # its gradients are not kept until its next stage
             p.grad = None
 
     def state_dict(self) -> dict:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from layerlab.core.cell import Cell
 from layerlab.core.registry import DECISION_HEADS, REGIMES, resolve
+from layerlab.core.sections import OptimizerParams, RegimeParams
 from layerlab.nets.layers import LayerStack
 from layerlab.nets.models import init_weights
 from layerlab.training.memory import LossFn
@@ -121,23 +123,24 @@ def window_list(kind: str, n_layers: int, k: int) -> list[tuple[int, int]]:
     raise ValueError(f"unknown kind of windows '{kind}' (single, sliding, partitions)")
 
 
-def stage_windows(cell: dict, n_layers: int) -> list[tuple[int, int]]:
-    """The windows of the cell's staged regime (its spec's `windows` option)."""
-    return window_list(REGIMES[cell["training"]].options["windows"], n_layers, cell["segment_size"])
+def stage_windows(regime: RegimeParams, n_layers: int) -> list[tuple[int, int]]:
+    """The windows of the staged regime (its spec's `windows` option)."""
+    return window_list(REGIMES[regime.training].options["windows"], n_layers, regime.segment_size)
 
 
-def stage_schedule(cell: dict, stage: int) -> dict:
-    """The cell with stage `stage`'s learning rate and weight decay (lr x decay^i, wd x growth^i)."""
-    return {**cell, "lr": cell["lr"] * cell["layer_lr_decay"] ** stage,
-            "weight_decay": cell["weight_decay"] * cell["layer_wd_growth"] ** stage}
+def stage_schedule(opt: OptimizerParams, regime: RegimeParams, stage: int) -> OptimizerParams:
+    """The optimizer of stage `stage`: lr x decay^i, weight decay x growth^i."""
+    return replace(opt, lr=opt.lr * regime.layer_lr_decay ** stage,
+                   weight_decay=opt.weight_decay * regime.layer_wd_growth ** stage)
 
 
-def make_head(cell: dict, shape: tuple[int, ...], n_classes: int, stage: int) -> nn.Module:
+def make_head(cell: Cell, shape: tuple[int, ...], n_classes: int, stage: int) -> nn.Module:
     """A fresh decision head `layer_head` for features of `shape` (one example), seeded per stage."""
+    spec, model = DECISION_HEADS[cell.regime.layer_head], cell.model
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
-        torch.manual_seed(cell["seed"] * STAGE_SEED + stage)
-        head = resolve(DECISION_HEADS[cell["layer_head"]].build)(cell, shape, n_classes)
-        init_weights(head, cell["init"], cell["sigma_w2"], cell["sigma_b2"])
+        torch.manual_seed(cell.run.seed * STAGE_SEED + stage)
+        head = resolve(spec.build)(shape, n_classes, model, cell[spec.parameters] if spec.parameters else None)
+        init_weights(head, model.init, model.sigma_w2, model.sigma_b2)
     return head
 
 
@@ -147,7 +150,7 @@ def window_shape(model: LayerStack, stop: int, x: torch.Tensor) -> tuple[int, ..
     return tuple(StageNet(model, 0, stop, nn.Identity()).eval()(x[:1])[0].shape[1:])
 
 
-def stage_network(cell: dict, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
+def stage_network(cell: Cell, model: LayerStack, i: int, window: tuple[int, int], last: bool, n_classes: int,
                   x: torch.Tensor) -> StageNet:
     """Stage i's network on `window`: a fresh head (the model's own output layer for the last stage); only the
     window's and the head's parameters require gradients (call with all of `model`'s parameters frozen)."""
@@ -159,10 +162,10 @@ def stage_network(cell: dict, model: LayerStack, i: int, window: tuple[int, int]
     return stage
 
 
-def noisy_step_loss(cell: dict, device: torch.device) -> LossFn:
+def noisy_step_loss(regime: RegimeParams, device: torch.device) -> LossFn:
     """The loss of one training step of a stage network with the stage's dropouts (what a memory measurement
     replays: the masks are saved for backward)."""
-    noise = Noise(cell["input_dropout"], cell["grad_dropout"], torch.Generator(device=device))
+    noise = Noise(regime.input_dropout, regime.grad_dropout, torch.Generator(device=device))
     return lambda net, x, y: F.cross_entropy(net(x, noise)[0], y)
 
 
