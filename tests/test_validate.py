@@ -17,7 +17,7 @@ from layerlab.core.config import ConfigError, canonical_json, expand_cells
 from layerlab.core.messages import nearest
 from layerlab.core.registry import DATASETS, PLOT_KEYS, PLOT_ROLES, PLOTS, plot_option, register_plot
 from layerlab.workflow.study_file import read_study
-from layerlab.workflow.validate import check_study
+from layerlab.workflow.validate import check_study, fuse_settings
 
 CONFIGS = sorted([ROOT / "config/config.yaml", *(ROOT / "config/studies").glob("*.yaml")])
 
@@ -175,6 +175,14 @@ def test_cli_strings_inside_mappings_are_typed_by_the_schema():
     config = study(plots=[])
     config["grid"]["depth"] = ["3", "4"]
     assert next(iter(check_study(config, {"grid": {"depth": ["3", "4"]}}))) == "depth~3/loss~ce"
+
+
+def test_cli_study_settings_are_typed_by_the_schema():
+    """`--config fuse=false` arrives as the string 'false': typed, it turns packs off (a string would be refused)."""
+    config = study(fuse="false", threads="2")
+    check_study(config, {"fuse": "false", "threads": "2"})
+    assert config["fuse"] is False and config["threads"] == 2 and fuse_settings(config) is None
+    assert "fuse: 'nope' is not of type 'boolean', 'object'" in message(study(fuse="nope"), {"fuse": "nope"})
 
 
 @pytest.mark.parametrize(("cli", "expected"), [

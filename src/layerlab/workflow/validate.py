@@ -154,6 +154,8 @@ def apply_overrides(config: dict, cli: Mapping[str, Any]) -> dict[str, Any]:
             if key in props and isinstance(config.get(part), dict) and key in config[part]:
                 config[part][key] = typed(value, {"type": "array", "items": props[key]} if part == "grid" else
                                           props[key])
+    settings = schema("config")["properties"]  # `--config fuse=false`, `threads=2`: study settings, typed too
+    config.update({k: typed(config[k], settings[k]) for k in cli if k in settings and k not in props and k in config})
     overrides = {k: typed(config.pop(k), props[k]) for k in cli if k in props and k in config}
     raise_if([line for k, v in overrides.items() for line in errors(cell_validator(), {k: v}, ("--config",))])
     grid = config.get("grid") or {}
