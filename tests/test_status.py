@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, changed, make_cell, write_study
 
 from layerlab.workflow.paths import CellFiles
-from layerlab.workflow.status import LISTED, CellStatus, cell_status, main, render, study_status
+from layerlab.workflow.status import LISTED, CellStatus, cell_status, main, render, study_eta, study_status
 from layerlab.workflow.validate import check_study
 from layerlab.workflow.watch import ProgressFile, write_json
 
@@ -202,6 +202,18 @@ def test_a_large_study_lists_its_running_failed_and_stale_cells_within_80_column
     assert "stale   lr 0.0001 -> 0.001" in lines[7]
     assert len(render("s", ["depth"], rows, every=True).splitlines()) == 3 + 1000 + 1
     assert LISTED < 1000
+
+
+def test_study_eta_is_the_pace_of_the_running_cells_but_no_sooner_than_the_slowest_ends():
+    def cell(name: str, step: int, rate: float, state: str = "running") -> CellStatus:
+        return CellStatus(name, state, step, 2000, rate=rate, eta=(2000 - step) / rate)
+
+    packs = [cell("fast", 1000, 10.0), cell("slow", 1000, 1.0), cell("saved", 2000, 50.0)]  # the last one is saving
+    assert study_eta(packs) == 1000.0  # the slow cell's own ETA, not 1.0 cell / (0.0055 cells/s) = 182 s
+    queue = [cell("a", 0, 2.0), cell("b", 0, 2.0), *[CellStatus(f"p{i}", "pending") for i in range(8)]]
+    assert study_eta(queue) == 10 / (2 * 2.0 / 2000)  # 10 cells at 2 cells per 1000 s: 5000 s
+    assert study_eta([CellStatus("p", "pending")]) != study_eta([CellStatus("p", "pending")])  # NaN: none runs
+    assert study_eta([CellStatus("d", "done", 2000, 2000)]) == 0.0
 
 
 def test_a_bad_study_is_one_line(tmp_path, capsys):

@@ -126,11 +126,14 @@ def clip(text: str, width: int) -> str:
 
 
 def study_eta(rows: list[CellStatus]) -> float:
-    """Seconds until the running, pending and stale cells are trained, at the pace of the running ones (cells per
-    second, however many run at once); NaN while none runs."""
-    pace = sum(r.rate / r.total for r in rows if r.state == "running" and r.rate and r.total)
+    """Seconds until the running, pending and stale cells are trained: at the pace of the running ones (cells per
+    second, however many run at once), and no sooner than the slowest running cell ends; NaN while none runs."""
+    running = [r for r in rows if r.state == "running" and r.rate and r.total and r.fraction < 1]
+    pace = sum(r.rate / r.total for r in running)
     left = sum(1 - r.fraction for r in rows if r.state in ("running", "pending", "stale"))
-    return left / pace if pace > 0 else (0.0 if left == 0 else math.nan)
+    if pace <= 0:
+        return 0.0 if left == 0 else math.nan
+    return max(left / pace, *(r.eta for r in running if r.eta is not None))
 
 
 def render(study: str, axes: list[str], rows: list[CellStatus], width: int = 80, every: bool = False) -> str:
