@@ -128,8 +128,8 @@ def clip(text: str, width: int) -> str:
 def study_eta(rows: list[CellStatus]) -> float:
     """Seconds until the running, pending and stale cells are trained: at the pace of the running ones (cells per
     second, however many run at once), and no sooner than the slowest running cell ends; NaN while none runs."""
-    running = [r for r in rows if r.state == "running" and r.rate and r.total and r.fraction < 1]
-    pace = sum(r.rate / r.total for r in running)
+    running = [r for r in rows if r.state == "running" and r.fraction < 1]
+    pace = sum(r.rate / r.total for r in running if r.rate and r.total)
     left = sum(1 - r.fraction for r in rows if r.state in ("running", "pending", "stale"))
     if pace <= 0:
         return 0.0 if left == 0 else math.nan
