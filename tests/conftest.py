@@ -89,6 +89,31 @@ TINY_STUDY = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def plugins_loaded_here_only():
+    """What a test module's plug-ins register (the registries, the schemas built from them) leaves with the module:
+    a later module checks and plans cells as a fresh process would."""
+    from layerlab.core import registry
+    from layerlab.workflow import validate
+
+    registries = [r for r in vars(registry).values() if isinstance(r, registry.Registry)]
+    saved = [(r, dict(r._entries), dict(r._origins)) for r in registries]
+    modules, sources = set(sys.modules), dict(registry.PLUGIN_SOURCES)
+    yield
+    for r, items, origins in saved:
+        r._items.clear()
+        r._items.update(items)
+        r._origins.clear()
+        r._origins.update(origins)
+    for name in set(sys.modules) - modules:
+        if name.startswith("layerlab_plugin_"):  # so that loading the file again registers it again
+            del sys.modules[name]
+    registry.PLUGIN_SOURCES.clear()
+    registry.PLUGIN_SOURCES.update(sources)
+    for cached in (validate.schema, validate.config_validator, validate.cell_validator, validate.property_validator):
+        cached.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def digits_path(tmp_path_factory) -> Path:
     """sklearn's digits, prepared once per test session."""

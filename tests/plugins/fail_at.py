@@ -17,4 +17,4 @@ class FailAt(TrainingProbe):
 
 
 register_probe("fail_at", FailAt, variables={}, keys=("depth",),
-               enabled=lambda cell: str(cell["depth"]) == os.environ.get("LAYERLAB_TEST_FAIL_DEPTH"))
+               enabled=lambda cell: str(cell.model.depth) == os.environ.get("LAYERLAB_TEST_FAIL_DEPTH"))
