@@ -13,6 +13,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
+from snakemake_interface_executor_plugins.settings import ExecMode
 
 # The library is importable here and in every job, installed or not (jobs inherit the environment).
 SRC = str(Path(workflow.basedir) / "src")
@@ -72,10 +73,13 @@ MEASUREMENT_SOURCES = measurement_sources(CELLS, MEASURED)
 # Cell packs (layerlab.workflow.packs): the cells this run trains (those without a store), several to a job, cells that
 # differ only in per-model parameters fused into one network. Each pack job stages its cells' outputs; every cell's
 # own train job takes them over (its input: the pack's manifest).
-# Locally at least as many packs as cores; a cluster runs packs side by side anyway (one job each, on one GPU).
+# Run here (--cores, no --jobs), at least as many packs as cores: each pack is one process on one core. A cluster run
+# (--jobs; its executor is not known yet while this file is read) and each of its jobs, which reads this file again
+# on its node, keep packs whole, so both plan the same packs: one sbatch job on one GPU each.
+_here = workflow.resource_settings.nodes is None and workflow.workflow_settings.exec_mode == ExecMode.DEFAULT
 try:
-    _cores = workflow.cores if workflow.local_exec else 1
-except WorkflowError:  # a dry run without --cores
+    _cores = workflow.cores if _here else 1
+except WorkflowError:  # no --cores: a dry run
     _cores = 1
 _fuse = fuse_settings(config)
 PACKS = {} if _fuse is None else plan_packs(
