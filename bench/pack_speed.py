@@ -52,7 +52,7 @@ def sequential(cells: dict[str, dict], data: Dataset) -> float:
 def packed(cells: dict[str, dict], data: Dataset) -> float:
     """Seconds to train the cells as one pack (the sum of their shares of the pack's training loop)."""
     built = {name: build(cell, data) for name, cell in cells.items()}
-    results = train_pack(cells, dict.fromkeys(cells, data), built, DEVICE, dict.fromkeys(cells))
+    results = train_pack(cells, dict.fromkeys(cells, data), built, DEVICE, dict.fromkeys(cells), fuse_convolutions=True)
     return sum(float(ds["train_seconds"]) for ds, _ in results.values())
 
 

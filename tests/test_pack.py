@@ -52,11 +52,12 @@ def alone(cell: dict, data, checkpoint=None) -> tuple[xr.Dataset, dict]:
     return ds, {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def packed(cells: dict[str, dict], data, checkpoints: dict | None = None) -> dict[str, tuple[xr.Dataset, dict]]:
+def packed(cells: dict[str, dict], data, checkpoints: dict | None = None,
+           fuse_convolutions: bool | None = None) -> dict[str, tuple[xr.Dataset, dict]]:
     torch.set_num_threads(1)
     built = {name: build(cell, data) for name, cell in cells.items()}
     results = train_pack(cells, {name: data for name in cells}, built, torch.device("cpu"),
-                         checkpoints or dict.fromkeys(cells))
+                         checkpoints or dict.fromkeys(cells), fuse_convolutions=fuse_convolutions)
     return {name: (ds, {k: v.clone() for k, v in model.state_dict().items()}) for name, (ds, model) in results.items()}
 
 
@@ -288,16 +289,32 @@ CONV = {  # convolutional networks packed: BatchNorm per model, dropout from eac
 
 
 @pytest.mark.parametrize("name", CONV)
-def test_packed_conv_cells_equal_the_cells_alone(digits_path, name):
+def test_packed_conv_cells_equal_the_cells_alone(digits_path, name, caplog):
+    """Fused (as on a GPU; the CPU's default trains them one after another in the pack: faster there)."""
     from layerlab.data.datasets import load
 
     torch.set_num_threads(1)
     overrides = {**BASE, "steps": 6, "log_every": 3, "eval_every": 6, "test_subset": 64, **CONV[name]}
     cells = {f"seed~{s}": make_cell(**overrides, seed=s) for s in range(2)}
     data = load(digits_path, torch.device("cpu"), cells["seed~0"].data)
-    results = packed(cells, data)
+    with caplog.at_level(logging.INFO, logger="layerlab.training.pack"):
+        results = packed(cells, data, fuse_convolutions=True)
+    assert "fused 2 cells (seed~0, seed~1)" in caplog.text
     for cid, cell in cells.items():
         assert_same_cell(alone(cell, data), results[cid], cid)
+
+
+def test_on_the_cpu_conv_cells_train_one_after_another_by_default(digits_path, caplog):
+    from layerlab.data.datasets import load
+
+    cells = {f"seed~{s}": make_cell(**{**BASE, "steps": 4, "log_every": 2, "eval_every": 4, "test_subset": 64,
+                                       **CONV["resnet_sgd"]}, seed=s) for s in range(2)}
+    data = load(digits_path, torch.device("cpu"), cells["seed~0"].data)
+    with caplog.at_level(logging.INFO, logger="layerlab.training.pack"):
+        results = packed(cells, data)
+    assert "fused 2 cells" not in caplog.text
+    assert "seed~1 trains unfused: convolutions: they run per model in a fused network" in caplog.text
+    assert_same_cell(alone(cells["seed~1"], data), results["seed~1"], "seed~1")
 
 
 def test_plan_groups_by_the_non_per_model_keys():

@@ -59,12 +59,16 @@ class Member:
         return self.loop.model
 
 
-def unfused_reason(cell: Cell) -> str | None:
-    """Why a cell trains on its own (its regime or a probe does not run in a pack), or None."""
+def unfused_reason(cell: Cell, model: Network, fuse_convolutions: bool) -> str | None:
+    """Why a cell trains on its own (its regime or a probe does not run in a pack, or its convolutions would be
+    slower fused), or None."""
     if not REGIMES[cell.regime.training].packs:
         return f"training '{cell.regime.training}' does not run in a pack"
     if blocked := [name for name in active_probes(cell) if not PROBES[name].packs]:
         return f"training probe(s) {', '.join(blocked)} do not run in a pack"
+    if not fuse_convolutions and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return ("convolutions: they run per model in a fused network, which on the CPU is slower than one cell after "
+                "another (bench/pack_speed.py, case d)")
     return None
 
 
@@ -84,10 +88,13 @@ def build(cell: Cell, data: Dataset) -> Built:
 
 def train_pack(cells: dict[str, Cell], data: dict[str, Dataset], built: dict[str, Built], device: torch.device,
                checkpoints: Mapping[str, Checkpoint | None],
-               writers: dict[str, tuple[ProgressWriter, ...]] | None = None) -> dict[str, tuple[xr.Dataset, Network]]:
+               writers: dict[str, tuple[ProgressWriter, ...]] | None = None,
+               fuse_convolutions: bool | None = None) -> dict[str, tuple[xr.Dataset, Network]]:
     """Train every cell (name -> cell, its dataset, its built network, its checkpoint, its progress writers); return
-    each cell's metrics Dataset and trained network, as `train_cell` would alone."""
+    each cell's metrics Dataset and trained network, as `train_cell` would alone. Convolutional networks fuse where
+    `fuse_convolutions` says (by default off the CPU only)."""
     writers = writers or {}
+    fuse_convolutions = device.type != "cpu" if fuse_convolutions is None else fuse_convolutions
     results, members = {}, []
     for name, cell in cells.items():
         torch.set_rng_state(built[name].rng)  # the cell's own stream, as if its network had just been built
@@ -96,7 +103,7 @@ def train_pack(cells: dict[str, Cell], data: dict[str, Dataset], built: dict[str
         if saved is not None and "result" in saved:  # trained before, its outputs not written: only write them
             model.load_state_dict(saved["result"]["model"])
             results[name] = finished(saved["result"]["dataset"], writers.get(name, ())), model
-        elif reason := unfused_reason(cell):
+        elif reason := unfused_reason(cell, model, fuse_convolutions):
             log.info("%s trains unfused: %s", name, reason)
             results[name] = train_cell(cell, data[name], model, device, checkpoint, writers.get(name, ()))
         else:
