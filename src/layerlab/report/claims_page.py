@@ -35,10 +35,10 @@ th { background: #f6f8fa; position: sticky; top: 0; }
 td.measured, td.interval, td.seeds { font-variant-numeric: tabular-nums; }
 td.claim code { font-size: 0.9em; } td .source { color: #57606a; font-size: 0.85em; display: block; }
 td.note { color: #57606a; font-size: 0.9em; }
-col.study { width: 7em; } col.claim { width: 13em; } col.paper { width: auto; } col.threshold { width: 7.5em; }
+col.study { width: 9em; } col.claim { width: 13em; } col.paper { width: auto; } col.threshold { width: 7.5em; }
 col.measured { width: 6.5em; } col.interval { width: 10em; } col.seeds { width: 4em; } col.strip { width: 196px; }
 col.verdict { width: 10em; } col.note { width: 13em; }
-td { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; }
 .verdict { font-weight: 600; white-space: nowrap; padding: 1px 6px; border-radius: 8px; color: #fff; }
 tr.fails { background: #ffebe9; } tr.inconclusive { background: #fff8c5; }
 dl.legend { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; font-size: 0.9em; }
@@ -99,14 +99,19 @@ def _study_link(folder: Path, study: str, page_dir: Path) -> str:
         "no report.html yet (snakemake --configfile <study config> --report results/<study>/report.html); "
         "its claims.csv"))
     href = Path(os.path.relpath(target.resolve(), page_dir.resolve())).as_posix()
-    return f'<a href="{html.escape(href)}" title="{html.escape(title)}">{html.escape(study)}</a>'
+    return f'<a href="{html.escape(href)}" title="{html.escape(title)}">{breakable(study)}</a>'
+
+
+def breakable(name: str) -> str:
+    """`name` escaped, a narrow column free to wrap it after each underscore (not inside a word)."""
+    return html.escape(name).replace("_", "_<wbr>")
 
 
 def _row(r: Any, page_dir: Path) -> str:
     measured = "" if not math.isfinite(r.measured) else f"{r.measured:.4g}"
     cells = [
         _study_link(Path(r.folder), r.study, page_dir),
-        f'<code>{html.escape(r.name)}</code><span class="source">{html.escape(r.source)}</span>',
+        f'<code>{breakable(r.name)}</code><span class="source">{html.escape(r.source)}</span>',
         html.escape(r.paper),
         html.escape(threshold(r.op, r.value)),
         measured,
