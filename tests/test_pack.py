@@ -264,6 +264,18 @@ def test_cells_that_cannot_fuse_train_one_after_another(digits, caplog):
         assert_same_cell(alone(cell, digits), results[name], name)
 
 
+def test_cells_freezing_other_weights_fuse_with_their_own_kind(digits, caplog):
+    """`freeze_weights` is per model, but one fused parameter is trained by all its models or by none: cells fuse
+    with those that train the same weights (paper 004's weight domination study: 8 patterns x 3 seeds)."""
+    patterns = {"all_a": "11111", "all_b": "11111", "first_frozen": "01111", "last_frozen": "11110"}
+    cells = {name: make_cell(**BASE, seed=i, freeze_weights=p) for i, (name, p) in enumerate(patterns.items())}
+    with caplog.at_level(logging.INFO, logger="layerlab.training.pack"):
+        results = packed(cells, digits)
+    assert "fused 2 cells (all_a, all_b)" in caplog.text
+    for name, cell in cells.items():
+        assert_same_cell(alone(cell, digits), results[name], name)
+
+
 def test_groups_fit_the_device_budget(digits):
     """On a GPU a fused group holds at most what fits HEADROOM of the free memory: at the measured step memory of
     one cell (layerlab.training.memory), a budget of 2.5 cells' steps splits 5 cells into groups of 2, 2 and 1."""

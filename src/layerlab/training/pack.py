@@ -134,10 +134,13 @@ def prepare(name: str, cell: Cell, data: Dataset, model: Network, checkpoint: Ch
 
 def signature(member: Member) -> tuple:
     """What cells stepping as one fused network share: the step they are at, their parameters' shapes and kinds,
-    batch rows and optimizer kind (momentum on or off)."""
-    group = member.stage.optimizer.param_groups[0]
-    return (member.start, member.stage.index, type(member.stage.optimizer).__name__, bool(group.get("momentum")),
+    which parameters their optimizer trains (e.g. `freeze_weights`), batch rows and optimizer kind (momentum on or
+    off)."""
+    optimizer = member.stage.optimizer
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return (member.start, member.stage.index, type(optimizer).__name__, bool(optimizer.param_groups[0].get("momentum")),
             tuple((name, tuple(t.shape)) for name, t in member.model.state_dict().items()),
+            tuple(name for name, p in member.model.named_parameters() if id(p) in trained),
             member.loop.batch_rows, id(member.loop.data))
 
 
