@@ -23,7 +23,7 @@ from layerlab.core.config import CELL_ID_PATTERN, STORE_FILE, ConfigError, canon
 from layerlab.core.registry import DATASETS, MEASUREMENTS, measurement_sources  # noqa: E402
 from layerlab.data.datasets import DatasetUnavailable, verify as verify_dataset  # noqa: E402
 from layerlab.workflow.gpus import export as gpu_env, resolve as gpu_pool  # noqa: E402
-from layerlab.workflow.plugin_code import job_plugins, plot_plugins  # noqa: E402
+from layerlab.workflow.plugin_code import dataset_plugins, job_plugins, plot_plugins  # noqa: E402
 from layerlab.workflow.study_file import study_config  # noqa: E402
 
 min_version("9.0")

@@ -28,7 +28,6 @@ from dag_scale import study
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from layerlab.core.config import canonical_json  # noqa: E402
 from layerlab.workflow.paths import CellFiles, study_dir  # noqa: E402
 from layerlab.workflow.status import render, study_status  # noqa: E402
 from layerlab.workflow.validate import check_study  # noqa: E402
@@ -56,7 +55,7 @@ def prepare(workdir: Path, cells: int) -> tuple[Path, dict]:
         files = CellFiles(root, cid)
         if i < 0.6 * n:
             shutil.copytree(first.store.parent, files.store.parent, dirs_exist_ok=True)
-            store["attributes"]["config"] = canonical_json(cells[cid])
+            store["attributes"]["config"] = cells[cid].json
             files.store.write_text(json.dumps(store))
             write_json(files.progress, {**record, "cell": cid})
         elif i < 0.65 * n:

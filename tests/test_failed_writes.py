@@ -20,6 +20,7 @@ from layerlab.training import loop
 from layerlab.training.checkpoint import Checkpoint
 from layerlab.training.loop import train_cell
 from layerlab.workflow.train_jobs import write_outputs
+from layerlab.workflow.watch import ProgressFile
 
 PAGE = 4096  # tmpfs counts whole pages
 
@@ -115,3 +116,21 @@ def test_a_full_disk_through_snakemake_loses_no_training(tmp_path, small_disk):
     for name in trained.variables:  # the wall time too: the first run's training, written
         np.testing.assert_array_equal(stored[name].values, trained[name].values, err_msg=str(name))
     assert not (tmp_path / kept).exists()
+
+
+def test_a_progress_record_on_a_full_disk_does_not_stop_the_training(digits, tmp_path, small_disk, caplog):
+    """The progress record only informs `layerlab.status`: a full disk under it costs a warning, not the cell."""
+    torch.set_num_threads(1)
+    disk = tmp_path / "progress"
+    small_disk(disk, PAGE)
+    (disk / "filler").write_bytes(b"x" * PAGE)  # the disk is full before the job starts
+    cell = make_cell(depth=3, width=8, steps=12, log_every=4, eval_every=6, lr=1e-3)
+    alone, _ = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes), torch.device("cpu"))
+    with caplog.at_level(logging.WARNING, logger="layerlab.workflow.watch"):
+        record = ProgressFile(disk / "depth~3.json", "depth~3", tmp_path / "cell.log")
+        ds, _ = train_cell(cell, digits, build_model(cell, digits.input_shape, digits.n_classes),
+                           torch.device("cpu"), writers=(record,))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"progress record {disk / 'depth~3.json'} not written (No space left on device); training goes on"]
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no temporary left behind
+    np.testing.assert_array_equal(ds["train_loss"].values, alone["train_loss"].values)

@@ -97,6 +97,26 @@ def test_an_edited_plugin_reruns_the_cells_that_ran_it_and_diff_names_it(copy, w
     assert list(json.loads(attrs["plugins"])) == ["my_probes.py"]
 
 
+def test_an_edited_dataset_plugin_prepares_the_dataset_again_and_reruns_its_cells(copy, tmp_path):
+    (tmp_path / "studies").mkdir()
+    plugin = tmp_path / "studies/my_dataset.py"
+    shutil.copy(ROOT / "tests/plugins/synthetic_images.py", plugin)
+    study = {"study": "data_reruns", "plugins": ["my_dataset.py"], "grid": {"depth": [1, 2]},
+             "fixed": {"dataset": "synthetic_images", "width": 8, "steps": 10, "batch_size": 32, "log_every": 5,
+                       "eval_every": 5}}
+    (tmp_path / "studies/study.yaml").write_text(yaml.safe_dump(study))
+    workdir = tmp_path / "run"
+    smk(copy, workdir)
+    assert planned(copy, workdir) == {}
+    plugin.write_text(plugin.read_text().replace("random_state=0)\n", "random_state=1)\n", 1))
+    assert planned(copy, workdir) == {"dataset_plugin": 1, **cells(2)}
+    assert "depth~1: plugin my_dataset.py changed" in diff(copy, workdir)
+    before = (workdir / "resources/datasets/synthetic_images.json").read_text()
+    smk(copy, workdir)
+    assert (workdir / "resources/datasets/synthetic_images.json").read_text() != before  # other arrays
+    assert planned(copy, workdir) == {}
+
+
 def test_an_edit_of_the_library_reruns_nothing(copy, workdir):
     module = copy / "src/layerlab/probes/batch_entropy.py"
     source = module.read_text()

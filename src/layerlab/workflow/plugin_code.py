@@ -17,6 +17,7 @@ from pathlib import Path
 from layerlab.catalog.checks import active_probes
 from layerlab.core.cell import Cell
 from layerlab.core.registry import (
+    DATASETS,
     DECISION_HEADS,
     MEASUREMENTS,
     MODELS,
@@ -27,7 +28,8 @@ from layerlab.core.registry import (
     Registry,
 )
 
-REFERENCES = ("impl", "build", "draw", "source", "collect", "summarize", "search_space")  # a declaration's code
+# the fields of a declaration that name its code
+REFERENCES = ("impl", "build", "draw", "source", "collect", "summarize", "search_space", "prepare")
 
 
 def digest(path: Path) -> str:
@@ -56,18 +58,29 @@ def sources(registry: Registry, name: str) -> dict[str, Path]:
     return files
 
 
+def code_of(used: Iterable[tuple[Registry, str]]) -> dict[str, str]:
+    """{plug-in: digest} of the plug-in code behind these (registry, declaration) pairs."""
+    return {label: digest(path) for registry, name in used for label, path in sources(registry, name).items()}
+
+
 def job_plugins(cell: Cell, measurement: str | None = None) -> dict[str, str]:
-    """{plug-in: digest} of the plug-in code the train job of `cell` runs (its model, regime, decision head and
-    training probes) or, with `measurement`, that measurement's job (the measurement and the model it rebuilds)."""
-    used: list[tuple[Registry, str]] = [(MODELS, cell.model.model)]
+    """{plug-in: digest} of the plug-in code the train job of `cell` runs (its dataset's preparation, model, regime,
+    decision head and training probes) or, with `measurement`, that measurement's job (the measurement, the dataset
+    and the model it rebuilds)."""
+    used: list[tuple[Registry, str]] = [(DATASETS, cell.data.dataset), (MODELS, cell.model.model)]
     if measurement is None:
         used += [(REGIMES, cell.regime.training), (DECISION_HEADS, cell.regime.layer_head),
                  *((PROBES, probe) for probe in active_probes(cell))]
     else:
         used.append((MEASUREMENTS, measurement))
-    return {label: digest(path) for registry, name in used for label, path in sources(registry, name).items()}
+    return code_of(used)
+
+
+def dataset_plugins(name: str) -> dict[str, str]:
+    """{plug-in: digest} of the code that prepares dataset `name` ({} for a built-in)."""
+    return code_of([(DATASETS, name)])
 
 
 def plot_plugins(kinds: Iterable[str]) -> dict[str, str]:
     """{plug-in: digest} of the plug-in code behind these plot kinds (what draws and captions their figures)."""
-    return {label: digest(path) for kind in kinds for label, path in sources(PLOTS, kind).items()}
+    return code_of((PLOTS, kind) for kind in kinds)

@@ -12,6 +12,7 @@ its step, steps/s, ETA.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from layerlab.workflow.paths import CellFiles, study_dir
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -41,15 +44,19 @@ def write_json(path: Path, record: dict) -> None:
     """Write `record` whole or not at all (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({k: _finite(v) for k, v in record.items()}))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps({k: _finite(v) for k, v in record.items()}))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class ProgressFile:
     """A cell's progress record, rewritten at its job's start and at every logged step."""
 
     def __init__(self, path: Path, cell: str, log: Path):
-        self.path, self.last = path, time.time()
+        self.path, self.last, self.unwritten = path, time.time(), False
         self.tick: dict[str, Any] = {}
         self.job = {"cell": cell, "host": socket.gethostname(), "pid": os.getpid(), "started": self.last,
                     "log": str(log), "log_offset": log.stat().st_size if log.exists() else 0}
@@ -57,8 +64,13 @@ class ProgressFile:
 
     def write(self, state: str, **fields: Any) -> None:
         now = time.time()
-        write_json(self.path, {**self.job, "state": state, **self.tick, **fields, "updated": now,
-                               "interval": now - self.last})
+        try:
+            write_json(self.path, {**self.job, "state": state, **self.tick, **fields, "updated": now,
+                                   "interval": now - self.last})
+        except OSError as err:  # the record only informs status: a full disk must not end the training
+            if not self.unwritten:
+                logger.warning(f"progress record {self.path} not written ({err.strerror or err}); training goes on")
+            self.unwritten = True
         self.last = now
 
     def logged(self, tick: Tick, loop: Loop) -> None:
