@@ -174,6 +174,11 @@ def box(page, selector: str, frame=None) -> dict:
     return (frame or page).locator(selector).first.bounding_box()
 
 
+VERDICT_COLOURS = {"verdict-holds": "rgb(21, 128, 61)", "verdict-fails": "rgb(185, 28, 28)",
+                   "verdict-inconclusive": "rgb(180, 83, 9)", "verdict-unreplicated": "rgb(71, 85, 105)",
+                   "verdict-not-measurable": "rgb(71, 85, 105)", "verdict-not-at-this-scale": "rgb(71, 85, 105)"}
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("width", WIDTHS)
 def test_report_opens_with_the_claims_then_the_figures(report, browser, width):
@@ -188,6 +193,9 @@ def test_report_opens_with_the_claims_then_the_figures(report, browser, width):
     headers = page.locator(".prose table th").all_inner_texts()
     cells = page.locator(".prose table tbody tr").first.locator("td")
     paper, note = (cells.nth(headers.index(name)).bounding_box() for name in ("paper", "note"))
+    verdicts = page.evaluate("() => [...document.querySelectorAll('.prose table span[class^=verdict-]')]"
+                             ".map(span => [span.className, getComputedStyle(span).color])")
+    assert verdicts and all(colour == VERDICT_COLOURS[verdict] for verdict, colour in verdicts), verdicts
     assert paper["width"] >= 120  # several words per line
     assert note["x"] + note["width"] <= width  # the last column inside the window
     images = page.locator("figure.layerlab-figure img")
