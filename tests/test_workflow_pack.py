@@ -102,6 +102,15 @@ def test_no_op_rerun_runs_nothing_and_changes_rerun_per_cell(runs, tmp_path):
     assert "Nothing to be done" in snakemake(work, "-n").stdout
 
 
+def test_the_readmes_training_only_command_trains_every_cell_and_nothing_else(runs, tmp_path):
+    until = re.search(r"`snakemake -c2 (--until [\w ]+)`", (ROOT / "README.md").read_text())[1].split()
+    write_study(tmp_path, STUDY)
+    counted = jobs(snakemake(tmp_path, *until))
+    assert counted == {"dataset": 1, "pack": 2, "take_over": 5}, counted
+    assert cells(tmp_path) == cells(runs[0])
+    assert not (tmp_path / "results/packed/metrics.zarr").exists()  # nothing measured, collected or drawn
+
+
 def test_killed_pack_resumes_its_cells_with_identical_metrics(tmp_path):
     """SIGKILL Snakemake (and its pack job) once every cell of the pack has a checkpoint; rerun: each cell resumes
     from its own checkpoint and its store equals an uninterrupted unpacked run's."""
