@@ -48,6 +48,7 @@ config.update(_study)
 # cell checked (its plug-ins' constraints, batch size), plot specs checked against the grid and the variables the
 # study produces. The study's plug-ins first (files beside the study file, else in the working directory): their
 # parameters and names join the schemas.
+from layerlab.workflow.packs import longest_first, work  # noqa: E402
 from layerlab.workflow.packs import plan as plan_packs  # noqa: E402
 from layerlab.workflow.validate import check_study, fuse_settings, per_model_keys  # noqa: E402
 
@@ -87,6 +88,9 @@ PACKS = {} if _fuse is None else plan_packs(
     _cores)
 PACK_OF = {cell: pack for pack, members in PACKS.items() for cell in members}
 PACKED = "|".join(re.escape(cell) for cell in sorted(PACK_OF)) or "(?!)"  # their rule: take_over (none: no match)
+# the costliest training jobs (packs, and cells training alone) start first: a long one started last runs alone
+TRAIN_PRIORITY = longest_first({**{pack: sum(work(CELLS[c]) for c in members) for pack, members in PACKS.items()},
+                                **{cell: work(CELLS[cell]) for cell in CELLS if cell not in PACK_OF}})
 # Local GPUs (layerlab.workflow.gpus): each training job claims one (device, slot) of this pool and sees only that device.
 # On a cluster SLURM binds the devices instead (profiles/slurm asks for gpu=1 per training job).
 GPUS, GPU_SLOTS = gpu_pool(config.get("gpus"))

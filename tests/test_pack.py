@@ -358,3 +358,14 @@ def test_plan_groups_by_the_non_per_model_keys():
     assert plan({"only": cells["sgd"]}, lambda c: False, keys, max_cells=16, cores=1) == {}  # a lone cell: its job
     again = plan(cells, stored.__contains__, keys, max_cells=8, cores=1)
     assert again == packs  # the same plan (and pack ids) from the same cells
+
+
+def test_longest_first_ranks_jobs_by_estimated_work():
+    from layerlab.workflow.packs import longest_first, work
+
+    small, deep, wide = make_cell(depth=2, width=16), make_cell(depth=8, width=16), make_cell(depth=2, width=64)
+    assert work(deep) == 4 * work(small) and work(wide) == 16 * work(small)
+    assert work(make_cell(depth=2, width=16, steps=50)) * small.run.steps == 50 * work(small)
+    assert longest_first({"pack_a": work(small) * 5, "wide": work(wide), "deep": work(deep)}) == {
+        "deep": 1, "pack_a": 2, "wide": 3}
+    assert longest_first({"b": 1.0, "a": 1.0}) == {"a": 1, "b": 2}  # ties: by name, the same plan every time

@@ -139,3 +139,20 @@ def test_killed_pack_resumes_its_cells_with_identical_metrics(tmp_path):
     assert not any(p.exists() for p in points)  # removed once the outputs are written
     snakemake(whole)
     assert_same_stores(killed, whole, [f"seed~{s}" for s in range(3)])
+
+
+def test_the_costliest_training_jobs_start_first(tmp_path):
+    """On one core the training jobs run in order of estimated work (packs and cells training alone alike): a long
+    job started last would run alone at the end of a study while the other cores idle."""
+    write_study(tmp_path, {
+        "study": "order", "grid": {"depth": [2, 6, 4], "seed": [0, 1]},
+        "fixed": {"dataset": "digits", "width": 16, "steps": 10, "batch_size": 32, "log_every": 10,
+                  "eval_every": 10},
+        "cells": [{"depth": 3, "seed": 0, "width": 40, "optimizer": "sgd"}],  # alone, the costliest
+        "fuse": {"max_cells": 2}})
+    proc = snakemake(tmp_path, "-c1", "--until", "take_over", "train")
+    started = re.findall(r"^(?:local)?rule (pack|train):\n(?:.*\n)*?\s+wildcards: (?:pack|cell)=(\S+)",
+                         proc.stderr, re.MULTILINE)
+    logs = {p.stem: p.read_text() for p in (tmp_path / "results/order/logs/packs").glob("*.log")}
+    depth_of = {pack: re.search(r"depth~(\d+)/seed~0", text).group(1) for pack, text in logs.items()}
+    assert [depth_of.get(name, name) for _, name in started] == ["depth~3/seed~0", "6", "4", "2"]

@@ -13,6 +13,7 @@ rule pack:
         checkpoints=f"{OUT}/checkpoints",
         plugins=pack_plugin_code,
     threads: config["threads"]
+    priority: lambda wildcards: TRAIN_PRIORITY[wildcards.pack]
     resources:
         gpu=1 if GPUS else 0,
     log:

@@ -18,6 +18,7 @@ rule train:
     params:
         **TRAIN_PARAMS,
     threads: config["threads"]
+    priority: lambda wildcards: TRAIN_PRIORITY[wildcards.cell]
     resources:
         gpu=1 if GPUS else 0,
     log:

@@ -75,6 +75,19 @@ def plan(cells: Mapping[str, Cell], stored: Callable[[str], bool], per_model: It
     return {pack_id(sorted(p), cells): sorted(p) for p in packs if len(p) > 1}
 
 
+def work(cell: Cell) -> float:
+    """A cell's training cost, estimated without torch for ordering jobs only: steps x batch x depth x width^2 (the
+    multiply-adds of a stack of equal layers; a convolution's kernel and map size are common to a study's cells)."""
+    return float(cell.run.steps * cell.run.batch_size * cell.model.depth * cell.model.width ** 2)
+
+
+def longest_first(jobs: Mapping[str, float]) -> dict[str, int]:
+    """Job -> scheduling priority, its rank by estimated work (1 for the least): the costliest training jobs start
+    first, so that the cheap ones fill the cores at the end instead of one long job running alone (Snakemake runs the
+    ready jobs of highest priority first)."""
+    return {job: rank for rank, job in enumerate(sorted(jobs, key=lambda j: (jobs[j], j)), start=1)}
+
+
 def staged(staging: str | os.PathLike, cell_id: str) -> Path:
     """Where a pack stages one member's outputs."""
     return Path(staging) / "cells" / cell_id
