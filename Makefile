@@ -26,7 +26,10 @@ run: setup            ## default study (or CONFIG=config/studies/<study>.yaml), 
 
 QUICK   := config/config.yaml $(filter-out %_paper.yaml,$(wildcard config/studies/*.yaml))
 
-claims: setup         ## every quick study and its report (finished cells reused), then one table of all claims and results/claims.html
+claims: setup         ## every quick study's datasets, then each study and its report (finished cells reused), then one table of all claims and results/claims.html
+	@# every dataset first, its output shown only if it fails: a missing one stops the run before hours of training
+	@for c in $(QUICK); do out=$$($(VENV)/bin/snakemake -c$(CORES) --configfile $$c --until dataset dataset_plugin 2>&1) \
+	  || { echo "$$out"; echo "make claims: stopped before any training: $$c (above)"; exit 1; }; done
 	@for c in $(QUICK); do s=$$(sed -n 's/^study: *//p' $$c); \
 	  $(VENV)/bin/snakemake -c$(CORES) --configfile $$c || exit 1; \
 	  $(VENV)/bin/snakemake -c$(CORES) --configfile $$c --report results/$$s/report.html || exit 1; done

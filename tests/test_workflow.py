@@ -214,6 +214,27 @@ def test_missing_dataset_fails_with_how_to_get_it(tmp_path, tiny_config):
     assert not (tmp_path / "resources/datasets/fashion_mnist.npz").exists()
 
 
+def test_make_claims_stops_at_a_missing_dataset_before_training(tmp_path, tiny_config):
+    """`make claims` prepares every study's datasets before it trains: a dataset that the second study needs and
+    cannot get stops it before the first study's cells train (not after them, hours into the run)."""
+    for name in ("Snakefile", "workflow", "scripts", "src", "profiles", "envs", "pyproject.toml"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    tiny_config["grid"]["depth"] = [3]
+    write_study(tmp_path, tiny_config)
+    (tmp_path / "study.yaml").rename(tmp_path / "digits.yaml")
+    write_study(tmp_path, {**tiny_config, "study": "fashion", "fixed": {**tiny_config["fixed"],
+                                                                       "dataset": "fashion_mnist"}})
+    venv = sys.prefix  # this interpreter's environment, taken as set up (-o: `make setup` does not run)
+    proc = subprocess.run(["make", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/.installed-dev",
+                           "QUICK=digits.yaml study.yaml", "claims"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "LAYERLAB_FASHION_MNIST_DIR": str(tmp_path / "absent")})
+    assert proc.returncode != 0
+    assert "apt-get install dataset-fashion-mnist" in proc.stdout
+    assert "make claims: stopped before any training: study.yaml" in proc.stdout
+    assert (tmp_path / "resources/datasets/digits.npz").exists()
+    assert not (tmp_path / "results/tiny").exists()
+
+
 @pytest.mark.parametrize("config", sorted(p.relative_to(ROOT) for p in (ROOT / "config").rglob("*.yaml")))
 def test_shipped_configs_validate_and_plan(tmp_path, config):
     """Every study config in the repo passes validation and plans one train job per cell (dry run)."""
