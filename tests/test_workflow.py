@@ -225,9 +225,11 @@ def test_make_claims_stops_at_a_missing_dataset_before_training(tmp_path, tiny_c
     write_study(tmp_path, {**tiny_config, "study": "fashion", "fixed": {**tiny_config["fixed"],
                                                                        "dataset": "fashion_mnist"}})
     venv = sys.prefix  # this interpreter's environment, taken as set up (-o: `make setup` does not run)
+    # not the variables of a `make test` above this one (`SLURM=1` in .ci/run would name another setup marker)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     proc = subprocess.run(["make", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/.installed-dev",
                            "QUICK=digits.yaml study.yaml", "claims"], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "LAYERLAB_FASHION_MNIST_DIR": str(tmp_path / "absent")})
+                          env={**env, "LAYERLAB_FASHION_MNIST_DIR": str(tmp_path / "absent")})
     assert proc.returncode != 0
     assert "apt-get install dataset-fashion-mnist" in proc.stdout
     assert "make claims: stopped before any training: study.yaml" in proc.stdout
